@@ -1,0 +1,7 @@
+"""`python -m monitor_server` is `fitwatch serve`."""
+
+import sys
+
+from .cli import main
+
+main(["serve", *sys.argv[1:]])

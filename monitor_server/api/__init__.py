@@ -1,0 +1,1 @@
+"""HTTP API v1: one router per resource."""

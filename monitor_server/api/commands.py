@@ -1,0 +1,102 @@
+"""Commands: issue, list or long-poll, acknowledge, cancel."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+
+from ..db import reading, writing
+from ..events import EventBus, command_topic, run_topic
+from ..schemas import CommandAck, CommandCreate, CommandPublic
+from ..store import commands as store
+from ..store.runs import get_run_row, touch
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}/commands", tags=["commands"])
+
+CommandId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def announce(bus: EventBus, command: CommandPublic, wake: bool = False) -> None:
+    """Tell the run's streams about a command; `wake` also ends long-polls waiting for one."""
+    bus.publish(run_topic(command.run_id), "command", command.model_dump(mode="json"))
+    if wake:
+        bus.publish(command_topic(command.run_id), "command", None)
+
+
+def announce_delivered(bus: EventBus, commands: list[CommandPublic], now: float) -> None:
+    for command in commands:
+        if command.delivered_at is not None and command.delivered_at.timestamp() == now:
+            announce(bus, command)
+
+
+@router.post("", response_model=CommandPublic, status_code=201, dependencies=[Writer])
+def create_command(run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> CommandPublic:
+    """Send `stop_training` or `set_lr` (`{"value": v}`) to a running training."""
+    args = store.validate_args(body.type, body.args, settings.max_lr)
+    with writing(engine) as conn:
+        command = store.create_command(conn, run_id, body.type, args, time.time(), settings.stale_after)
+    announce(bus, command, wake=True)
+    return command
+
+
+def _poll(engine, run_id: str) -> tuple[list[CommandPublic], float]:
+    now = time.time()
+    with writing(engine) as conn:
+        get_run_row(conn, run_id, lock=True)
+        touch(conn, run_id, now)
+        return store.deliver(conn, run_id, now), now
+
+
+@router.get("", response_model=list[CommandPublic])
+async def list_commands(
+    run_id: RunIdPath,
+    engine: EngineDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    status: Literal["pending"] | None = None,
+    wait: Annotated[float, Query(ge=0, le=30)] = 0,
+) -> list[CommandPublic]:
+    """All commands of the run; with `status=pending`, the ones not yet acknowledged,
+    handed to the caller as the training (marked delivered), waiting up to `wait` s for one."""
+    if status is None:
+        def read() -> list[CommandPublic]:
+            with reading(engine) as conn:
+                return store.list_commands(conn, run_id)
+
+        return await run_in_threadpool(read)
+    deadline = anyio.current_time() + min(wait, settings.max_wait)
+    with bus.subscribe(command_topic(run_id)) as woken:
+        while True:
+            commands, now = await run_in_threadpool(_poll, engine, run_id)
+            announce_delivered(bus, commands, now)
+            remaining = deadline - anyio.current_time()
+            if commands or remaining <= 0:
+                return commands
+            await woken.get(remaining)
+
+
+@router.post("/{command_id}/ack", response_model=CommandPublic, dependencies=[Writer])
+def ack_command(run_id: RunIdPath, command_id: CommandId, body: CommandAck, engine: EngineDep, bus: BusDep) -> CommandPublic:
+    """The training reports a command `applied` or `failed`; repeating it changes nothing."""
+    now = time.time()
+    with writing(engine) as conn:
+        touch(conn, run_id, now)
+        command, changed = store.ack_command(conn, run_id, command_id, body, now)
+    if changed:
+        announce(bus, command)
+    return command
+
+
+@router.post("/{command_id}/cancel", response_model=CommandPublic, dependencies=[Writer])
+def cancel_command(run_id: RunIdPath, command_id: CommandId, engine: EngineDep, bus: BusDep) -> CommandPublic:
+    """Withdraw a command the training has not acknowledged; 409 once it has."""
+    with writing(engine) as conn:
+        command, changed = store.cancel_command(conn, run_id, command_id, time.time())
+    if changed:
+        announce(bus, command)
+    return command

@@ -1,0 +1,85 @@
+"""`POST /publish/epoch/end/`: the endpoint the stock `keras.callbacks.RemoteMonitor` posts to.
+
+RemoteMonitor sends `{"epoch": n, **logs}` once an epoch, as the form field `data`
+(default) or as a JSON body (`send_as_json=True`), with no sequence number; each post is
+stored as the next record of the run named by `?run=` (default `remote-monitor`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, TypeAdapter
+from sqlalchemy import func, select
+
+from ..db import writing
+from ..errors import BadJson, Invalid
+from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate
+from ..store.logs import ingest
+from ..store.runs import create_run
+from ..tables import received
+from .deps import BusDep, EngineDep, SettingsDep, Writer
+from .logs import event_records
+from ..events import run_topic
+
+router = APIRouter(tags=["compat"])
+
+EpochLogs = TypeAdapter(dict[Name, InValue])
+
+
+class Published(BaseModel):
+    accepted: int
+    run_id: str
+
+
+async def _payload(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        raw = form.get("data")
+        if not isinstance(raw, str):
+            raise Invalid("form field 'data' with the epoch's JSON is required")
+    else:
+        raw = (await request.body()).decode("utf-8", "replace")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadJson("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Invalid("expected a JSON object of epoch logs")
+    return data
+
+
+@router.post("/publish/epoch/end/", response_model=Published, dependencies=[Writer])
+async def publish_epoch_end(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    run: Annotated[str, Query(pattern=RUN_ID_PATTERN)] = "remote-monitor",
+    project: Annotated[str, Query(min_length=1, max_length=200)] = "default",
+) -> Published:
+    """Store one epoch posted by `keras.callbacks.RemoteMonitor` in run `run`."""
+    data = await _payload(request)
+    epoch = data.pop("epoch", None)
+    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31):
+        raise Invalid("'epoch' must be a non-negative integer")
+    metrics = EpochLogs.validate_python(data)
+
+    def store() -> list[dict[str, Any]]:
+        now = time.time()
+        with writing(engine) as conn:
+            create_run(conn, RunCreate(id=run, name=run, project=project), now)
+            last = conn.execute(select(func.max(received.c.seq)).where(received.c.run_id == run)).scalar()
+            seq = 0 if last is None else last + 1
+            step = seq if epoch is None else epoch
+            record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
+            return ingest(conn, run, [record], now, settings.stale_after).accepted
+
+    accepted = await run_in_threadpool(store)
+    bus.publish(run_topic(run), "metrics", {"records": event_records(accepted)})
+    return Published(accepted=len(accepted), run_id=run)

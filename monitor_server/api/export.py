@@ -1,0 +1,34 @@
+"""Exports: CSV in Keras' CSVLogger layout, and every record as JSON lines."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from ..schemas import Scope
+from ..store import export as store
+from .deps import EngineDep, RunIdPath
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["export"])
+
+
+@router.get("/export.csv", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})
+def export_csv(run_id: RunIdPath, engine: EngineDep, scope: Scope = "epoch") -> StreamingResponse:
+    """One row per record of `scope`: `epoch` (or `step,epoch`) then one column per metric."""
+    store.check_run(engine, run_id)
+    return StreamingResponse(
+        store.csv_rows(engine, run_id, scope),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}-{scope}.csv"'},
+    )
+
+
+@router.get("/export.jsonl", response_class=StreamingResponse, responses={200: {"content": {"application/jsonl": {}}}})
+def export_jsonl(run_id: RunIdPath, engine: EngineDep) -> StreamingResponse:
+    """Every record as it was logged, one JSON object a line, in seq order."""
+    store.check_run(engine, run_id)
+    return StreamingResponse(
+        store.jsonl(engine, run_id),
+        media_type="application/jsonl",
+        headers={"Content-Disposition": f'attachment; filename="{run_id}.jsonl"'},
+    )

@@ -1,0 +1,68 @@
+"""Log ingest: the hot path of the server.
+
+The body is parsed and validated in one pass by pydantic-core straight from bytes (it
+reads the NaN and Infinity tokens too), with no per-record Python objects, and stored in
+one transaction off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from ..db import writing
+from ..errors import Invalid
+from ..events import run_topic
+from ..schemas import LogBatch, LogResult, encode_float
+from ..store import commands as command_store
+from ..store.logs import ingest
+from .commands import announce_delivered
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+from .runs import announce
+from ..store.runs import read_run
+from ..db import reading
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["logs"])
+
+LOG_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogBatch"}}},
+    }
+}
+
+
+def event_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accepted records as strict JSON for the live stream."""
+    return [{**r, "metrics": {k: encode_float(float(v)) for k, v in r["metrics"].items()}} for r in records]
+
+
+@router.post("/logs", response_model=LogResult, dependencies=[Writer], openapi_extra=LOG_BODY)
+async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> LogResult:
+    """Store a batch of records, each `(run, seq)` once; answer with the commands the
+    training has not acknowledged yet."""
+    body = await request.body()
+
+    def store() -> tuple[LogResult, Any, float]:
+        batch = LogBatch.model_validate_json(body)
+        if len(batch.records) > settings.max_records:
+            raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
+        now = time.time()
+        with writing(engine) as conn:
+            result = ingest(conn, run_id, batch.records, now, settings.stale_after)
+            commands = command_store.deliver(conn, run_id, now)
+        answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
+        return answer, result, now
+
+    answer, result, now = await run_in_threadpool(store)
+    announce_delivered(bus, answer.commands, now)
+    topic = run_topic(run_id)
+    if result.accepted and bus.has_subscribers(topic):
+        bus.publish(topic, "metrics", {"records": event_records(result.accepted)})
+    if result.revived:
+        with reading(engine) as conn:
+            announce(bus, read_run(conn, run_id, settings.stale_after))
+    return answer

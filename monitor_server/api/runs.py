@@ -1,0 +1,78 @@
+"""Runs: create (idempotent by id), list, read, change, delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from ..db import reading, writing
+from ..events import RUNS_TOPIC, run_topic
+from ..schemas import RunCreate, RunPatch, RunPublic, RunStatus
+from ..store import runs as store
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+
+
+def announce(bus, run: RunPublic) -> None:
+    data = run.model_dump(mode="json")
+    bus.publish(RUNS_TOPIC, "run", data)
+    bus.publish(run_topic(run.id), "run", data)
+
+
+@router.post("", response_model=RunPublic, status_code=201, dependencies=[Writer])
+def create_run(body: RunCreate, response: Response, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
+    """Create a run; with an `id` that exists, answer that run (200) instead."""
+    with writing(engine) as conn:
+        row, created = store.create_run(conn, body, time.time())
+    with reading(engine) as conn:
+        run = store.read_run(conn, row.id, settings.stale_after)
+    if created:
+        announce(bus, run)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return run
+
+
+@router.get("", response_model=list[RunPublic])
+def list_runs(
+    engine: EngineDep,
+    settings: SettingsDep,
+    project: Annotated[str | None, Query(max_length=200)] = None,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> list[RunPublic]:
+    """Runs, newest first."""
+    with reading(engine) as conn:
+        return store.list_runs(conn, settings.stale_after, project, status, limit, offset)
+
+
+@router.get("/{run_id}", response_model=RunPublic)
+def read_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> RunPublic:
+    """One run, with the last value of each epoch series in `latest`."""
+    with reading(engine) as conn:
+        return store.read_run(conn, run_id, settings.stale_after)
+
+
+@router.patch("/{run_id}", response_model=RunPublic, dependencies=[Writer])
+def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
+    """Change a run's status (with the reason it ended), name or config."""
+    with writing(engine) as conn:
+        store.patch_run(conn, run_id, body, time.time())
+    with reading(engine) as conn:
+        run = store.read_run(conn, run_id, settings.stale_after)
+    announce(bus, run)
+    return run
+
+
+@router.delete("/{run_id}", status_code=204, dependencies=[Writer])
+def delete_run(run_id: RunIdPath, engine: EngineDep, bus: BusDep) -> Response:
+    """Delete a run with its points and commands."""
+    with writing(engine) as conn:
+        store.delete_run(conn, run_id)
+    bus.publish(RUNS_TOPIC, "deleted", {"id": run_id})
+    bus.publish(run_topic(run_id), "deleted", {"id": run_id})
+    return Response(status_code=204)

@@ -1,0 +1,62 @@
+"""The application factory: `create_app(settings)` builds one server on one database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+
+from . import __version__, errors
+from .api import commands, compat, events, export, health, logs, runs, series
+from .config import Settings, get_settings
+from .db import make_engine
+from .events import EventBus
+from .migrations import upgrade
+from .schemas import LogBatch
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A server for `settings` (default: the `FITWATCH_*` environment). The database is
+    opened and migrated when the app starts, not when it is built."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.pool_size)
+        await run_in_threadpool(upgrade, engine)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="fitwatch",
+        version=__version__,
+        summary="Live training monitor for Keras: runs, metrics and remote control.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.settings = settings
+    app.state.bus = EventBus()
+    errors.install(app)
+    for module in (health, runs, logs, series, commands, events, export, compat):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, plus the log batch body that the ingest route parses itself."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        batch = LogBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(batch.pop("$defs", {}))
+        components["LogBatch"] = batch
+        app.openapi_schema = schema
+    return app.openapi_schema

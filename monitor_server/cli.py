@@ -1,0 +1,58 @@
+"""The `fitwatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server (flags override FITWATCH_* variables)")
+    serve.add_argument("--host", help="address to bind (FITWATCH_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (FITWATCH_PORT, default 8000)")
+    serve.add_argument("--db", help="database URL (FITWATCH_DATABASE_URL, default sqlite:///./fitwatch.db)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from .config import Settings
+
+    # Flags become the environment, so every worker process reads the same settings.
+    for flag, var in (("host", "FITWATCH_HOST"), ("port", "FITWATCH_PORT"), ("db", "FITWATCH_DATABASE_URL")):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[var] = str(value)
+    settings = Settings()
+    if settings.host not in LOOPBACK and settings.token is None:
+        print(
+            f"WARNING: fitwatch is listening on {settings.host} with no FITWATCH_TOKEN: anyone who can "
+            "reach this port can stop or change your training. Set FITWATCH_TOKEN.",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        "monitor_server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level="info",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+
+
+if __name__ == "__main__":
+    main()

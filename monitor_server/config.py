@@ -1,0 +1,30 @@
+"""Server settings: one place, read from `FITWATCH_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FITWATCH_", extra="ignore")
+
+    database_url: str = "sqlite:///./fitwatch.db"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: SecretStr | None = None
+    stale_after: float = Field(120.0, gt=0, description="seconds without contact before a running run is reported interrupted")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_records: int = Field(10_000, gt=0)
+    pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
+    max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
+    max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,72 @@
+"""Engines and transactions for SQLite and PostgreSQL.
+
+SQLite runs in WAL mode so readers never block the writer, with a long busy timeout, and
+every write transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front, so
+concurrent writers queue instead of failing with "database is locked" when a read
+transaction tries to upgrade. PostgreSQL gets a sized pool with pre-ping, so a restarted
+database costs one failed check, not a failed request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for `url` with the settings each backend needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            pool_size=pool_size,
+            max_overflow=2 * pool_size,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        )
+    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN itself instead of the driver's implicit one.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any error."""
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        yield conn
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read transaction: one consistent snapshot for several queries."""
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def backend(engine: Engine) -> str:
+    """`sqlite` or `postgresql`, as `/healthz` reports it."""
+    return engine.dialect.name

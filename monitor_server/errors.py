@@ -1,0 +1,92 @@
+"""Domain errors and the one error shape, `{"detail": ...}`, every failure answers with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+
+class ApiError(Exception):
+    """An error a client caused; `status` is its HTTP status."""
+
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class BadJson(ApiError):
+    status = 400
+
+
+class Invalid(ApiError):
+    status = 422
+
+
+class TooLarge(ApiError):
+    status = 413
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+def validation_detail(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
+    """Validation errors without the echoed input, which may hold NaN or huge blobs."""
+    return [
+        {"loc": [*prefix, *e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors
+    ]
+
+
+def error_response(status: int, detail: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.detail)
+
+
+async def _request_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "request body is not valid JSON")
+    return error_response(422, validation_detail(errors))
+
+
+async def _validation(_request: Request, exc: ValidationError) -> JSONResponse:
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        return error_response(400, "request body is not valid JSON")
+    # Raised where a handler validates the body itself.
+    return error_response(422, validation_detail(exc.errors(), ("body",)))
+
+
+async def _database_down(_request: Request, _exc: Exception) -> JSONResponse:
+    # The database went away (restart, network): a client should retry, not give up.
+    return JSONResponse({"detail": "database unavailable, retry"}, status_code=503, headers={"Retry-After": "1"})
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every client error into `{"detail": ...}`."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(ValidationError, _validation)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(InterfaceError, _database_down)
+
+

@@ -1,0 +1,86 @@
+"""The live-event bus behind SSE streams and command long-polls.
+
+Handlers publish after their transaction commits, from any thread; subscribers are asyncio
+queues on the server's event loop. A subscriber that falls too far behind is marked
+overflowed and its stream ends, so the browser reconnects and refetches instead of the
+server buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUE_SIZE = 2000
+
+RUNS_TOPIC = "runs"
+
+
+def run_topic(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+def command_topic(run_id: str) -> str:
+    """Woken when a command is issued, for long-polls waiting on the run."""
+    return f"commands:{run_id}"
+
+
+@dataclass(eq=False)
+class Subscription:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    overflowed: bool = False
+
+    def _offer(self, item: tuple[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def get(self, timeout: float | None = None) -> tuple[str, Any] | None:
+        """The next (event, data), or None when `timeout` seconds pass first."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class EventBus:
+    """In-process publish/subscribe by topic; `publish` is safe from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = {}
+
+    def has_subscribers(self, topic: str) -> bool:
+        return topic in self._subs
+
+    def publish(self, topic: str, event: str, data: Any) -> None:
+        with self._lock:
+            subs = list(self._subs.get(topic, ()))
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub._offer, (event, data))
+            except RuntimeError:  # the subscriber's loop has closed
+                pass
+
+    @contextmanager
+    def subscribe(self, *topics: str) -> Iterator[Subscription]:
+        sub = Subscription(asyncio.get_running_loop())
+        with self._lock:
+            for topic in topics:
+                self._subs.setdefault(topic, set()).add(sub)
+        try:
+            yield sub
+        finally:
+            with self._lock:
+                for topic in topics:
+                    subs = self._subs.get(topic)
+                    if subs is not None:
+                        subs.discard(sub)
+                        if not subs:
+                            del self._subs[topic]

@@ -1,0 +1,125 @@
+"""Commands to a running training: issue, deliver, acknowledge, cancel.
+
+Delivery is at least once: every poll, and every log response, hands over all commands
+the client has not acknowledged; the client applies each id at most once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from ..errors import Conflict, Invalid, NotFound
+from ..schemas import CommandAck, CommandPublic, SetLrArgs, timestamp
+from ..tables import commands
+from .runs import effective_status, get_run_row
+
+UNACKNOWLEDGED = ("pending", "delivered")
+
+
+def to_public(row: Any) -> CommandPublic:
+    return CommandPublic(
+        id=row.id,
+        run_id=row.run_id,
+        type=row.type,
+        args=row.args,
+        status=row.status,
+        created_at=timestamp(row.created_at),
+        delivered_at=timestamp(row.delivered_at),
+        done_at=timestamp(row.done_at),
+        message=row.message,
+        step=row.step,
+    )
+
+
+def validate_args(type_: str, args: dict[str, Any], max_lr: float) -> dict[str, Any]:
+    """The command's args in canonical form; raises ValidationError (422) when wrong."""
+    if type_ == "set_lr":
+        value = SetLrArgs.model_validate(args).value
+        if value > max_lr:
+            raise Invalid(f"set_lr value {value} is above the limit {max_lr}")
+        return {"value": float(value)}
+    if args:
+        raise Invalid(f"{type_} takes no args")
+    return {}
+
+
+def create_command(conn: Connection, run_id: str, type_: str, args: dict[str, Any], now: float, stale_after: float) -> CommandPublic:
+    run = get_run_row(conn, run_id, lock=True)
+    status = effective_status(run, stale_after, now)
+    if status != "running":
+        raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
+    new_id = conn.execute(
+        insert(commands)
+        .values(run_id=run_id, type=type_, args=args, status="pending", created_at=now)
+        .returning(commands.c.id)
+    ).scalar_one()
+    return get_command(conn, run_id, new_id)
+
+
+def _row(conn: Connection, run_id: str, command_id: int) -> Any:
+    row = conn.execute(select(commands).where(commands.c.id == command_id, commands.c.run_id == run_id)).first()
+    if row is None:
+        raise NotFound(f"run {run_id!r} has no command {command_id}")
+    return row
+
+
+def get_command(conn: Connection, run_id: str, command_id: int) -> CommandPublic:
+    return to_public(_row(conn, run_id, command_id))
+
+
+def list_commands(conn: Connection, run_id: str) -> list[CommandPublic]:
+    get_run_row(conn, run_id)
+    rows = conn.execute(select(commands).where(commands.c.run_id == run_id).order_by(commands.c.id))
+    return [to_public(r) for r in rows]
+
+
+def deliver(conn: Connection, run_id: str, now: float) -> list[CommandPublic]:
+    """All unacknowledged commands of the run, marking pending ones delivered."""
+    conn.execute(
+        update(commands)
+        .where(commands.c.run_id == run_id, commands.c.status == "pending")
+        .values(status="delivered", delivered_at=now)
+    )
+    rows = conn.execute(
+        select(commands).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED)).order_by(commands.c.id)
+    )
+    return [to_public(r) for r in rows]
+
+
+def has_unacknowledged(conn: Connection, run_id: str) -> bool:
+    query = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED)).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def ack_command(conn: Connection, run_id: str, command_id: int, body: CommandAck, now: float) -> tuple[CommandPublic, bool]:
+    """Record the client's outcome; the flag says whether this changed the command.
+    A repeated ack answers the command as it is."""
+    current = _row(conn, run_id, command_id)
+    if current.status in ("applied", "failed"):
+        return to_public(current), False
+    if current.status == "cancelled":
+        raise Conflict(f"command {command_id} was cancelled")
+    conn.execute(
+        update(commands)
+        .where(commands.c.id == command_id)
+        .values(
+            status=body.status,
+            message=body.message,
+            step=body.step,
+            done_at=now,
+            delivered_at=current.delivered_at if current.delivered_at is not None else now,
+        )
+    )
+    return get_command(conn, run_id, command_id), True
+
+
+def cancel_command(conn: Connection, run_id: str, command_id: int, now: float) -> tuple[CommandPublic, bool]:
+    current = _row(conn, run_id, command_id)
+    if current.status == "cancelled":
+        return to_public(current), False
+    if current.status in ("applied", "failed"):
+        raise Conflict(f"command {command_id} is already {current.status}")
+    conn.execute(update(commands).where(commands.c.id == command_id).values(status="cancelled", done_at=now))
+    return get_command(conn, run_id, command_id), True

@@ -1,0 +1,140 @@
+"""Log ingest: store each record of a batch exactly once, in one transaction.
+
+The run's row is locked for the transaction (SQLite's write transactions are exclusive
+anyway), so two requests for one run cannot interleave between the duplicate check and
+the insert. Points go in sorted by (series, step), which keeps SQLite's clustered index
+appending, and the series' running stats and summaries are merged in the same pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from ..tables import points, received, series
+from .runs import get_run_row, touch, was_stale
+from .sql import bulk_insert
+from .summaries import block_rows, merge_blocks
+
+
+@dataclass
+class IngestResult:
+    accepted: list[dict[str, Any]]
+    duplicates: int
+    revived: bool
+
+
+def ingest(conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float) -> IngestResult:
+    """Store the records not stored before; the run must exist."""
+    run = get_run_row(conn, run_id, lock=True)
+    fresh = _fresh(conn, run_id, records)
+    if fresh:
+        bulk_insert(conn, received, [(run_id, r["seq"]) for r in fresh])
+        _store_points(conn, run_id, fresh)
+    touch(conn, run_id, now)
+    return IngestResult(fresh, len(records) - len(fresh), was_stale(run, stale_after, now))
+
+
+def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records whose seq this run has not stored yet, first occurrence only."""
+    if not records:
+        return []
+    seqs = [r["seq"] for r in records]
+    query = select(received.c.seq).where(received.c.run_id == run_id, received.c.seq.between(min(seqs), max(seqs)))
+    seen = set(conn.execute(query).scalars())
+    fresh = []
+    for record in records:
+        if record["seq"] not in seen:
+            seen.add(record["seq"])
+            fresh.append(record)
+    return fresh
+
+
+def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> None:
+    keys: dict[tuple[str, str], int] = {}
+    key_col, steps, seqs, epochs, walls, values = [], [], [], [], [], []
+    for r in records:
+        scope, step, seq, epoch, wall = r["scope"], r["step"], r["seq"], r.get("epoch"), r["wall_time"]
+        for name, value in r["metrics"].items():
+            key_col.append(keys.setdefault((scope, name), len(keys)))
+            steps.append(step)
+            seqs.append(seq)
+            epochs.append(-1 if epoch is None else epoch)
+            walls.append(wall)
+            values.append(value)
+    if not key_col:
+        return
+    key = np.array(key_col, np.int64)
+    step = np.array(steps, np.int64)
+    seq = np.array(seqs, np.int64)
+    order = np.lexsort((seq, step, key))
+    key, step, seq = key[order], step[order], seq[order]
+    epoch = np.array(epochs, np.int64)[order]
+    wall = np.array(walls, np.float64)[order]
+    # float() also reads the names "NaN", "Infinity" and "-Infinity".
+    value = np.array([float(v) for v in values], np.float64)[order]
+
+    ids = _upsert_series(conn, run_id, list(keys), key, step, seq, value)
+    sid = ids[key]
+    epoch_list = [None if e < 0 else e for e in epoch.tolist()]
+    rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
+    bulk_insert(conn, points, rows)
+    merge_blocks(conn, block_rows(sid, step, wall, value))
+
+
+def _upsert_series(
+    conn: Connection,
+    run_id: str,
+    names: list[tuple[str, str]],
+    key: np.ndarray,
+    step: np.ndarray,
+    seq: np.ndarray,
+    value: np.ndarray,
+) -> np.ndarray:
+    """Create or update each touched series' running stats; its ids, indexed by key."""
+    existing = {
+        (r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))
+    }
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    ends = np.append(starts[1:], len(key)) - 1
+    ids = np.zeros(len(names), np.int64)
+    updates = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        k = int(key[start])
+        finite = value[start : end + 1][np.isfinite(value[start : end + 1])]
+        new = {
+            "count": end - start + 1,
+            "first_step": int(step[start]),
+            "last_step": int(step[end]),
+            "last_seq": int(seq[end]),
+            "last_value": float(value[end]),
+            "min_value": float(finite.min()) if len(finite) else None,
+            "max_value": float(finite.max()) if len(finite) else None,
+        }
+        old = existing.get(names[k])
+        if old is None:
+            scope, name = names[k]
+            ids[k] = conn.execute(
+                insert(series).values(run_id=run_id, scope=scope, name=name, **new).returning(series.c.id)
+            ).scalar_one()
+            continue
+        ids[k] = old.id
+        if (old.last_step, old.last_seq) > (new["last_step"], new["last_seq"]):
+            new.update(last_step=old.last_step, last_seq=old.last_seq, last_value=old.last_value)
+        new["count"] += old.count
+        new["first_step"] = min(new["first_step"], old.first_step)
+        new["min_value"] = _pick(min, old.min_value, new["min_value"])
+        new["max_value"] = _pick(max, old.max_value, new["max_value"])
+        updates.append({"sid": old.id, **new})
+    if updates:
+        stmt = update(series).where(series.c.id == bindparam("sid"))
+        conn.execute(stmt, updates)
+    return ids
+
+
+def _pick(fn, a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return fn(values) if values else None

@@ -1,0 +1,146 @@
+"""Runs: create, read, list, change, delete, and the liveness that makes a silent run
+`interrupted`.
+
+A run whose process stops talking keeps `running` in the table; readers see it as
+`interrupted` once `last_seen` is older than the stale timeout, and it is `running` again
+as soon as it talks. So nothing has to sweep the table, and a run that was only cut off
+from the server for a while comes back by itself.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, or_, select, update
+
+from ..errors import NotFound
+from ..schemas import RunCreate, RunPatch, RunPublic, timestamp
+from ..tables import commands, points, received, runs, series, summaries
+from .sql import insert_ignore
+
+
+def effective_status(row: Any, stale_after: float, now: float) -> str:
+    if row.status == "running" and row.last_seen < now - stale_after:
+        return "interrupted"
+    return row.status
+
+
+def to_public(row: Any, latest: dict[str, float], stale_after: float, now: float) -> RunPublic:
+    return RunPublic(
+        id=row.id,
+        name=row.name,
+        project=row.project,
+        status=effective_status(row, stale_after, now),
+        reason=row.reason,
+        config=row.config,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+        last_seen=timestamp(row.last_seen),
+        latest=latest,
+    )
+
+
+def create_run(conn: Connection, body: RunCreate, now: float) -> tuple[Any, bool]:
+    """The run with `body.id`, created if new; the flag says whether it was."""
+    run_id = body.id or uuid.uuid4().hex
+    values = {
+        "id": run_id,
+        "name": body.name or run_id,
+        "project": body.project,
+        "status": "running",
+        "reason": None,
+        "config": body.config,
+        "created_at": now,
+        "updated_at": now,
+        "last_seen": now,
+    }
+    created = conn.execute(insert_ignore(conn, runs, ["id"]).values(values).returning(runs.c.id)).first() is not None
+    return get_run_row(conn, run_id), created
+
+
+def get_run_row(conn: Connection, run_id: str, lock: bool = False) -> Any:
+    """The run's row; `lock` holds it for the transaction on PostgreSQL (SQLite's
+    write transactions are already exclusive)."""
+    query = select(runs).where(runs.c.id == run_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return row
+
+
+def latest_epoch_values(conn: Connection, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Last value of every epoch series of each run."""
+    out: dict[str, dict[str, float]] = {run_id: {} for run_id in run_ids}
+    if run_ids:
+        query = select(series.c.run_id, series.c.name, series.c.last_value).where(
+            series.c.run_id.in_(run_ids), series.c.scope == "epoch"
+        )
+        for run_id, name, value in conn.execute(query):
+            out[run_id][name] = float("nan") if value is None else value
+    return out
+
+
+def read_run(conn: Connection, run_id: str, stale_after: float) -> RunPublic:
+    row = get_run_row(conn, run_id)
+    return to_public(row, latest_epoch_values(conn, [run_id])[run_id], stale_after, time.time())
+
+
+def list_runs(
+    conn: Connection,
+    stale_after: float,
+    project: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[RunPublic]:
+    now = time.time()
+    cutoff = now - stale_after
+    query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit).offset(offset)
+    if project is not None:
+        query = query.where(runs.c.project == project)
+    if status == "interrupted":
+        query = query.where(or_(runs.c.status == "interrupted", and_(runs.c.status == "running", runs.c.last_seen < cutoff)))
+    elif status == "running":
+        query = query.where(runs.c.status == "running", runs.c.last_seen >= cutoff)
+    elif status is not None:
+        query = query.where(runs.c.status == status)
+    rows = conn.execute(query).all()
+    latest = latest_epoch_values(conn, [row.id for row in rows])
+    return [to_public(row, latest[row.id], stale_after, now) for row in rows]
+
+
+def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None:
+    get_run_row(conn, run_id, lock=True)
+    values: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if body.status is not None:
+        # A run that says it is running is alive; any other status ends it, with its reason.
+        values.setdefault("reason", None)
+        if body.status == "running":
+            values["last_seen"] = now
+    values["updated_at"] = now
+    conn.execute(update(runs).where(runs.c.id == run_id).values(values))
+
+
+def touch(conn: Connection, run_id: str, now: float) -> None:
+    """Record contact from the run's process."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(last_seen=now))
+
+
+def delete_run(conn: Connection, run_id: str) -> None:
+    get_run_row(conn, run_id, lock=True)
+    series_ids = select(series.c.id).where(series.c.run_id == run_id).scalar_subquery()
+    conn.execute(delete(points).where(points.c.series_id.in_(series_ids)))
+    conn.execute(delete(summaries).where(summaries.c.series_id.in_(series_ids)))
+    conn.execute(delete(received).where(received.c.run_id == run_id))
+    conn.execute(delete(commands).where(commands.c.run_id == run_id))
+    conn.execute(delete(series).where(series.c.run_id == run_id))
+    conn.execute(delete(runs).where(runs.c.id == run_id))
+
+
+def was_stale(row: Any, stale_after: float, now: float) -> bool:
+    """Whether this contact revives a run that readers saw as interrupted."""
+    return effective_status(row, stale_after, now) == "interrupted" and row.status == "running"

@@ -1,0 +1,37 @@
+"""The few statements that SQLite and PostgreSQL spell differently."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def dialect_insert(conn: Connection, table: Table):
+    """`INSERT` with the dialect's `ON CONFLICT` clauses available."""
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def insert_ignore(conn: Connection, table: Table, keys: list[str]):
+    return dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple]) -> None:
+    """Append rows given as tuples in column order: the ingest hot path.
+
+    PostgreSQL gets `COPY`, SQLite a plain `executemany`; both skip SQLAlchemy's per-row
+    parameter handling, which would cost more than the insert itself.
+    """
+    if not rows:
+        return
+    names = [c.name for c in table.columns]
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = ", ".join("?" * len(names))
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", rows)

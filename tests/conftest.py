@@ -1,0 +1,121 @@
+"""Shared fixtures: a real database per test (SQLite file, and PostgreSQL when
+FITWATCH_TEST_POSTGRES_URL is set) and a real server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from monitor_server import create_app
+from monitor_server.config import Settings
+
+PG_URL = os.environ.get("FITWATCH_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+TABLES = "runs, series, points, summaries, received, commands"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"fitwatch_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _clean_postgres(url: str) -> None:
+    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('public.runs')").fetchone()[0]
+        if exists:
+            conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fitwatch.db'}"
+    url = request.getfixturevalue("pg_database")
+    _clean_postgres(url)
+    return url
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+    settings: Settings
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[LiveServer]:
+    """Run the app under uvicorn on a free port in a thread, until the block ends."""
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app, settings)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def start_server(database_url: str) -> Iterator[Callable[..., LiveServer]]:
+    """Start a server on this test's database with settings overridden as given."""
+    stack: list = []
+
+    def start(**overrides) -> LiveServer:
+        cm = serve(Settings(database_url=database_url, **overrides))
+        stack.append(cm)
+        return cm.__enter__()
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(start_server) -> LiveServer:
+    return start_server()
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client

@@ -1,0 +1,40 @@
+"""Helpers for tests: the error-shape check and record builders."""
+
+from __future__ import annotations
+
+import httpx
+
+JSON = {"content-type": "application/json"}
+
+def assert_error(response: httpx.Response, status: int) -> object:
+    """The response is `status` with the one error shape, `{"detail": ...}`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"detail"} and body["detail"], body
+    return body["detail"]
+
+
+def make_records(n: int, start: int = 0, scope: str = "batch", metrics=("loss", "accuracy")) -> list[dict]:
+    """`n` records with seq and step from `start`, deterministic values."""
+    return [
+        {
+            "seq": start + i,
+            "scope": scope,
+            "step": start + i,
+            "epoch": (start + i) // 100,
+            "wall_time": 1_700_000_000.0 + start + i,
+            "metrics": {m: round(1.0 / (start + i + k + 1), 12) for k, m in enumerate(metrics)},
+        }
+        for i in range(n)
+    ]
+
+
+def create_run(api: httpx.Client, run_id: str = "r1", **fields) -> dict:
+    response = api.post("/api/v1/runs", json={"id": run_id, **fields})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def post_logs(api: httpx.Client, run_id: str, records: list[dict]) -> httpx.Response:
+    return api.post(f"/api/v1/runs/{run_id}/logs", json={"records": records})

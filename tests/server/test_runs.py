@@ -1,0 +1,143 @@
+"""Runs: idempotent create, list with filters, read with latest values, patch, delete,
+and the liveness rule that reports a silent run as interrupted."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
+
+
+def test_health_names_the_database(api, database_url):
+    body = api.get("/healthz").json()
+    assert body == {"status": "ok", "database": "postgresql" if database_url.startswith("postgresql") else "sqlite"}
+
+
+def test_create_is_idempotent_by_id(api):
+    first = api.post("/api/v1/runs", json={"id": "run-1", "name": "mlp", "project": "p", "config": {"lr": 0.1}})
+    assert first.status_code == 201
+    again = api.post("/api/v1/runs", json={"id": "run-1", "name": "other"})
+    assert again.status_code == 200
+    assert again.json()["name"] == "mlp" and again.json()["created_at"] == first.json()["created_at"]
+    assert len(api.get("/api/v1/runs").json()) == 1
+
+
+def test_create_without_id_makes_one(api):
+    run = api.post("/api/v1/runs", json={}).json()
+    assert len(run["id"]) == 32 and run["name"] == run["id"]
+    assert run["project"] == "default" and run["status"] == "running" and run["config"] == {}
+
+
+def test_config_keeps_nested_values_and_names_nonfinite(api):
+    config = {"fit": {"epochs": 3, "batch_size": 32}, "layers": [64, 10], "clip": float("inf")}
+    # Python's json writes the bare Infinity token, as a Keras user's client would.
+    response = api.post("/api/v1/runs", content=json.dumps({"id": "cfg", "config": config}), headers=JSON)
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["config"] == {"fit": {"epochs": 3, "batch_size": 32}, "layers": [64, 10], "clip": "Infinity"}
+    assert api.get("/api/v1/runs/cfg").json()["config"] == run["config"]
+
+
+def test_list_is_newest_first_with_filters_and_paging(api):
+    for i, project in enumerate(["a", "b", "a"]):
+        create_run(api, f"r{i}", project=project)
+        time.sleep(0.01)
+    api.patch("/api/v1/runs/r1", json={"status": "finished"})
+    assert [r["id"] for r in api.get("/api/v1/runs").json()] == ["r2", "r1", "r0"]
+    assert [r["id"] for r in api.get("/api/v1/runs", params={"project": "a"}).json()] == ["r2", "r0"]
+    assert [r["id"] for r in api.get("/api/v1/runs", params={"status": "finished"}).json()] == ["r1"]
+    assert [r["id"] for r in api.get("/api/v1/runs", params={"limit": 1, "offset": 1}).json()] == ["r1"]
+
+
+def test_read_has_latest_epoch_values(api):
+    create_run(api, "r")
+    records = make_records(3, scope="epoch", metrics=("loss", "val_loss"))
+    records[-1]["metrics"]["val_loss"] = "NaN"
+    post_logs(api, "r", records + make_records(5, start=10, metrics=("batch_only",)))
+    latest = api.get("/api/v1/runs/r").json()["latest"]
+    assert latest == {"loss": records[-1]["metrics"]["loss"], "val_loss": "NaN"}
+
+
+def test_patch_status_reason_name_and_config(api):
+    create_run(api, "r")
+    run = api.patch("/api/v1/runs/r", json={"status": "stopped", "reason": "stop command", "name": "n2", "config": {"x": 1}}).json()
+    assert (run["status"], run["reason"], run["name"], run["config"]) == ("stopped", "stop command", "n2", {"x": 1})
+    run = api.patch("/api/v1/runs/r", json={"status": "running"}).json()
+    assert run["status"] == "running" and run["reason"] is None
+
+
+def test_delete_removes_points_and_commands(api):
+    create_run(api, "gone")
+    create_run(api, "kept")
+    post_logs(api, "gone", make_records(50))
+    post_logs(api, "kept", make_records(50))
+    api.post("/api/v1/runs/gone/commands", json={"type": "stop_training"})
+    assert api.delete("/api/v1/runs/gone").status_code == 204
+    assert_error(api.get("/api/v1/runs/gone"), 404)
+    assert_error(api.get("/api/v1/runs/gone/series"), 404)
+    # The id is free again and starts empty: nothing of the old run survived.
+    create_run(api, "gone")
+    assert api.get("/api/v1/runs/gone/series").json() == []
+    assert post_logs(api, "gone", make_records(50)).json()["accepted"] == 50
+    assert api.get("/api/v1/runs/gone/commands").json() == []
+    assert api.get("/api/v1/runs/kept/series/batch/loss").json()["count"] == 50
+
+
+def test_silent_run_is_reported_interrupted_and_revives_when_it_talks(start_server):
+    server = start_server(stale_after=0.5)
+    with server.client() as api:
+        create_run(api, "quiet")
+        create_run(api, "done")
+        api.patch("/api/v1/runs/done", json={"status": "finished"})
+        time.sleep(0.8)
+        assert api.get("/api/v1/runs/quiet").json()["status"] == "interrupted"
+        assert [r["id"] for r in api.get("/api/v1/runs", params={"status": "interrupted"}).json()] == ["quiet"]
+        assert api.get("/api/v1/runs", params={"status": "running"}).json() == []
+        assert api.get("/api/v1/runs/done").json()["status"] == "finished"
+        post_logs(api, "quiet", make_records(1))
+        assert api.get("/api/v1/runs/quiet").json()["status"] == "running"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "has space"},
+        {"id": "x" * 65},
+        {"id": ""},
+        {"id": 5},
+        {"name": ""},
+        {"project": 3},
+        {"config": [1, 2]},
+        {"config": {"a": "nul\x00"}},
+        {"unknown": 1},
+    ],
+)
+def test_bad_run_bodies_are_422(api, body):
+    assert_error(api.post("/api/v1/runs", json=body), 422)
+    assert api.get("/api/v1/runs").json() == []
+
+
+def test_bad_run_id_in_path_and_unknown_run(api):
+    assert_error(api.get("/api/v1/runs/bad%20id"), 422)
+    assert_error(api.get("/api/v1/runs/nope"), 404)
+    assert_error(api.patch("/api/v1/runs/nope", json={"status": "finished"}), 404)
+    assert_error(api.delete("/api/v1/runs/nope"), 404)
+    create_run(api, "r")
+    assert_error(api.patch("/api/v1/runs/r", json={"status": "exploded"}), 422)
+    assert_error(api.get("/api/v1/runs", params={"status": "exploded"}), 422)
+    assert_error(api.post("/api/v1/runs", content=b"{not json", headers={"content-type": "application/json"}), 400)
+
+
+def test_token_guards_writes_not_reads(start_server):
+    server = start_server(token="s3cret")
+    with server.client() as api:
+        assert_error(api.post("/api/v1/runs", json={"id": "r"}), 401)
+        assert_error(api.post("/api/v1/runs", json={"id": "r"}, headers={"Authorization": "Bearer wrong"}), 401)
+        auth = {"Authorization": "Bearer s3cret"}
+        assert api.post("/api/v1/runs", json={"id": "r"}, headers=auth).status_code == 201
+        assert_error(post_logs(api, "r", make_records(1)), 401)
+        assert api.post("/api/v1/runs/r/logs", json={"records": make_records(1)}, headers=auth).json()["accepted"] == 1
+        assert api.get("/api/v1/runs/r").status_code == 200
