@@ -15,6 +15,7 @@ from .api import commands, compat, events, export, health, logs, runs, series
 from .config import Settings, get_settings
 from .db import make_engine
 from .events import EventBus
+from .limits import BodyLimit
 from .migrations import upgrade
 from .schemas import LogBatch
 
@@ -39,11 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Live training monitor for Keras: runs, metrics and remote control.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.bus = EventBus()
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for module in (health, runs, logs, series, commands, events, export, compat):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)

@@ -32,7 +32,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 # Rows whose value is NaN or ±Infinity: NULL on SQLite; on PostgreSQL NaN compares greater
 # than every number, so abs() > the largest float catches NaN and both infinities.
-NONFINITE_WHERE = text("value IS NULL OR abs(value) > 1.7976931348623157e308")
+NONFINITE_WHERE = text("(value IS NULL OR abs(value) > 1.7976931348623157e308)")
 
 runs = Table(
     "runs",

@@ -55,27 +55,28 @@ def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list
 
 def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> None:
     keys: dict[tuple[str, str], int] = {}
-    key_col, steps, seqs, epochs, walls, values = [], [], [], [], [], []
+    key_col: list[int] = []
+    values: list[Any] = []
+    sizes: list[int] = []
     for r in records:
-        scope, step, seq, epoch, wall = r["scope"], r["step"], r["seq"], r.get("epoch"), r["wall_time"]
-        for name, value in r["metrics"].items():
+        scope, metrics = r["scope"], r["metrics"]
+        sizes.append(len(metrics))
+        for name, value in metrics.items():
             key_col.append(keys.setdefault((scope, name), len(keys)))
-            steps.append(step)
-            seqs.append(seq)
-            epochs.append(-1 if epoch is None else epoch)
-            walls.append(wall)
             values.append(value)
     if not key_col:
         return
+    # Per-record columns, repeated once for each metric of the record.
+    sizes_arr = np.array(sizes)
+    step = np.repeat(np.array([r["step"] for r in records], np.int64), sizes_arr)
+    seq = np.repeat(np.array([r["seq"] for r in records], np.int64), sizes_arr)
+    epoch = np.repeat(np.array([-1 if r.get("epoch") is None else r["epoch"] for r in records], np.int64), sizes_arr)
+    wall = np.repeat(np.array([r["wall_time"] for r in records], np.float64), sizes_arr)
     key = np.array(key_col, np.int64)
-    step = np.array(steps, np.int64)
-    seq = np.array(seqs, np.int64)
     order = np.lexsort((seq, step, key))
-    key, step, seq = key[order], step[order], seq[order]
-    epoch = np.array(epochs, np.int64)[order]
-    wall = np.array(walls, np.float64)[order]
-    # float() also reads the names "NaN", "Infinity" and "-Infinity".
-    value = np.array([float(v) for v in values], np.float64)[order]
+    key, step, seq, epoch, wall = key[order], step[order], seq[order], epoch[order], wall[order]
+    # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
+    value = np.array(values, np.float64)[order]
 
     ids = _upsert_series(conn, run_id, list(keys), key, step, seq, value)
     sid = ids[key]

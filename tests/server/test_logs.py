@@ -1,0 +1,205 @@
+"""Log ingest: exactly once per (run, seq), one transaction per request, non-finite values
+kept, and every kind of bad input refused with a 4xx and nothing stored."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
+
+
+def count(api, run_id="r", scope="batch", name="loss"):
+    response = api.get(f"/api/v1/runs/{run_id}/series/{scope}/{name}", params={"max_points": 200_000})
+    return response.json()["count"] if response.status_code == 200 else 0
+
+
+def test_batch_is_stored_and_points_read_back(api):
+    create_run(api, "r")
+    records = make_records(20)
+    assert post_logs(api, "r", records).json() == {"accepted": 20, "duplicates": 0, "commands": []}
+    data = api.get("/api/v1/runs/r/series/batch/loss").json()
+    assert data["steps"] == list(range(20))
+    assert data["values"] == [r["metrics"]["loss"] for r in records]
+    assert data["wall_times"] == [r["wall_time"] for r in records]
+
+
+def test_retried_batch_is_stored_once(api):
+    create_run(api, "r")
+    records = make_records(100)
+    post_logs(api, "r", records)
+    assert post_logs(api, "r", records).json() == {"accepted": 0, "duplicates": 100, "commands": []}
+    assert count(api) == 100
+
+
+def test_overlapping_batch_stores_only_new_records(api):
+    create_run(api, "r")
+    post_logs(api, "r", make_records(60))
+    answer = post_logs(api, "r", make_records(60, start=40)).json()
+    assert (answer["accepted"], answer["duplicates"]) == (40, 20)
+    assert count(api) == 100
+    series = {s["name"]: s for s in api.get("/api/v1/runs/r/series").json()}
+    assert series["loss"]["count"] == 100 and series["loss"]["last_step"] == 99
+
+
+def test_same_seq_twice_in_one_request_counts_once(api):
+    create_run(api, "r")
+    records = make_records(3)
+    answer = post_logs(api, "r", records + [records[1]]).json()
+    assert (answer["accepted"], answer["duplicates"]) == (3, 1)
+
+
+def test_seq_is_per_run(api):
+    create_run(api, "a")
+    create_run(api, "b")
+    assert post_logs(api, "a", make_records(10)).json()["accepted"] == 10
+    assert post_logs(api, "b", make_records(10)).json()["accepted"] == 10
+
+
+def test_nonfinite_tokens_and_strings_are_stored_and_returned_as_strings(api):
+    create_run(api, "r")
+    metrics = [float("nan"), float("inf"), float("-inf"), "NaN", "Infinity", "-Infinity", 1.5, 2]
+    records = [
+        {"seq": i, "scope": "batch", "step": i, "wall_time": 1.0, "metrics": {"loss": v}} for i, v in enumerate(metrics)
+    ]
+    # Python's json writes the bare tokens NaN, Infinity, -Infinity, as a Keras client would.
+    response = api.post("/api/v1/runs/r/logs", content=json.dumps({"records": records}), headers=JSON)
+    assert response.json()["accepted"] == 8
+    data = api.get("/api/v1/runs/r/series/batch/loss").json()
+    assert data["values"] == ["NaN", "Infinity", "-Infinity", "NaN", "Infinity", "-Infinity", 1.5, 2.0]
+    info = api.get("/api/v1/runs/r/series").json()[0]
+    assert (info["min"], info["max"], info["last_value"]) == (1.5, 2.0, 2.0)
+
+
+def test_records_without_epoch_and_with_empty_metrics(api):
+    create_run(api, "r")
+    records = [
+        {"seq": 0, "scope": "eval", "step": 0, "wall_time": 5, "metrics": {"loss": 0.25}},
+        {"seq": 1, "scope": "eval", "step": 1, "wall_time": 6, "metrics": {}},
+    ]
+    assert post_logs(api, "r", records).json()["accepted"] == 2
+    assert api.get("/api/v1/runs/r/series/eval/loss").json()["values"] == [0.25]
+
+
+def test_log_answer_carries_unacknowledged_commands_and_marks_them_delivered(api):
+    create_run(api, "r")
+    command = api.post("/api/v1/runs/r/commands", json={"type": "set_lr", "args": {"value": 0.001}}).json()
+    answer = post_logs(api, "r", make_records(1)).json()
+    assert [(c["id"], c["type"], c["status"]) for c in answer["commands"]] == [(command["id"], "set_lr", "delivered")]
+    # Delivered but not acknowledged: it rides on the next answer too.
+    assert [c["id"] for c in post_logs(api, "r", make_records(1, start=1)).json()["commands"]] == [command["id"]]
+    api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied"})
+    assert post_logs(api, "r", make_records(1, start=2)).json()["commands"] == []
+
+
+BAD_RECORDS = {
+    "wrong type for seq": {"seq": "1", "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}},
+    "float seq": {"seq": 1.5, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}},
+    "negative step": {"seq": 1, "scope": "batch", "step": -1, "wall_time": 1, "metrics": {}},
+    "unknown scope": {"seq": 1, "scope": "minute", "step": 0, "wall_time": 1, "metrics": {}},
+    "non-numeric value": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"loss": "high"}},
+    "numeric string": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"loss": "1.5"}},
+    "boolean value": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"loss": True}},
+    "null value": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"loss": None}},
+    "nested value": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"loss": [1]}},
+    "missing wall_time": {"seq": 1, "scope": "batch", "step": 0, "metrics": {}},
+    "empty metric name": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"": 1}},
+    "seq beyond int64": {"seq": 2**63, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}},
+    "metrics not an object": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": [1]},
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_RECORDS.values()), ids=list(BAD_RECORDS))
+def test_bad_record_rejects_the_whole_batch(api, bad):
+    create_run(api, "r")
+    detail = assert_error(post_logs(api, "r", make_records(5) + [bad]), 422)
+    assert detail[0]["loc"][:3] == ["body", "records", 5]
+    assert count(api) == 0
+    # The server keeps serving, and the same records go in once the bad one is gone.
+    assert post_logs(api, "r", make_records(5)).json()["accepted"] == 5
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"", b"[]", b'{"records": {}}', b'{"records": [1]}', b'{"rows": []}', b'{"records": [], "x": 1}'],
+)
+def test_malformed_bodies_are_4xx(api, body):
+    create_run(api, "r")
+    response = api.post("/api/v1/runs/r/logs", content=body, headers=JSON)
+    assert response.status_code in (400, 422)
+    assert_error(response, response.status_code)
+
+
+def test_malformed_json_is_400(api):
+    create_run(api, "r")
+    assert_error(api.post("/api/v1/runs/r/logs", content=b'{"records": [', headers=JSON), 400)
+
+
+def test_unknown_and_bad_run_ids(api):
+    assert_error(post_logs(api, "nope", make_records(1)), 404)
+    assert_error(post_logs(api, "bad$id", make_records(1)), 422)
+
+
+def test_more_than_10000_records_is_refused(api):
+    create_run(api, "r")
+    assert_error(post_logs(api, "r", make_records(10_001, metrics=("loss",))), 422)
+    assert count(api) == 0
+    assert post_logs(api, "r", make_records(10_000, metrics=("loss",))).json()["accepted"] == 10_000
+
+
+def test_body_over_16_mib_is_413(api):
+    create_run(api, "r")
+    body = b'{"records": [], "pad": "' + b"x" * (16 * 1024 * 1024) + b'"}'
+    assert_error(api.post("/api/v1/runs/r/logs", content=body, headers=JSON), 413)
+    # Without a Content-Length (chunked), the body is counted as it arrives.
+    chunks = (body[i : i + 1 << 20] for i in range(0, len(body), 1 << 20))
+    assert_error(api.post("/api/v1/runs/r/logs", content=chunks, headers=JSON), 413)
+    assert api.get("/healthz").status_code == 200
+
+
+def test_concurrent_writers_do_not_fail(server):
+    """Eight threads writing to four runs at once: no "database is locked", nothing lost."""
+    runs = [f"run{i}" for i in range(4)]
+    with server.client() as api:
+        for run_id in runs:
+            create_run(api, run_id)
+    errors: list[str] = []
+
+    def writer(run_id: str, offset: int) -> None:
+        with server.client() as api:
+            for batch in range(10):
+                start = offset + batch * 50
+                response = post_logs(api, run_id, make_records(50, start=start))
+                if response.status_code != 200:
+                    errors.append(response.text)
+
+    threads = [threading.Thread(target=writer, args=(run_id, part * 10_000)) for run_id in runs for part in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with server.client() as api:
+        assert [count(api, run_id) for run_id in runs] == [1000] * 4
+
+
+def test_concurrent_retries_of_one_batch_store_it_once(server):
+    with server.client() as api:
+        create_run(api, "r")
+    records = make_records(500)
+    answers: list[dict] = []
+
+    def send() -> None:
+        with server.client() as api:
+            answers.append(post_logs(api, "r", records).json())
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a["accepted"] for a in answers) == [0, 0, 0, 0, 0, 500]
+    with server.client() as api:
+        assert count(api) == 500
