@@ -28,12 +28,6 @@ def announce(bus: EventBus, command: CommandPublic, wake: bool = False) -> None:
         bus.publish(command_topic(command.run_id), "command", None)
 
 
-def announce_delivered(bus: EventBus, commands: list[CommandPublic], now: float) -> None:
-    for command in commands:
-        if command.delivered_at is not None and command.delivered_at.timestamp() == now:
-            announce(bus, command)
-
-
 @router.post("", response_model=CommandPublic, status_code=201, dependencies=[Writer])
 def create_command(run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> CommandPublic:
     """Send `stop_training` or `set_lr` (`{"value": v}`) to a running training."""
@@ -44,12 +38,12 @@ def create_command(run_id: RunIdPath, body: CommandCreate, engine: EngineDep, se
     return command
 
 
-def _poll(engine, run_id: str) -> tuple[list[CommandPublic], float]:
+def _poll(engine, run_id: str) -> tuple[list[CommandPublic], list[CommandPublic]]:
     now = time.time()
     with writing(engine) as conn:
         get_run_row(conn, run_id, lock=True)
         touch(conn, run_id, now)
-        return store.deliver(conn, run_id, now), now
+        return store.deliver(conn, run_id, now)
 
 
 @router.get("", response_model=list[CommandPublic])
@@ -72,8 +66,9 @@ async def list_commands(
     deadline = anyio.current_time() + min(wait, settings.max_wait)
     with bus.subscribe(command_topic(run_id)) as woken:
         while True:
-            commands, now = await run_in_threadpool(_poll, engine, run_id)
-            announce_delivered(bus, commands, now)
+            commands, delivered = await run_in_threadpool(_poll, engine, run_id)
+            for command in delivered:
+                announce(bus, command)
             remaining = deadline - anyio.current_time()
             if commands or remaining <= 0:
                 return commands

@@ -19,7 +19,7 @@ from ..events import run_topic
 from ..schemas import LogBatch, LogResult, encode_float
 from ..store import commands as command_store
 from ..store.logs import ingest
-from .commands import announce_delivered
+from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
 from .runs import announce
 from ..store.runs import read_run
@@ -46,19 +46,20 @@ async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, sett
     training has not acknowledged yet."""
     body = await request.body()
 
-    def store() -> tuple[LogResult, Any, float]:
+    def store() -> tuple[LogResult, Any, list]:
         batch = LogBatch.model_validate_json(body)
         if len(batch.records) > settings.max_records:
             raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
         now = time.time()
         with writing(engine) as conn:
             result = ingest(conn, run_id, batch.records, now, settings.stale_after)
-            commands = command_store.deliver(conn, run_id, now)
+            commands, delivered = command_store.deliver(conn, run_id, now)
         answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
-        return answer, result, now
+        return answer, result, delivered
 
-    answer, result, now = await run_in_threadpool(store)
-    announce_delivered(bus, answer.commands, now)
+    answer, result, delivered = await run_in_threadpool(store)
+    for command in delivered:
+        announce_command(bus, command)
     topic = run_topic(run_id)
     if result.accepted and bus.has_subscribers(topic):
         bus.publish(topic, "metrics", {"records": event_records(result.accepted)})

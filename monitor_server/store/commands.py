@@ -75,17 +75,18 @@ def list_commands(conn: Connection, run_id: str) -> list[CommandPublic]:
     return [to_public(r) for r in rows]
 
 
-def deliver(conn: Connection, run_id: str, now: float) -> list[CommandPublic]:
-    """All unacknowledged commands of the run, marking pending ones delivered."""
-    conn.execute(
-        update(commands)
-        .where(commands.c.run_id == run_id, commands.c.status == "pending")
-        .values(status="delivered", delivered_at=now)
-    )
+def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPublic], list[CommandPublic]]:
+    """All unacknowledged commands of the run, and those of them this call delivered
+    first (pending until now, marked delivered)."""
+    pending = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status == "pending")
+    first = set(conn.execute(pending).scalars())
+    if first:
+        conn.execute(update(commands).where(commands.c.id.in_(first)).values(status="delivered", delivered_at=now))
     rows = conn.execute(
         select(commands).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED)).order_by(commands.c.id)
     )
-    return [to_public(r) for r in rows]
+    out = [to_public(r) for r in rows]
+    return out, [c for c in out if c.id in first]
 
 
 def has_unacknowledged(conn: Connection, run_id: str) -> bool:

@@ -1,0 +1,143 @@
+"""Commands: validation, delivery (poll, long-poll, log answers), ack and cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.helpers import JSON, assert_error, create_run
+
+
+def issue(api, run_id="r", type_="stop_training", args=None):
+    body = {"type": type_} if args is None else {"type": type_, "args": args}
+    return api.post(f"/api/v1/runs/{run_id}/commands", json=body)
+
+
+def test_issue_poll_ack_cycle(api):
+    create_run(api, "r")
+    command = issue(api, "r", "set_lr", {"value": 0.01})
+    assert command.status_code == 201
+    command = command.json()
+    assert (command["status"], command["args"], command["delivered_at"]) == ("pending", {"value": 0.01}, None)
+    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()
+    assert [(c["id"], c["status"]) for c in polled] == [(command["id"], "delivered")]
+    acked = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied", "message": "lr 0.1 -> 0.01", "step": 42})
+    assert acked.status_code == 200
+    assert (acked.json()["status"], acked.json()["step"], acked.json()["message"]) == ("applied", 42, "lr 0.1 -> 0.01")
+    assert acked.json()["done_at"] is not None
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+    assert [c["status"] for c in api.get("/api/v1/runs/r/commands").json()] == ["applied"]
+
+
+def test_ack_is_idempotent(api):
+    create_run(api, "r")
+    command = issue(api).json()
+    first = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "failed", "message": "schedule"}).json()
+    again = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied"}).json()
+    assert again == first and again["status"] == "failed"
+
+
+def test_listing_without_status_does_not_deliver(api):
+    create_run(api, "r")
+    issue(api)
+    assert [c["status"] for c in api.get("/api/v1/runs/r/commands").json()] == ["pending"]
+
+
+def test_cancel(api):
+    create_run(api, "r")
+    pending = issue(api).json()
+    delivered = issue(api).json()
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+    applied = issue(api).json()
+    api.post(f"/api/v1/runs/r/commands/{applied['id']}/ack", json={"status": "applied"})
+    for command in (pending, delivered):
+        assert api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel").json()["status"] == "cancelled"
+    assert api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel").json()["status"] == "cancelled"
+    assert_error(api.post(f"/api/v1/runs/r/commands/{applied['id']}/cancel"), 409)
+    assert_error(api.post(f"/api/v1/runs/r/commands/{pending['id']}/ack", json={"status": "applied"}), 409)
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+
+
+def test_long_poll_returns_when_a_command_arrives(api, server):
+    create_run(api, "r")
+    got: dict = {}
+
+    def poll() -> None:
+        with server.client() as client:
+            start = time.monotonic()
+            got["commands"] = client.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 10}).json()
+            got["took"] = time.monotonic() - start
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)
+    command = issue(api).json()
+    thread.join()
+    assert [c["id"] for c in got["commands"]] == [command["id"]]
+    assert 0.4 < got["took"] < 2.0
+
+
+def test_long_poll_times_out_empty(api):
+    create_run(api, "r")
+    start = time.monotonic()
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0.5}).json() == []
+    assert 0.4 < time.monotonic() - start < 3
+
+
+def test_poll_counts_as_contact(start_server):
+    server = start_server(stale_after=0.6)
+    with server.client() as api:
+        create_run(api, "r")
+        for _ in range(4):
+            time.sleep(0.3)
+            api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+        assert api.get("/api/v1/runs/r").json()["status"] == "running"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "explode"},
+        {"type": "set_lr"},
+        {"type": "set_lr", "args": {"value": 0}},
+        {"type": "set_lr", "args": {"value": -0.1}},
+        {"type": "set_lr", "args": {"value": "0.1"}},
+        {"type": "set_lr", "args": {"value": 11}},
+        {"type": "set_lr", "args": {"value": 0.1, "extra": 1}},
+        {"type": "stop_training", "args": {"now": True}},
+        {"args": {}},
+    ],
+)
+def test_bad_commands_are_422(api, body):
+    create_run(api, "r")
+    assert_error(api.post("/api/v1/runs/r/commands", json=body), 422)
+    assert api.get("/api/v1/runs/r/commands").json() == []
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_set_lr_must_be_finite(api, token):
+    create_run(api, "r")
+    body = b'{"type": "set_lr", "args": {"value": ' + token + b"}}"
+    assert_error(api.post("/api/v1/runs/r/commands", content=body, headers=JSON), 422)
+
+
+def test_commands_need_a_running_run(api):
+    assert_error(issue(api, "nope"), 404)
+    create_run(api, "r")
+    api.patch("/api/v1/runs/r", json={"status": "finished"})
+    assert_error(issue(api, "r"), 409)
+
+
+def test_bad_ack_and_unknown_command(api):
+    create_run(api, "r")
+    command = issue(api).json()
+    assert_error(api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "done"}), 422)
+    assert_error(api.post("/api/v1/runs/r/commands/999/ack", json={"status": "applied"}), 404)
+    assert_error(api.post("/api/v1/runs/r/commands/999/cancel"), 404)
+    assert_error(api.post("/api/v1/runs/r/commands/abc/cancel"), 422)
+    create_run(api, "other")
+    assert_error(api.post(f"/api/v1/runs/other/commands/{command['id']}/ack", json={"status": "applied"}), 404)
+    assert_error(api.get("/api/v1/runs/r/commands", params={"status": "applied"}), 422)
+    assert_error(api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 31}), 422)

@@ -1,0 +1,51 @@
+"""The stock `keras.callbacks.RemoteMonitor` posting to the server, in both its modes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.helpers import assert_error  # noqa: E402
+
+
+def fit_with(callback, epochs: int = 3) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x.sum(axis=1) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0, callbacks=[callback])
+
+
+@pytest.mark.parametrize("send_as_json", [False, True], ids=["form", "json"])
+def test_remote_monitor_epochs_are_stored(api, server, send_as_json):
+    monitor = keras.callbacks.RemoteMonitor(root=server.url, path="/publish/epoch/end/?run=rm&project=compat", send_as_json=send_as_json)
+    fit_with(monitor)
+    run = api.get("/api/v1/runs/rm").json()
+    assert run["project"] == "compat"
+    assert set(run["latest"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    loss = api.get("/api/v1/runs/rm/series/epoch/loss").json()
+    assert loss["steps"] == [0, 1, 2] and all(isinstance(v, float) for v in loss["values"])
+
+
+def test_remote_monitor_default_run_and_nan(api):
+    body = {"data": '{"epoch": 0, "loss": NaN, "acc": 0.5}'}
+    assert api.post("/publish/epoch/end/", data=body).json() == {"accepted": 1, "run_id": "remote-monitor"}
+    assert api.post("/publish/epoch/end/", data={"data": '{"epoch": 1, "loss": 0.25}'}).status_code == 200
+    assert api.get("/api/v1/runs/remote-monitor/series/epoch/loss").json()["values"] == ["NaN", 0.25]
+
+
+def test_remote_monitor_bad_posts_are_4xx(api):
+    assert_error(api.post("/publish/epoch/end/", data={"other": "{}"}), 422)
+    assert_error(api.post("/publish/epoch/end/", data={"data": "{nope"}), 400)
+    assert_error(api.post("/publish/epoch/end/", data={"data": '{"epoch": 0, "loss": "high"}'}), 422)
+    assert_error(api.post("/publish/epoch/end/", data={"data": '{"epoch": -1}'}), 422)
+    assert_error(api.post("/publish/epoch/end/", data={"data": "[1]"}), 422)
+    assert_error(api.post("/publish/epoch/end/?run=bad%20name", json={"epoch": 0}), 422)
+    assert api.get("/api/v1/runs").json() == []
