@@ -9,6 +9,7 @@ appending, and the series' running stats and summaries are merged in the same pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -54,17 +55,8 @@ def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list
 
 
 def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> None:
-    keys: dict[tuple[str, str], int] = {}
-    key_col: list[int] = []
-    values: list[Any] = []
-    sizes: list[int] = []
-    for r in records:
-        scope, metrics = r["scope"], r["metrics"]
-        sizes.append(len(metrics))
-        for name, value in metrics.items():
-            key_col.append(keys.setdefault((scope, name), len(keys)))
-            values.append(value)
-    if not key_col:
+    keys, key_col, values, sizes = _flatten(records)
+    if not values:
         return
     # Per-record columns, repeated once for each metric of the record.
     sizes_arr = np.array(sizes)
@@ -72,7 +64,7 @@ def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) 
     seq = np.repeat(np.array([r["seq"] for r in records], np.int64), sizes_arr)
     epoch = np.repeat(np.array([-1 if r.get("epoch") is None else r["epoch"] for r in records], np.int64), sizes_arr)
     wall = np.repeat(np.array([r["wall_time"] for r in records], np.float64), sizes_arr)
-    key = np.array(key_col, np.int64)
+    key = np.asarray(key_col, np.int64)
     order = np.lexsort((seq, step, key))
     key, step, seq, epoch, wall = key[order], step[order], seq[order], epoch[order], wall[order]
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
@@ -80,10 +72,34 @@ def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) 
 
     ids = _upsert_series(conn, run_id, list(keys), key, step, seq, value)
     sid = ids[key]
-    epoch_list = [None if e < 0 else e for e in epoch.tolist()]
+    epoch_list = epoch.tolist() if epoch.min() >= 0 else [None if e < 0 else e for e in epoch.tolist()]
     rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
     bulk_insert(conn, points, rows)
     merge_blocks(conn, block_rows(sid, step, wall, value))
+
+
+def _flatten(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], int], Any, list[Any], list[int]]:
+    """(series keys, key index of each point, values, metrics per record).
+
+    Keras logs the same metrics in the same order every batch: then the values come out
+    in one pass with no per-point Python work.
+    """
+    scope, names = records[0]["scope"], tuple(records[0]["metrics"])
+    if all(r["scope"] == scope and tuple(r["metrics"]) == names for r in records):
+        keys = {(scope, name): k for k, name in enumerate(names)}
+        values = list(chain.from_iterable(r["metrics"].values() for r in records))
+        return keys, np.tile(np.arange(len(names)), len(records)), values, [len(names)] * len(records)
+    keys: dict[tuple[str, str], int] = {}
+    key_col: list[int] = []
+    values = []
+    sizes = []
+    for r in records:
+        scope, metrics = r["scope"], r["metrics"]
+        sizes.append(len(metrics))
+        for name, value in metrics.items():
+            key_col.append(keys.setdefault((scope, name), len(keys)))
+            values.append(value)
+    return keys, key_col, values, sizes
 
 
 def _upsert_series(
