@@ -130,7 +130,7 @@ def measure_fitwatch(db_url: str, payloads: list[bytes], n_records: int, label: 
     }
     print(
         f"{label:<11} ingest {result['points_per_s']:>10,.0f} points/s ({points:,} points in {elapsed:.1f} s)  "
-        f"read 1M->2k p50 {result['read_p50_ms']:.1f} ms ({result['returned']} points)  "
+        f"read {n_records:,}->2,000 p50 {result['read_p50_ms']:.1f} ms ({result['returned']} points)  "
         f"zoomed read p50 {result['zoom_p50_ms']:.1f} ms  ready {ready_s:.2f} s  rss {rss:.0f} MB"
     )
     return result

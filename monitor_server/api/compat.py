@@ -13,18 +13,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
 
-from ..db import writing
+from ..db import reading, writing
 from ..errors import BadJson, Invalid
+from ..events import run_topic
 from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate
 from ..store.logs import ingest
-from ..store.runs import create_run
+from ..store.runs import create_run, read_run
 from ..tables import received
 from .deps import BusDep, EngineDep, SettingsDep, Writer
 from .logs import event_records
-from ..events import run_topic
+from .runs import announce
 
 router = APIRouter(tags=["compat"])
 
@@ -70,16 +71,19 @@ async def publish_epoch_end(
         raise Invalid("'epoch' must be a non-negative integer")
     metrics = EpochLogs.validate_python(data)
 
-    def store() -> list[dict[str, Any]]:
+    def store() -> tuple[list[dict[str, Any]], bool]:
         now = time.time()
         with writing(engine) as conn:
-            create_run(conn, RunCreate(id=run, name=run, project=project), now)
+            _, created = create_run(conn, RunCreate(id=run, name=run, project=project), now)
             last = conn.execute(select(func.max(received.c.seq)).where(received.c.run_id == run)).scalar()
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
-            return ingest(conn, run, [record], now, settings.stale_after).accepted
+            return ingest(conn, run, [record], now, settings.stale_after).accepted, created
 
-    accepted = await run_in_threadpool(store)
+    accepted, created = await run_in_threadpool(store)
+    if created:
+        with reading(engine) as conn:
+            announce(bus, read_run(conn, run, settings.stale_after))
     bus.publish(run_topic(run), "metrics", {"records": event_records(accepted)})
     return Published(accepted=len(accepted), run_id=run)

@@ -13,17 +13,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..db import writing
+from ..db import reading, writing
 from ..errors import Invalid
 from ..events import run_topic
 from ..schemas import LogBatch, LogResult, encode_float
 from ..store import commands as command_store
 from ..store.logs import ingest
+from ..store.runs import read_run
 from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
 from .runs import announce
-from ..store.runs import read_run
-from ..db import reading
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["logs"])
 
