@@ -1,0 +1,50 @@
+"""Database set-up: SQLite in WAL mode with a busy timeout; migrations applied at start."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import inspect, text
+
+from monitor_server.db import make_engine, writing
+from monitor_server.migrations import upgrade
+
+
+def test_sqlite_file_is_in_wal_mode_with_busy_timeout(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 30_000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+    with sqlite3.connect(tmp_path / "w.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migrations_create_the_schema_once(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    upgrade(engine)  # a second start changes nothing
+    names = set(inspect(engine).get_table_names())
+    assert {"runs", "series", "points", "summaries", "received", "commands", "alembic_version"} <= names
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    engine.dispose()
+
+
+def test_unsupported_database_url_is_refused():
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        make_engine("mysql://localhost/x")
+
+
+def test_write_transactions_roll_back_on_error(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    upgrade(engine)
+    with pytest.raises(RuntimeError):
+        with writing(engine) as conn:
+            conn.execute(text("INSERT INTO received (run_id, seq) VALUES ('r', 1)"))
+            raise RuntimeError("boom")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM received")).scalar() == 0
+    engine.dispose()
