@@ -37,10 +37,6 @@ class Invalid(ApiError):
     status = 422
 
 
-class TooLarge(ApiError):
-    status = 413
-
-
 class Unauthorized(ApiError):
     status = 401
 

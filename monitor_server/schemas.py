@@ -24,18 +24,12 @@ from pydantic import (
 from typing_extensions import NotRequired, TypedDict
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
-SCOPES = ("batch", "epoch", "eval")
-COMMAND_TYPES = ("stop_training", "set_lr")
 MAX_INT64 = 2**63 - 1
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
 Scope = Literal["batch", "epoch", "eval"]
 CommandType = Literal["stop_training", "set_lr"]
 CommandStatus = Literal["pending", "delivered", "applied", "failed", "cancelled"]
-
-NONFINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
 
 def encode_float(value: float | None) -> float | str | None:
     """A float as strict JSON allows it: non-finite values become their names."""

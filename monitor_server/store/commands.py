@@ -89,11 +89,6 @@ def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPubl
     return out, [c for c in out if c.id in first]
 
 
-def has_unacknowledged(conn: Connection, run_id: str) -> bool:
-    query = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED)).limit(1)
-    return conn.execute(query).first() is not None
-
-
 def ack_command(conn: Connection, run_id: str, command_id: int, body: CommandAck, now: float) -> tuple[CommandPublic, bool]:
     """Record the client's outcome; the flag says whether this changed the command.
     A repeated ack answers the command as it is."""
