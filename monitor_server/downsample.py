@@ -47,11 +47,18 @@ def buckets_of(steps: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
     return np.minimum(((steps - lo) / span * n).astype(np.int64), n - 1)
 
 
+def group_starts(*keys: np.ndarray) -> np.ndarray:
+    """Indices where any of the sorted `keys` changes: the starts of contiguous groups."""
+    change = np.zeros(len(keys[0]), dtype=bool)
+    change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
 def _first_per_group(keys: np.ndarray, order: np.ndarray) -> np.ndarray:
-    sorted_keys = keys[order]
-    head = np.ones(len(order), dtype=bool)
-    head[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    return order[head]
+    """The first index of `order` in each run of equal `keys[order]`."""
+    return order[group_starts(keys[order])] if len(order) else order
 
 
 def bucket_extremes(lows: Points, highs: Points, lo: int, hi: int, n: int) -> Points:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from ..db import reading, writing
 from ..errors import BadJson, Invalid
 from ..events import run_topic
-from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate
+from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate, RunPublic
 from ..store.logs import ingest
 from ..store.runs import create_run, read_run
 from ..tables import received
@@ -71,7 +71,7 @@ async def publish_epoch_end(
         raise Invalid("'epoch' must be a non-negative integer")
     metrics = EpochLogs.validate_python(data)
 
-    def store() -> tuple[list[dict[str, Any]], bool]:
+    def store() -> tuple[list[dict[str, Any]], RunPublic | None]:
         now = time.time()
         with writing(engine) as conn:
             _, created = create_run(conn, RunCreate(id=run, name=run, project=project), now)
@@ -79,11 +79,14 @@ async def publish_epoch_end(
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
-            return ingest(conn, run, [record], now, settings.stale_after).accepted, created
-
-    accepted, created = await run_in_threadpool(store)
-    if created:
+            accepted = ingest(conn, run, [record], now, settings.stale_after).accepted
+        if not created:
+            return accepted, None
         with reading(engine) as conn:
-            announce(bus, read_run(conn, run, settings.stale_after))
+            return accepted, read_run(conn, run, settings.stale_after)
+
+    accepted, new_run = await run_in_threadpool(store)
+    if new_run is not None:
+        announce(bus, new_run)
     bus.publish(run_topic(run), "metrics", {"records": event_records(accepted)})
     return Published(accepted=len(accepted), run_id=run)

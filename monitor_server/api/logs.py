@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from ..db import reading, writing
 from ..errors import Invalid
 from ..events import run_topic
-from ..schemas import LogBatch, LogResult, encode_float
+from ..schemas import LogBatch, LogResult, RunPublic, encode_float
 from ..store import commands as command_store
 from ..store.logs import ingest
 from ..store.runs import read_run
@@ -45,7 +45,7 @@ async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, sett
     training has not acknowledged yet."""
     body = await request.body()
 
-    def store() -> tuple[LogResult, Any, list]:
+    def store() -> tuple[LogResult, Any, list, RunPublic | None]:
         batch = LogBatch.model_validate_json(body)
         if len(batch.records) > settings.max_records:
             raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
@@ -54,15 +54,18 @@ async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, sett
             result = ingest(conn, run_id, batch.records, now, settings.stale_after)
             commands, delivered = command_store.deliver(conn, run_id, now)
         answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
-        return answer, result, delivered
+        revived = None
+        if result.revived:
+            with reading(engine) as conn:
+                revived = read_run(conn, run_id, settings.stale_after)
+        return answer, result, delivered, revived
 
-    answer, result, delivered = await run_in_threadpool(store)
+    answer, result, delivered, revived = await run_in_threadpool(store)
     for command in delivered:
         announce_command(bus, command)
     topic = run_topic(run_id)
     if result.accepted and bus.has_subscribers(topic):
         bus.publish(topic, "metrics", {"records": event_records(result.accepted)})
-    if result.revived:
-        with reading(engine) as conn:
-            announce(bus, read_run(conn, run_id, settings.stale_after))
+    if revived is not None:
+        announce(bus, revived)
     return answer

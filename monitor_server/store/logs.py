@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from ..downsample import group_starts
 from ..tables import points, received, series
 from .runs import get_run_row, touch, was_stale
 from .sql import bulk_insert
@@ -115,7 +116,7 @@ def _upsert_series(
     existing = {
         (r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))
     }
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    starts = group_starts(key)
     ends = np.append(starts[1:], len(key)) - 1
     ids = np.zeros(len(names), np.int64)
     updates = []

@@ -14,19 +14,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, case, select
 
+from ..downsample import group_starts
 from ..tables import summaries
 from .sql import dialect_insert
 
 LEVELS = (16, 64, 256, 1024, 4096, 16384, 65536)
-
-
-def group_starts(*keys: np.ndarray) -> np.ndarray:
-    """Indices where any of the sorted `keys` changes: the starts of contiguous groups."""
-    change = np.zeros(len(keys[0]), dtype=bool)
-    change[0] = True
-    for key in keys:
-        change[1:] |= key[1:] != key[:-1]
-    return np.flatnonzero(change)
 
 
 def extremes(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
