@@ -1,0 +1,253 @@
+"""MonitorClient: the framework-free core of the fitwatch client.
+
+`log()` is the only thing on the caller's hot path: it stamps a record and appends it to
+a deque, a few microseconds with no lock and no I/O. A sender thread delivers records in
+batches (see `sender`), a poller thread long-polls for commands (see `poller`), and the
+caller takes the commands from `commands` when it is safe to apply them. Nothing the
+network does raises into the caller: problems become one `FitwatchWarning` each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Any, Self
+
+from .poller import Poller
+from .sender import Sender
+from .spool import SpoolFile, default_dir, leftovers, normalize_url
+from .transport import http_client
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+REASON_MAX = 2000
+
+
+class FitwatchWarning(UserWarning):
+    """Something kept fitwatch from delivering; training is not affected."""
+
+
+class MonitorClient:
+    """Streams records of one run to a fitwatch server and receives its commands.
+
+    Args:
+        url: the server, default `FITWATCH_URL` or `http://127.0.0.1:8000`.
+        run_id: the run's id (`[A-Za-z0-9_.-]{1,64}`); a new uuid4 hex when None.
+            Reusing an id continues that run.
+        run_name: shown on the dashboard; the server uses the id when None.
+        project: default `FITWATCH_PROJECT` or `default`.
+        config: JSON-able dict stored with the run.
+        token: bearer token, default `FITWATCH_TOKEN`.
+        flush_interval: seconds between deliveries (sooner when 1,000 records wait).
+        poll_interval: pause between command polls that bring nothing new; 0 turns the
+            poller off (commands then arrive only with the answers to log requests).
+        flush_timeout: seconds `close()` keeps trying to deliver before it spools the rest.
+        spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
+            `~/.cache/fitwatch/spool`.
+        timeout: seconds an HTTP request may take.
+
+    Example:
+
+    ```python
+    with MonitorClient(run_name="sweep-3") as client:
+        for step in range(100):
+            client.log("batch", step, {"loss": 1 / (step + 1)})
+    ```
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        project: str | None = None,
+        config: dict[str, Any] | None = None,
+        token: str | None = None,
+        flush_interval: float = 0.5,
+        poll_interval: float = 1.0,
+        flush_timeout: float = 10.0,
+        spool_dir: str | os.PathLike | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = normalize_url(url or os.environ.get("FITWATCH_URL") or DEFAULT_URL)
+        self.run_id = run_id or uuid.uuid4().hex
+        self.run_name = run_name
+        self.project = project or os.environ.get("FITWATCH_PROJECT") or "default"
+        self.config = dict(config or {})
+        self.token = token or os.environ.get("FITWATCH_TOKEN") or None
+        self.flush_interval = flush_interval
+        self.poll_interval = poll_interval
+        self.flush_timeout = flush_timeout
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else default_dir()
+        self.timeout = timeout
+        #: Commands received and not yet taken by the caller, oldest first, each id once.
+        self.commands: deque[dict[str, Any]] = deque()
+        # Time-based, so a run continued by a later process never reuses a seq.
+        self._seq = itertools.count(time.time_ns() // 1000)
+        self._queue: deque[dict[str, Any]] = deque()
+        self._seen: set[int] = set()
+        self._seen_lock = threading.Lock()
+        self._notices: deque[str] = deque()
+        self._warned: set[str] = set()
+        self._sender: Sender | None = None
+        self._poller: Poller | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, config: dict[str, Any] | None = None, resume: bool = True) -> None:
+        """Create the run (or, with `resume`, set an ended one running again) and start
+        delivering; returns at once. `config` adds to the run's config; the config given
+        to the constructor wins where both have a key."""
+        if self._sender is not None:
+            return
+        body = {"id": self.run_id, "project": self.project, "config": {**(config or {}), **self.config}}
+        if self.run_name:
+            body["name"] = self.run_name
+        self._queue.appendleft({"op": "create", "body": body, "resume": resume})
+        spool = SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id)
+        self._sender = Sender(
+            http_client(self.url, self.token, self.timeout),
+            self.run_id,
+            self._queue,
+            spool,
+            self._receive,
+            self._notify,
+            self.flush_interval,
+        )
+        self._sender.adopt(leftovers(self.spool_dir, self.url))
+        self._sender.start()
+        if self.poll_interval > 0:
+            self._poller = Poller(http_client(self.url, self.token, self.timeout), self.run_id, self._receive, self.poll_interval)
+            self._poller.start()
+
+    def end(self, status: str, reason: str | None = None) -> None:
+        """Record how the run ended: `finished`, `stopped`, `failed` or `interrupted`."""
+        body: dict[str, Any] = {"status": status}
+        if reason:
+            body["reason"] = reason[:REASON_MAX]
+        self._queue.append({"op": "patch", "body": body})
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` s (default `flush_timeout`) until everything is delivered."""
+        if self._sender is None:
+            return True
+        return self._sender.flush(self.flush_timeout if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> Path | None:
+        """Deliver for up to `timeout` s, then stop; the spool file if anything is left in it."""
+        sender, self._sender = self._sender, None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        if sender is None:
+            return None
+        sender.stopping = True
+        if sender.flush(self.flush_timeout if timeout is None else timeout):
+            sender.join(1.0)
+            sender.http.close()
+            left = 0
+        else:
+            # What is unsent goes to the spool; a thread stuck in a request exits when it returns.
+            left = sender.abandon()
+        self.report()
+        if not left:
+            return None
+        self._warn(
+            f"fitwatch: {left} records of run {self.run_id} could not be delivered to {self.url}; they are "
+            f"kept in {sender.spool.path}. Upload them with: fitwatch sync {sender.spool.path}"
+        )
+        return sender.spool.path
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.end("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("interrupted", "KeyboardInterrupt")
+        else:
+            self.end("failed", f"{exc_type.__name__}: {exc}")
+        self.close()
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def log(self, scope: str, step: int, metrics: dict[str, Any], epoch: int | None = None) -> None:
+        """Queue one record: `scope` is `batch`, `epoch` or `eval`; values become floats
+        (NaN and ±Inf included); values that are not numbers are left out."""
+        try:
+            values = {k: float(v) for k, v in metrics.items()}
+        except (TypeError, ValueError):
+            values = _numbers(metrics)
+        self._queue.append(
+            {"seq": next(self._seq), "scope": scope, "step": step, "epoch": epoch, "wall_time": time.time(), "metrics": values}
+        )
+        if len(self._queue) >= 1000 and self._sender is not None:
+            self._sender.wake.set()
+        if self._notices:
+            self.report()
+
+    def ack(self, command_id: int, status: str, message: str | None = None, step: int | None = None) -> None:
+        """Acknowledge a command `applied` or `failed`; delivered like the records."""
+        body: dict[str, Any] = {"status": status}
+        if message:
+            body["message"] = message[:REASON_MAX]
+        if step is not None:
+            body["step"] = step
+        self._queue.append({"op": "ack", "id": command_id, "body": body})
+        if self._sender is not None:
+            self._sender.wake.set()
+
+    @property
+    def delivered(self) -> int:
+        """Records the server has taken so far in this session."""
+        return self._sender.delivered if self._sender is not None else 0
+
+    @property
+    def buffered(self) -> int:
+        """Records and requests waiting in memory."""
+        return len(self._queue)
+
+    # -- from the threads -----------------------------------------------------------------
+
+    def _receive(self, commands: list[dict[str, Any]]) -> int:
+        new = 0
+        with self._seen_lock:
+            for command in commands:
+                if command["id"] not in self._seen and command["status"] in ("pending", "delivered"):
+                    self._seen.add(command["id"])
+                    self.commands.append(command)
+                    new += 1
+        return new
+
+    def _notify(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self._notices.append(message)
+
+    def report(self) -> None:
+        """Show, as warnings on the calling thread, what the threads ran into."""
+        while self._notices:
+            self._warn(self._notices.popleft())
+
+    def _warn(self, message: str) -> None:
+        try:
+            warnings.warn(message, FitwatchWarning, stacklevel=3)
+        except Exception:  # warnings turned into errors must not break the training
+            pass
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    values = {}
+    for key, value in metrics.items():
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return values

@@ -1,0 +1,394 @@
+"""RemoteCallback: a thin Keras 3 adapter over `MonitorClient`.
+
+Batch-end hooks only queue a record, so the callback is marked `async_safe`: Keras then
+keeps dispatching batch-end hooks to its worker thread and the training loop does not
+wait on a device sync each step. Everything that touches the model (commands, the
+learning rate, `stop_training`) happens in the batch-begin and epoch hooks, which Keras
+always calls on the training thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import threading
+from typing import Any
+
+import keras
+
+from .client import MonitorClient
+
+# Callbacks Keras adds by itself; they never stop a training.
+_BUILTIN = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
+
+
+class RemoteCallback(keras.callbacks.Callback):
+    """Streams every batch and epoch to a fitwatch server and obeys its commands.
+
+    Args:
+        url: the server, default `FITWATCH_URL` or `http://127.0.0.1:8000`.
+        run_name: shown on the dashboard; default the model's name.
+        project: default `FITWATCH_PROJECT` or `default`.
+        run_id: reuse an id to continue a run; a new uuid4 hex when None.
+        config: hyperparameters to store with the run, beside what the callback records
+            itself (fit parameters, optimizer config, parameter count, Keras version).
+        token: bearer token, default `FITWATCH_TOKEN`.
+        batch_frequency: log every n-th train batch (the global step's multiples of n).
+        flush_interval: seconds between deliveries.
+        poll_interval: pause between command polls that bring nothing new; 0 turns
+            long-polling off (commands then ride on the answers to log requests).
+        flush_timeout: seconds the end of `fit` waits for delivery before it leaves the
+            rest in the spool for `fitwatch sync`.
+        spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
+            `~/.cache/fitwatch/spool`.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[RemoteCallback(run_name="mnist-mlp")])
+    ```
+    """
+
+    async_safe = True
+
+    def __init__(
+        self,
+        url: str | None = None,
+        run_name: str | None = None,
+        project: str | None = None,
+        run_id: str | None = None,
+        config: dict[str, Any] | None = None,
+        token: str | None = None,
+        batch_frequency: int = 1,
+        flush_interval: float = 0.5,
+        poll_interval: float = 1.0,
+        flush_timeout: float = 10.0,
+        spool_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_frequency < 1:
+            raise ValueError(f"batch_frequency must be >= 1, got {batch_frequency}")
+        self.client = MonitorClient(
+            url=url,
+            run_id=run_id,
+            run_name=run_name,
+            project=project,
+            config=config,
+            token=token,
+            flush_interval=flush_interval,
+            poll_interval=poll_interval,
+            flush_timeout=flush_timeout,
+            spool_dir=spool_dir,
+        )
+        self.batch_frequency = batch_frequency
+        self.flush_timeout = flush_timeout
+        self.spool_file = None  # where the last fit left what it could not deliver
+        self._next_step = 0  # global step of the next train batch
+        self._step_base = 0
+        self._epoch: int | None = None
+        self._lr: float | None = None  # last value in the batch-scope `lr` series
+        self._last_loss: float | None = None
+        self._stop: tuple[int, int] | None = None  # (command id, step) of an applied stop
+        self._others: list[keras.callbacks.Callback] = []
+        self._guard: _RunGuard | None = None
+        self._trained = False
+
+    @property
+    def run_id(self) -> str:
+        return self.client.run_id
+
+    # -- training -------------------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._others = [cb for cb in _calling_callbacks() if cb is not self and not isinstance(cb, _BUILTIN)]
+        self._stop = None
+        self._trained = True
+        if not self.client.run_name:
+            self.client.run_name = self.model.name
+        self.client.start(config=self._run_config())
+        self._record_lr(self._next_step)
+        self._guard = _RunGuard(self.client, self.model, self.flush_timeout)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        steps = self.params.get("steps")
+        # Honours initial_epoch; a later fit on the same run carries on after the last step.
+        self._step_base = max(epoch * steps, self._next_step) if steps else self._next_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._step_base + batch
+        self._next_step = step + 1
+        if self.client.commands:
+            self._apply_commands(step)
+        if batch == 0:
+            self._record_lr(step)  # a scheduler may have changed it at the epoch's start
+
+    def on_train_batch_end(self, batch, logs=None):
+        # May run on Keras's worker thread: queue the record and nothing else.
+        if logs:
+            self._last_loss = logs.get("loss")
+            step = self._step_base + batch
+            if step % self.batch_frequency == 0:
+                self.client.log("batch", step, logs, self._epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = dict(logs or {})
+        lr = _current_lr(self.model.optimizer)
+        if lr is not None:
+            metrics["lr"] = lr
+        self.client.log("epoch", epoch, metrics, epoch)
+        self._record_lr(self._next_step)
+
+    def on_train_end(self, logs=None):
+        if self._guard is None or not self._guard.settle():
+            return  # the run was already ended as failed or interrupted
+        self._guard = None
+        status, reason = self._outcome()
+        self.client.end(status, reason)
+        self.spool_file = self.client.close(self.flush_timeout)
+
+    # -- evaluate() -------------------------------------------------------------------------
+
+    def on_test_begin(self, logs=None):
+        if self._guard is None:  # a standalone evaluate(), not validation inside fit
+            if not self.client.run_name:
+                self.client.run_name = self.model.name
+            self.client.start(config=self._run_config(), resume=False)
+
+    def on_test_end(self, logs=None):
+        if self._guard is not None:
+            return  # validation: its values arrive with the epoch logs as val_*
+        self.client.log("eval", self._next_step, logs or {}, self._epoch)
+        if not self._trained:
+            self.client.end("finished", "evaluate() done")
+        self.spool_file = self.client.close(self.flush_timeout)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _apply_commands(self, step: int) -> None:
+        while self.client.commands:
+            command = self.client.commands.popleft()
+            try:
+                message = self._apply(command, step)
+            except Exception as exc:  # the reason goes back to whoever sent it
+                self.client.ack(command["id"], "failed", f"{type(exc).__name__}: {exc}", step)
+            else:
+                self.client.ack(command["id"], "applied", message, step)
+
+    def _apply(self, command: dict[str, Any], step: int) -> str:
+        kind = command["type"]
+        if kind == "stop_training":
+            self.model.stop_training = True
+            self._stop = (command["id"], step)
+            return f"training stops after step {step}"
+        if kind == "set_lr":
+            value = float(command["args"]["value"])
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"learning rate must be finite and > 0, got {value}")
+            old = set_learning_rate(self.model.optimizer, value)
+            self._record_lr(step)
+            return f"learning rate {old:.6g} -> {value:.6g} at step {step}"
+        raise ValueError(f"unknown command type {kind!r}")
+
+    def _record_lr(self, step: int) -> None:
+        """Add a point to the batch-scope `lr` series when the rate has changed, whoever
+        changed it (a command, LearningRateScheduler, ReduceLROnPlateau)."""
+        lr = _current_lr(self.model.optimizer)
+        if lr is not None and lr != self._lr:
+            self._lr = lr
+            self.client.log("batch", step, {"lr": lr}, self._epoch)
+
+    # -- how it ended ---------------------------------------------------------------------
+
+    def _outcome(self) -> tuple[str, str]:
+        if self._stop is not None:
+            command_id, step = self._stop
+            return "stopped", f"stop command {command_id} applied at step {step}"
+        if self.model.stop_training:
+            return self._stopped_by_callback()
+        epochs = self.params.get("epochs")
+        return "finished", f"all {epochs} epochs done" if epochs else "fit done"
+
+    def _stopped_by_callback(self) -> tuple[str, str]:
+        for cb in self._others:
+            if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
+                return "finished", (
+                    f"EarlyStopping stopped training at epoch {cb.stopped_epoch + 1}: "
+                    f"{cb.monitor} did not improve for {cb.patience} epochs"
+                )
+        loss = self._last_loss
+        if loss is not None and not math.isfinite(loss):
+            for cb in self._others:
+                if isinstance(cb, keras.callbacks.TerminateOnNaN):
+                    return "failed", f"TerminateOnNaN stopped training: loss was {loss} at step {self._next_step - 1}"
+        names = sorted({type(cb).__name__ for cb in self._others})
+        suspects = f" (one of: {', '.join(names)})" if names else ""
+        return "finished", f"a callback set model.stop_training at epoch {(self._epoch or 0) + 1}{suspects}"
+
+    def _run_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "fit": jsonable(self.params or {}),
+            "model": self.model.name,
+            "keras": keras.version(),
+            "backend": keras.backend.backend(),
+        }
+        try:
+            config["parameters"] = int(self.model.count_params())
+        except Exception:  # a subclassed model that is not built yet
+            pass
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            config["optimizer"] = {"class": type(optimizer).__name__, **jsonable(optimizer.get_config())}
+            if isinstance(config["optimizer"].get("learning_rate"), float):
+                config["optimizer"]["learning_rate"] = _current_lr(optimizer)
+        return config
+
+
+class _RunGuard:
+    """Ends the run as `failed` or `interrupted` when `fit` exits without `on_train_end`:
+    an exception out of `fit` (seen by a watchdog thread that finds `fit` gone from the
+    training thread's stack) or the process exiting (atexit and `sys.excepthook`)."""
+
+    def __init__(self, client: MonitorClient, model, flush_timeout: float) -> None:
+        self.client = client
+        self.flush_timeout = flush_timeout
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread_id = threading.get_ident()
+        self._fit_frame = _fit_frame(model)
+        self._last_value = getattr(sys, "last_value", None)
+        self._previous_hook = sys.excepthook
+        sys.excepthook = self._excepthook
+        atexit.register(self._at_exit)
+        if self._fit_frame is not None:
+            threading.Thread(target=self._watch, name="fitwatch-watchdog", daemon=True).start()
+
+    def settle(self) -> bool:
+        """`fit` ended normally: stand down; False if the run was ended already."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._stand_down()
+            return True
+
+    def _stand_down(self) -> None:
+        self._done.set()
+        self._fit_frame = None
+        atexit.unregister(self._at_exit)
+        if sys.excepthook is self._excepthook:
+            sys.excepthook = self._previous_hook
+
+    def _excepthook(self, exc_type, exc, tb) -> None:
+        self.error = exc
+        self._previous_hook(exc_type, exc, tb)
+
+    def _at_exit(self) -> None:
+        self._abort("the process exited before fit ended")
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.5):
+            if not self._fit_running():
+                self._abort("fit raised an exception")
+                return
+
+    def _fit_running(self) -> bool:
+        frame = sys._current_frames().get(self._thread_id)
+        while frame is not None:
+            if frame is self._fit_frame:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _abort(self, fallback: str) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._stand_down()
+        error = self.error
+        if error is None and getattr(sys, "last_value", None) is not self._last_value:
+            error = sys.last_value  # an interactive session kept the exception
+        if isinstance(error, KeyboardInterrupt) or (error is None and fallback.startswith("the process")):
+            status = "interrupted"
+        else:
+            status = "failed"
+        reason = f"{type(error).__name__}: {error}" if error is not None else fallback
+        self.client.end(status, reason)
+        self.client.close(self.flush_timeout)
+
+
+def _calling_callbacks() -> list[keras.callbacks.Callback]:
+    """The callbacks of the running fit, from the CallbackList that called this hook."""
+    frame = sys._getframe(1)
+    for _ in range(6):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            return list(owner.callbacks)
+        frame = frame.f_back
+    return []
+
+
+def _fit_frame(model):
+    """The frame of `model.fit` on this thread's stack, if there is one."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _leaf_optimizers(optimizer) -> list:
+    """The optimizers that hold a learning rate: the inner ones of a wrapper."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return _leaf_optimizers(inner)
+    several = getattr(optimizer, "optimizers", None)
+    if several:
+        return [leaf for opt in several for leaf in _leaf_optimizers(opt)]
+    return [optimizer]
+
+
+def set_learning_rate(optimizer, value: float) -> float:
+    """Assign `value` to every optimizer involved; the previous rate. Refuses schedules."""
+    leaves = _leaf_optimizers(optimizer)
+    for opt in leaves:
+        current = getattr(opt, "_learning_rate", None)
+        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or (
+            callable(current) and not isinstance(current, keras.Variable)
+        ):
+            raise TypeError(f"the learning rate is a {type(current).__name__}, a schedule; it cannot be set")
+    old = _current_lr(optimizer)
+    for opt in leaves:
+        opt.learning_rate = value
+    return float("nan") if old is None else old
+
+
+def _current_lr(optimizer) -> float | None:
+    if optimizer is None:
+        return None
+    try:
+        value = keras.ops.convert_to_numpy(_leaf_optimizers(optimizer)[0].learning_rate)
+    except Exception:  # an optimizer without a readable rate: no lr series
+        return None
+    # Through str(): a float32 rate of 0.001 reads 0.001, not 0.0010000000474974513.
+    return float(str(value))
+
+
+def jsonable(value: Any) -> Any:
+    """Config values as JSON: numbers, text, lists and objects; anything else as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return jsonable(value.item())
+    if hasattr(value, "get_config"):
+        return {"class": type(value).__name__, **jsonable(value.get_config())}
+    return str(value)

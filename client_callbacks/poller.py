@@ -1,0 +1,66 @@
+"""The command poller thread: long-polls the server for commands the training has not
+acknowledged, so a click on Stop reaches the training within a request's round trip.
+
+Each poll also tells the server the run is alive. The server answers every unacknowledged
+command on each poll; the ones already handed over are skipped by the client, and when a
+poll brings nothing new the thread pauses `interval` seconds so that a command waiting
+for its acknowledgement does not turn the long-poll into a busy loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .transport import Rejected, Retry, request
+
+WAIT = 25.0  # seconds a poll waits on the server (its limit is 30)
+BACKOFF_CAP = 30.0
+
+
+class Poller(threading.Thread):
+    def __init__(
+        self,
+        http: httpx.Client,
+        run_id: str,
+        on_commands: Callable[[list[dict[str, Any]]], int],
+        interval: float,
+    ) -> None:
+        super().__init__(name=f"fitwatch-poller-{run_id}", daemon=True)
+        self.http = http
+        self.run_id = run_id
+        self.on_commands = on_commands
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        failures = 0
+        try:
+            while not self.stopped.is_set():
+                try:
+                    response = request(
+                        self.http,
+                        "GET",
+                        f"/api/v1/runs/{self.run_id}/commands",
+                        params={"status": "pending", "wait": WAIT},
+                        timeout=self.http.timeout.read + WAIT,
+                    )
+                except Rejected:  # the run is not created yet
+                    self.stopped.wait(self.interval)
+                    continue
+                except Retry:
+                    failures += 1
+                    self.stopped.wait(min(BACKOFF_CAP, self.interval * 2**failures))
+                    continue
+                failures = 0
+                commands = response.json()
+                if commands and not self.on_commands(commands):
+                    self.stopped.wait(self.interval)
+        finally:
+            self.http.close()

@@ -1,0 +1,219 @@
+"""The sender thread: batches what the training logs and delivers it, come what may.
+
+The training thread only appends to `queue` (a deque: no lock, no wait). Every
+`flush_interval` seconds, or sooner when a batch is full, this thread takes what is there,
+merges consecutive records into log requests of up to `BATCH` records, and sends them in
+order. While the server cannot be reached, everything goes to the run's spool file (so it
+survives a crash of the training too) and is sent from there, oldest first, when the
+server answers again; attempts back off exponentially with jitter. Memory therefore holds
+at most what the training logs during one request timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .spool import LockedError, Op, SpoolFile, count_records, deliver_file
+from .transport import Rejected, Retry, send
+
+log = logging.getLogger("fitwatch")
+
+BATCH = 1000  # records a request
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 10.0
+
+
+class Sender(threading.Thread):
+    def __init__(
+        self,
+        http: httpx.Client,
+        run_id: str,
+        queue: deque,
+        spool: SpoolFile,
+        on_commands: Callable[[list[dict[str, Any]]], None],
+        notify: Callable[[str, str], None],
+        flush_interval: float,
+    ) -> None:
+        super().__init__(name=f"fitwatch-sender-{run_id}", daemon=True)
+        self.http = http
+        self.run_id = run_id
+        self.queue = queue
+        self.spool = spool
+        self.on_commands = on_commands
+        self.notify = notify
+        self.flush_interval = flush_interval
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self.stopping = False
+        self.abandoned = False
+        self.delivered = 0  # records the server has taken (new or duplicate)
+        self._pending: deque[Op] = deque()
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._spooled = spool.size() > 0  # the spool file holds undelivered operations
+        self._spool_offset = 0  # where in it delivery goes on
+        self._backlog: list[Path] = []
+        self._backlog_offset = 0
+
+    # -- called from other threads --------------------------------------------------------
+
+    def adopt(self, paths: list[Path]) -> None:
+        """Also deliver these spool files of earlier runs, after this run's own data."""
+        self._backlog.extend(paths)
+
+    def flush(self, timeout: float) -> bool:
+        """Try to deliver everything now; True when nothing of this run is left unsent."""
+        self.idle.clear()
+        self._retry_at = 0.0
+        self.wake.set()
+        return self.idle.wait(timeout)
+
+    def abandon(self) -> int:
+        """Stop for good and move whatever is unsent into the spool; records left there."""
+        with self._lock:
+            self.abandoned = True
+            self.stopping = True
+            ops = list(self._pending) + _merge(_drain(self.queue))
+            self._pending.clear()
+            self.spool.append(ops)
+        self.wake.set()
+        left = count_records(self.spool, self._spool_offset) if self.spool.size() else 0
+        self.spool.close()
+        return left
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.abandoned:
+            self.wake.wait(self._pause())
+            self.wake.clear()
+            with self._lock:
+                if self.abandoned:
+                    return
+                self._pending.extend(_merge(_drain(self.queue)))
+                if self._failures and self._pending:
+                    # The server is away: put everything on disk before trying again.
+                    self.spool.append(list(self._pending))
+                    self._pending.clear()
+                    self._spooled = True
+            if time.monotonic() >= self._retry_at:
+                self._deliver()
+            if self.stopping and self._nothing_left():
+                self.idle.set()
+                return
+
+    def _pause(self) -> float:
+        if self._failures:
+            return max(0.0, min(self._retry_at - time.monotonic(), self.flush_interval))
+        return self.flush_interval
+
+    def _nothing_left(self) -> bool:
+        return not self.queue and not self._pending and not self._spooled
+
+    def _deliver(self) -> None:
+        try:
+            self._deliver_spool()
+            while self._pending and not self.abandoned:
+                self._send(self._pending[0])
+                with self._lock:
+                    if self.abandoned:
+                        return
+                    self._pending.popleft()
+        except Retry as exc:
+            self._failed(str(exc))
+            return
+        if self._failures:
+            log.info("fitwatch: %s is answering again; delivery resumed", self.http.base_url)
+            self._failures = 0
+        if self._nothing_left():
+            self.idle.set()
+            self._deliver_backlog()
+
+    def _deliver_spool(self) -> None:
+        if not self._spooled:
+            return
+        for offset, op in self.spool.ops(self._spool_offset):
+            if self.abandoned:
+                return
+            self._send(op)
+            self._spool_offset = offset
+        with self._lock:
+            # Only this thread appends while not abandoned: everything up to the end is sent.
+            if not self.abandoned:
+                self.spool.remove()
+                self._spooled = False
+                self._spool_offset = 0
+
+    def _deliver_backlog(self) -> None:
+        """Older spool files, a slice at a time, while this run has nothing to send."""
+        while self._backlog and not self.stopping and not self.queue:
+            path = self._backlog[0]
+            try:
+                self._backlog_offset = deliver_file(
+                    self.http, SpoolFile(path), self._backlog_offset, stop=lambda: self.stopping or bool(self.queue)
+                ).offset
+            except LockedError:
+                self._backlog_offset = 0
+            except Retry as exc:
+                self._failed(str(exc))
+                return
+            except (OSError, ValueError) as exc:
+                self.notify("spool", f"fitwatch: could not read the spool file {path}: {exc}")
+                self._backlog_offset = 0
+            if self._backlog_offset:
+                return  # paused for this run's own records; goes on at the next pass
+            self._backlog.pop(0)
+
+    def _send(self, op: Op) -> None:
+        try:
+            answer = send(self.http, self.run_id, op)
+        except Rejected as exc:
+            self.notify("rejected", f"fitwatch: the server refused a {op['op']} request ({exc}); it is dropped")
+            return
+        if answer is not None:
+            self.delivered += answer["accepted"] + answer["duplicates"]
+            if answer["commands"]:
+                self.on_commands(answer["commands"])
+
+    def _failed(self, reason: str) -> None:
+        self._failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        if self._failures == 1:
+            self.notify(
+                "unreachable",
+                f"fitwatch: cannot deliver to {self.http.base_url} ({reason}). Training goes on; "
+                f"records are kept in {self.spool.path} and sent when the server answers.",
+            )
+
+
+def _drain(queue: deque) -> list[dict[str, Any]]:
+    items = []
+    try:
+        while True:
+            items.append(queue.popleft())
+    except IndexError:
+        return items
+
+
+def _merge(items: list[dict[str, Any]]) -> list[Op]:
+    """Queue items as operations: consecutive records become log requests."""
+    ops: list[Op] = []
+    for item in items:
+        if "op" in item:
+            ops.append(item)
+        elif ops and ops[-1]["op"] == "logs" and len(ops[-1]["records"]) < BATCH:
+            ops[-1]["records"].append(item)
+        else:
+            ops.append({"op": "logs", "records": [item]})
+    return ops

@@ -1,0 +1,233 @@
+"""The on-disk spool: what the server could not take yet, kept for later.
+
+A spool file holds one run's unsent operations, one JSON object a line, after a header
+naming the server and the run:
+
+    {"fitwatch_spool": 1, "url": "http://127.0.0.1:8000", "run_id": "..."}
+    {"op": "create", "body": {...}}
+    {"op": "logs", "records": [...]}
+    {"op": "ack", "id": 3, "body": {...}}
+    {"op": "patch", "body": {"status": "finished", "reason": "..."}}
+
+Every operation is idempotent on the server (a run is created once by id, a record is
+stored once by `(run, seq)`, acks and patches repeat harmlessly), so a file can be
+replayed from the start after any interruption and nothing is stored twice. A file is
+deleted once everything in it is delivered. While a process writes or sends a file it
+holds an exclusive `flock` on it, so two processes never send the same file at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .transport import Rejected, http_client, send
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per spool folder.
+    fcntl = None
+
+log = logging.getLogger("fitwatch")
+
+FORMAT = 1
+Op = dict[str, Any]
+
+
+def default_dir() -> Path:
+    """`FITWATCH_SPOOL_DIR`, else `$XDG_CACHE_HOME/fitwatch/spool` (`~/.cache/...`)."""
+    if os.environ.get("FITWATCH_SPOOL_DIR"):
+        return Path(os.environ["FITWATCH_SPOOL_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fitwatch" / "spool"
+
+
+def normalize_url(url: str) -> str:
+    return url.rstrip("/")
+
+
+def encode(op: Op) -> bytes:
+    """One line of a spool file. Python's json writes NaN and Infinity as bare tokens,
+    which the server reads."""
+    return (json.dumps(op, separators=(",", ":")) + "\n").encode()
+
+
+class LockedError(RuntimeError):
+    """Another process holds the spool file."""
+
+
+class SpoolFile:
+    """One run's spool file, locked for as long as this object has it open."""
+
+    def __init__(self, path: Path, url: str | None = None, run_id: str | None = None) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._handle = None
+        self.url = url
+        self.run_id = run_id
+
+    def open(self, create: bool) -> bool:
+        """Lock the file (creating it with a header when `create`); False if absent."""
+        if self._handle is not None:
+            return True
+        if not create and not self.path.exists():
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+b")
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise LockedError(f"{self.path} is in use by another process") from None
+        _drop_torn_tail(handle)
+        handle.seek(0)
+        first = handle.readline()
+        if first:
+            header = json.loads(first)
+            if header.get("fitwatch_spool") != FORMAT:
+                handle.close()
+                raise ValueError(f"{self.path} is not a fitwatch spool file")
+            self.url = self.url or header["url"]
+            self.run_id = self.run_id or header["run_id"]
+        elif create:
+            handle.write(encode({"fitwatch_spool": FORMAT, "url": self.url, "run_id": self.run_id}))
+            handle.flush()
+        self._handle = handle
+        return True
+
+    def append(self, ops: list[Op]) -> None:
+        """Write operations at the end, on disk before this returns."""
+        if not ops:
+            return
+        with self._lock:
+            self.open(create=True)
+            self._handle.seek(0, os.SEEK_END)
+            self._handle.write(b"".join(encode(op) for op in ops))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    def ops(self, start: int = 0) -> Iterator[tuple[int, Op]]:
+        """(offset after the line, operation) for each operation from byte `start` on."""
+        with open(self.path, "rb") as reader:
+            header = reader.readline()
+            reader.seek(max(start, len(header)))
+            for line in reader:
+                if not line.endswith(b"\n"):
+                    break  # a line cut short by a crash: never acknowledged as written
+                yield reader.tell(), json.loads(line)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def remove(self) -> None:
+        """Delete the file: everything in it was delivered."""
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+            self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
+            self._handle = None
+
+
+def _drop_torn_tail(handle) -> None:
+    """Cut a last line that a crash left half written, so the next append starts clean."""
+    end = handle.seek(0, os.SEEK_END)
+    pos = end
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        handle.seek(pos - step)
+        newline = handle.read(step).rfind(b"\n")
+        if newline >= 0:
+            keep = pos - step + newline + 1
+            break
+        pos -= step
+    else:
+        keep = 0
+    if keep < end:
+        handle.truncate(keep)
+
+
+def leftovers(folder: Path, url: str, exclude: Path | None = None) -> list[Path]:
+    """Spool files in `folder` for the server at `url`, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.jsonl"):
+        if exclude is not None and path == exclude:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                header = json.loads(f.readline() or "{}")
+        except (OSError, ValueError):
+            continue
+        if header.get("fitwatch_spool") == FORMAT and normalize_url(header.get("url") or "") == normalize_url(url):
+            found.append(path)
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+def count_records(spool: SpoolFile, start: int = 0) -> int:
+    return sum(len(op.get("records", ())) for _, op in spool.ops(start))
+
+
+@dataclass
+class Delivery:
+    offset: int = 0  # 0 when the file is done, else where delivery paused
+    accepted: int = 0
+    duplicates: int = 0
+
+
+def deliver_file(
+    http: httpx.Client, spool: SpoolFile, start: int = 0, stop: Callable[[], bool] = lambda: False
+) -> Delivery:
+    """Send a spool file's operations from byte `start`, then delete the file.
+
+    Stops early, and says where, when `stop()` turns true. Raises `Retry` when the server
+    fails part way; the file stays.
+    """
+    done = Delivery()
+    if not spool.open(create=False):
+        return done
+    try:
+        for offset, op in spool.ops(start):
+            try:
+                answer = send(http, spool.run_id, op)
+            except Rejected as exc:
+                log.warning("fitwatch: the server refused a %s request from %s (%s); skipped", op["op"], spool.path, exc)
+                answer = None
+            if answer is not None:
+                done.accepted += answer["accepted"]
+                done.duplicates += answer["duplicates"]
+            if stop():
+                done.offset = offset
+                return done
+        spool.remove()
+        return done
+    finally:
+        spool.close()
+
+
+def sync(path: str | os.PathLike, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> Delivery:
+    """`fitwatch sync FILE`: upload a spool file to its server (or `url`) and delete it.
+
+    Safe to repeat: whatever the server already has is counted as duplicates.
+    """
+    spool = SpoolFile(Path(path))
+    if not spool.open(create=False):
+        raise FileNotFoundError(f"{path}: no such spool file (it is deleted once uploaded)")
+    token = token or os.environ.get("FITWATCH_TOKEN") or None
+    with http_client(normalize_url(url or spool.url), token, timeout) as http:
+        return deliver_file(http, spool)

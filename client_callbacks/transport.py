@@ -1,0 +1,73 @@
+"""HTTP to the fitwatch server: one operation a call, and what a failure means.
+
+An operation is a dict (see `spool`): create a run, post log records, acknowledge a
+command, or patch the run. Each is idempotent on the server, so any of them may be sent
+again after a failure. `Retry` means try later (the server is down, slow, overloaded, or
+refused the token); `Rejected` means the server will never take it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+RETRY_STATUS = {401, 403, 408, 425, 429}
+
+
+class Retry(Exception):
+    """The operation may succeed later."""
+
+
+class Rejected(Exception):
+    """The server refused the operation for good (a 4xx other than those retried)."""
+
+
+def http_client(url: str, token: str | None, timeout: float) -> httpx.Client:
+    headers = {"content-type": "application/json", "user-agent": "fitwatch-client"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+
+
+def describe(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = response.text[:200]
+    return f"HTTP {response.status_code}: {detail}"
+
+
+def request(http: httpx.Client, method: str, path: str, body: Any = None, **kwargs) -> httpx.Response:
+    """Send one request; raise `Retry` or `Rejected` unless it succeeded."""
+    content = None if body is None else json.dumps(body, separators=(",", ":"))
+    try:
+        response = http.request(method, path, content=content, **kwargs)
+    except httpx.HTTPError as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    if response.is_success:
+        return response
+    if response.status_code in RETRY_STATUS or response.status_code >= 500:
+        raise Retry(describe(response))
+    raise Rejected(describe(response))
+
+
+def send(http: httpx.Client, run_id: str, op: dict[str, Any]) -> dict[str, Any] | None:
+    """Carry out one operation; the log answer (with its commands) for `logs`."""
+    kind = op["op"]
+    if kind == "logs":
+        return request(http, "POST", f"/api/v1/runs/{run_id}/logs", {"records": op["records"]}).json()
+    if kind == "create":
+        run = request(http, "POST", "/api/v1/runs", op["body"]).json()
+        if run["status"] != "running" and op.get("resume", True):
+            # The run exists and had ended: this process is training it again.
+            request(http, "PATCH", f"/api/v1/runs/{run_id}", {"status": "running"})
+        return None
+    if kind == "ack":
+        request(http, "POST", f"/api/v1/runs/{run_id}/commands/{op['id']}/ack", op["body"])
+        return None
+    if kind == "patch":
+        request(http, "PATCH", f"/api/v1/runs/{run_id}", op["body"])
+        return None
+    raise ValueError(f"unknown operation {kind!r}")

@@ -1,0 +1,184 @@
+"""RemoteCallback in a real `model.fit` against a real server: what arrives, in what
+order, and how the run ends."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import pytest
+
+from client_callbacks import RemoteCallback
+
+from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model, wait_for
+
+
+def run_status(api, run_id: str) -> str | None:
+    response = api.get(f"/api/v1/runs/{run_id}")
+    return response.json()["status"] if response.status_code == 200 else None
+
+
+def callback(server, spool_dir, **kwargs) -> RemoteCallback:
+    return RemoteCallback(url=server.url, spool_dir=spool_dir, **kwargs)
+
+
+def test_every_batch_and_epoch_arrives_once_in_order(server, api, spool_dir):
+    cb = callback(server, spool_dir, run_name="mlp", project="tests", config={"units": 8})
+    fit([cb], epochs=3, validation_data=data(64))
+
+    stored = records(api, cb.run_id)
+    batches = [r for r in stored if r["scope"] == "batch" and "loss" in r["metrics"]]
+    epochs = [r for r in stored if r["scope"] == "epoch"]
+    assert [r["step"] for r in batches] == list(range(3 * STEPS))
+    assert [r["epoch"] for r in batches] == [s // STEPS for s in range(3 * STEPS)]
+    assert [r["step"] for r in epochs] == [0, 1, 2]
+    # In seq order, each epoch record comes after its epoch's batches.
+    order = [(r["scope"], r["step"]) for r in stored if r in batches or r in epochs]
+    assert order.index(("epoch", 0)) > order.index(("batch", STEPS - 1))
+    assert set(epochs[0]["metrics"]) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert epochs[0]["metrics"]["lr"] == 0.01
+
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert (run["name"], run["project"], run["status"]) == ("mlp", "tests", "finished")
+    assert run["reason"] == "all 3 epochs done"
+    config = run["config"]
+    assert config["units"] == 8
+    assert config["fit"]["epochs"] == 3 and config["fit"]["steps"] == STEPS
+    assert config["optimizer"]["class"] == "SGD" and config["optimizer"]["learning_rate"] == 0.01
+    assert config["parameters"] == 8 * 8 + 8 + 8 * 3 + 3
+    assert config["keras"] == keras.version() and config["backend"] == "tensorflow"
+    assert cb.spool_file is None and not list(spool_dir.glob("*.jsonl"))
+
+
+def test_batch_frequency_logs_every_nth_global_step(server, api, spool_dir):
+    cb = callback(server, spool_dir, batch_frequency=3)
+    fit([cb], epochs=2)
+    assert batch_steps(api, cb.run_id) == list(range(0, 2 * STEPS, 3))
+
+
+def test_initial_epoch_sets_the_global_step(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    fit([cb], epochs=4, initial_epoch=2)
+    assert batch_steps(api, cb.run_id) == list(range(2 * STEPS, 4 * STEPS))
+    assert [r["step"] for r in records(api, cb.run_id) if r["scope"] == "epoch"] == [2, 3]
+
+
+def test_second_fit_continues_the_run(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    model = fit([cb], epochs=1)
+    fit([cb], epochs=1, model=model)
+    assert batch_steps(api, cb.run_id) == list(range(2 * STEPS))
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+
+
+def test_evaluate_is_stored_in_eval_scope(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    model = fit([cb], epochs=1)
+    model.evaluate(*data(64), callbacks=[cb], verbose=0)
+    evals = [r for r in records(api, cb.run_id) if r["scope"] == "eval"]
+    assert len(evals) == 1 and set(evals[0]["metrics"]) == {"loss", "accuracy"}
+    assert evals[0]["step"] == STEPS
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+
+
+def test_nan_loss_is_stored_as_nan_and_terminate_on_nan_fails_the_run(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    fit([cb, keras.callbacks.TerminateOnNaN()], epochs=2, data=data(nan=True), model=tiny_model(activation=None))
+    loss = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/loss").json()
+    assert loss["steps"] == [0] and loss["values"] == ["NaN"]
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["status"] == "failed"
+    assert run["reason"].startswith("TerminateOnNaN stopped training: loss was nan at step 0")
+
+
+def test_early_stopping_is_named_as_the_reason(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=100)
+    fit([stop, cb], epochs=10)
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["status"] == "finished"
+    assert run["reason"] == "EarlyStopping stopped training at epoch 2: loss did not improve for 1 epochs"
+    assert batch_steps(api, cb.run_id)[-1] == 2 * STEPS - 1
+
+
+def test_unknown_callback_stopping_training_is_reported(server, api, spool_dir):
+    class Halt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    cb = callback(server, spool_dir)
+    fit([cb, Halt()], epochs=5)
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["status"] == "finished"
+    assert run["reason"] == "a callback set model.stop_training at epoch 1 (one of: Halt)"
+
+
+def test_exception_in_fit_ends_the_run_failed(server, api, spool_dir):
+    def boom(step):
+        raise RuntimeError("boom")
+
+    cb = callback(server, spool_dir)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit([cb, AtStep({STEPS + 2: boom})], epochs=3)
+    wait_for(lambda: run_status(api, cb.run_id) not in (None, "running"), what="the run to end")
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["status"] == "failed" and run["reason"] == "fit raised an exception"
+    assert batch_steps(api, cb.run_id) == list(range(STEPS + 2))
+
+
+def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_path):
+    root = Path(__file__).parents[2]
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(root)!r})
+            from tests.client.conftest import AtStep, fit
+            from client_callbacks import RemoteCallback
+
+            def boom(step):
+                raise ValueError("loss exploded")
+
+            cb = RemoteCallback(url={server.url!r}, run_id="dies", spool_dir={str(spool_dir)!r})
+            fit([cb, AtStep({{5: boom}})], epochs=2)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "loss exploded" in done.stderr
+    run = api.get("/api/v1/runs/dies").json()
+    assert run["status"] == "failed" and run["reason"] == "ValueError: loss exploded"
+    assert batch_steps(api, "dies") == list(range(5))
+
+
+def test_values_become_floats_and_non_finite_values_pass_through(server, api, spool_dir):
+    import numpy as np
+
+    from client_callbacks import MonitorClient
+
+    with MonitorClient(url=server.url, spool_dir=spool_dir) as client:
+        client.log("eval", 0, {"a": np.float32(0.5), "b": np.int64(3), "nan": float("nan"), "inf": np.inf, "text": "x"})
+        client.log("eval", 1, {"ninf": -math.inf})
+    stored = records(api, client.run_id)
+    assert stored[0]["metrics"] == {"a": 0.5, "b": 3.0, "nan": "NaN", "inf": "Infinity"}
+    assert stored[1]["metrics"] == {"ninf": "-Infinity"}
+    assert api.get(f"/api/v1/runs/{client.run_id}").json()["status"] == "finished"
+
+
+def test_import_does_not_load_keras_or_tensorflow():
+    code = "import sys, client_callbacks; print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_model_name_is_the_default_run_name(server, api, spool_dir):
+    cb = callback(server, spool_dir)
+    model = tiny_model()
+    model.name  # noqa: B018
+    fit([cb], epochs=1, model=model)
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["name"] == model.name
