@@ -17,7 +17,7 @@ import httpx
 
 from .transport import Rejected, Retry, request
 
-WAIT = 25.0  # seconds a poll waits on the server (its limit is 30)
+WAIT = 10.0  # seconds a poll waits on the server for a command (its limit is 30)
 BACKOFF_CAP = 30.0
 
 
@@ -37,6 +37,7 @@ class Poller(threading.Thread):
         self.stopped = threading.Event()
 
     def stop(self) -> None:
+        """End the thread once its current poll returns (daemon: it never holds up exit)."""
         self.stopped.set()
 
     def run(self) -> None:

@@ -72,7 +72,7 @@ class Sender(threading.Thread):
         self._backlog.extend(paths)
 
     def flush(self, timeout: float) -> bool:
-        """Try to deliver everything now; True when nothing of this run is left unsent."""
+        """Try to deliver everything now (older spool files too); True when all is sent."""
         self.idle.clear()
         self._retry_at = 0.0
         self.wake.set()
@@ -118,7 +118,7 @@ class Sender(threading.Thread):
         return self.flush_interval
 
     def _nothing_left(self) -> bool:
-        return not self.queue and not self._pending and not self._spooled
+        return not self.queue and not self._pending and not self._spooled and not self._backlog
 
     def _deliver(self) -> None:
         try:
@@ -135,9 +135,9 @@ class Sender(threading.Thread):
         if self._failures:
             log.info("fitwatch: %s is answering again; delivery resumed", self.http.base_url)
             self._failures = 0
+        self._deliver_backlog()
         if self._nothing_left():
             self.idle.set()
-            self._deliver_backlog()
 
     def _deliver_spool(self) -> None:
         if not self._spooled:
@@ -156,11 +156,11 @@ class Sender(threading.Thread):
 
     def _deliver_backlog(self) -> None:
         """Older spool files, a slice at a time, while this run has nothing to send."""
-        while self._backlog and not self.stopping and not self.queue:
+        while self._backlog and not self.abandoned and not self._pending and not self._spooled:
             path = self._backlog[0]
             try:
                 self._backlog_offset = deliver_file(
-                    self.http, SpoolFile(path), self._backlog_offset, stop=lambda: self.stopping or bool(self.queue)
+                    self.http, SpoolFile(path), self._backlog_offset, stop=lambda: self.abandoned or bool(self.queue)
                 ).offset
             except LockedError:
                 self._backlog_offset = 0

@@ -18,6 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (FITWATCH_PORT, default 8000)")
     serve.add_argument("--db", help="database URL (FITWATCH_DATABASE_URL, default sqlite:///./fitwatch.db)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    sync = commands.add_parser("sync", help="upload a spool file that a training could not deliver")
+    sync.add_argument("file", nargs="+", help="spool file(s), as named in the client's warning")
+    sync.add_argument("--url", help="server (default: the one the file was meant for)")
+    sync.add_argument("--token", help="bearer token (default FITWATCH_TOKEN)")
     return parser
 
 
@@ -45,14 +49,39 @@ def serve(args: argparse.Namespace) -> None:
         port=settings.port,
         workers=args.workers,
         log_level="info",
+        # Event streams and command long-polls never end by themselves: cut them at shutdown.
+        timeout_graceful_shutdown=3,
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def sync(args: argparse.Namespace) -> int:
+    from client_callbacks.spool import sync as sync_file
+    from client_callbacks.transport import Retry
+
+    failed = 0
+    for path in args.file:
+        try:
+            done = sync_file(path, url=args.url, token=args.token)
+        except (OSError, ValueError) as exc:
+            print(f"fitwatch sync: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except Retry as exc:
+            print(f"fitwatch sync: {path}: the server did not take it ({exc}); the file is kept", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: {done.accepted} records stored, {done.duplicates} already there; file removed")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         serve(args)
+    elif args.command == "sync":
+        return sync(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Commands from the server applied inside a real `model.fit`: stop and set_lr, each
+exactly once, at a batch edge, acknowledged with what happened."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+from client_callbacks import RemoteCallback
+
+from .conftest import STEPS, AtStep, batch_steps, fit, records, tiny_model, wait_for
+
+
+def send_and_wait(api, cb: RemoteCallback, command: dict) -> dict:
+    """Issue a command and hold the training until the client has received it, so the
+    test knows at which batch edge it takes effect."""
+    wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").status_code == 200, what="the run to exist")
+    response = api.post(f"/api/v1/runs/{cb.run_id}/commands", json=command)
+    assert response.status_code == 201, response.text
+    wait_for(lambda: cb.client.commands, what="the command to reach the client")
+    return response.json()
+
+
+def commands(api, run_id: str) -> list[dict]:
+    return api.get(f"/api/v1/runs/{run_id}/commands").json()
+
+
+def test_stop_command_ends_fit_at_next_batch(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    sent = {}
+    fit([AtStep({3: lambda step: sent.update(send_and_wait(api, cb, {"type": "stop_training"}))}), cb], epochs=5)
+
+    # Received before batch 3 began (AtStep runs first): batch 3 is the last.
+    assert batch_steps(api, cb.run_id) == [0, 1, 2, 3]
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["status"] == "stopped"
+    assert run["reason"] == f"stop command {sent['id']} applied at step 3"
+    [command] = commands(api, cb.run_id)
+    assert (command["status"], command["step"]) == ("applied", 3)
+    assert command["message"] == "training stops after step 3"
+
+
+def test_commands_ride_on_log_answers_without_polling(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, poll_interval=0, flush_interval=0.05)
+
+    def stop(step):
+        wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").status_code == 200, what="the run to exist")
+        api.post(f"/api/v1/runs/{cb.run_id}/commands", json={"type": "stop_training"})
+
+    fit([AtStep({3: stop}, pause=0.02), cb], epochs=5)
+    [command] = commands(api, cb.run_id)
+    assert command["status"] == "applied" and 3 <= command["step"] < 5 * STEPS
+    assert batch_steps(api, cb.run_id) == list(range(command["step"] + 1))
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "stopped"
+
+
+def test_set_lr_changes_the_optimizer_and_the_lr_series(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    model = tiny_model(keras.optimizers.SGD(0.01))
+    fit([AtStep({5: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.05}})}), cb], epochs=2, model=model)
+
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
+    assert (lr["steps"], lr["values"]) == ([0, 5], [0.01, 0.05])
+    epoch_lr = api.get(f"/api/v1/runs/{cb.run_id}/series/epoch/lr").json()
+    assert epoch_lr["values"] == [0.05, 0.05]
+    [command] = commands(api, cb.run_id)
+    assert command["status"] == "applied" and command["step"] == 5
+    assert command["message"] == "learning rate 0.01 -> 0.05 at step 5"
+
+
+def test_set_lr_on_a_schedule_is_acknowledged_failed(server, api, spool_dir):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.9)
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb], epochs=1,
+        model=tiny_model(keras.optimizers.SGD(schedule)))
+
+    [command] = wait_for(lambda: [c for c in commands(api, cb.run_id) if c["status"] == "failed"], what="the failed ack")
+    assert command["message"] == "TypeError: the learning rate is a ExponentialDecay, a schedule; it cannot be set"
+    assert command["step"] == 2
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+
+
+def test_set_lr_reaches_the_inner_optimizer_of_a_loss_scale_optimizer(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    model = tiny_model(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
+    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.2}})}), cb], epochs=1, model=model)
+    assert float(model.optimizer.inner_optimizer.learning_rate) == pytest.approx(0.2)
+    assert commands(api, cb.run_id)[0]["status"] == "applied"
+
+
+def test_scheduler_overriding_set_lr_is_visible_in_the_lr_series(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))
+    fit([scheduler, AtStep({4: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb], epochs=3)
+
+    lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
+    # The scheduler's 0.01, the command's 0.5 at step 4, then the scheduler again each epoch.
+    assert lr["steps"] == [0, 4, STEPS, 2 * STEPS]
+    assert lr["values"] == [0.01, 0.5, 0.02, 0.03]
+    assert api.get(f"/api/v1/runs/{cb.run_id}/series/epoch/lr").json()["values"] == [0.5, 0.02, 0.03]
+
+
+def test_reduce_lr_on_plateau_shows_in_the_lr_series(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=100)
+    fit([cb, plateau], epochs=4)
+    # Epoch 0 sets the best loss; each later epoch misses it by min_delta and halves the rate.
+    lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
+    assert (lr["steps"], lr["values"]) == ([0, 2 * STEPS, 3 * STEPS], [0.01, 0.005, 0.0025])
+
+
+def test_each_command_is_applied_once(server, api, spool_dir):
+    """The server hands every unacknowledged command to each poll and each log answer;
+    the training applies it once."""
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, flush_interval=0.05, poll_interval=0.05)
+    applied = []
+    original = cb._apply
+
+    def counting(command, step):
+        applied.append(command["id"])
+        return original(command, step)
+
+    cb._apply = counting
+    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.02}})}, pause=0.02), cb], epochs=2)
+    assert len(applied) == 1
+    assert [r for r in records(api, cb.run_id) if r["metrics"].get("lr") == 0.02 and r["scope"] == "batch"][0]["step"] == 2

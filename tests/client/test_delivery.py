@@ -1,0 +1,192 @@
+"""Delivery when the server is absent, killed, silent or refusing: training goes on,
+every batch lands exactly once, and what could not be sent waits in the spool."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
+from monitor_server.config import Settings
+from tests.conftest import free_port, serve
+
+from .conftest import STEPS, AtStep, ServerProcess, batch_steps, fit, records
+
+UNREACHABLE = "fitwatch: cannot deliver to"
+
+
+def messages(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, FitwatchWarning)]
+
+
+def assert_each_batch_once(url: str, run_id: str, total: int) -> None:
+    with httpx.Client(base_url=url, timeout=30) as api:
+        stored = [r for r in records(api, run_id) if r["scope"] == "batch" and "loss" in r["metrics"]]
+        assert sorted(r["step"] for r in stored) == list(range(total))
+        assert len({r["seq"] for r in stored}) == total
+
+
+def test_server_absent_at_start_then_started_mid_fit(database_url, spool_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = []
+
+    def start_server(step):
+        cm = serve(Settings(database_url=database_url))
+        cm.__enter__()
+        started.append(cm)
+
+    cb = RemoteCallback(url=url, spool_dir=spool_dir, flush_interval=0.1)
+    # The port is taken only when the server starts: bind it now so the test owns it.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr("tests.conftest.free_port", lambda: port)
+                fit([AtStep({15: start_server}, pause=0.02), cb], epochs=4)
+            assert_each_batch_once(url, cb.run_id, 4 * STEPS)
+            assert httpx.get(f"{url}/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+        finally:
+            for cm in started:
+                cm.__exit__(None, None, None)
+    assert len([m for m in messages(caught) if m.startswith(UNREACHABLE)]) == 1
+    assert cb.spool_file is None and not list(spool_dir.glob("*.jsonl"))
+
+
+def test_server_killed_mid_fit_and_restarted(server_process, spool_dir):
+    server_process.start()
+    cb = RemoteCallback(url=server_process.url, spool_dir=spool_dir, flush_interval=0.05)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit([AtStep({8: lambda s: server_process.kill(), 22: lambda s: server_process.start()}, pause=0.03), cb], epochs=4)
+    assert_each_batch_once(server_process.url, cb.run_id, 4 * STEPS)
+    assert httpx.get(f"{server_process.url}/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+    assert len([m for m in messages(caught) if m.startswith(UNREACHABLE)]) == 1
+
+
+def test_server_never_up_spools_and_sync_uploads_once(database_url, spool_dir, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    cb = RemoteCallback(url=url, run_id="offline", spool_dir=spool_dir, flush_timeout=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit([cb], epochs=2)
+    spool = cb.spool_file
+    assert spool is not None and spool.exists()
+    [unreachable, left] = messages(caught)
+    assert unreachable.startswith(UNREACHABLE)
+    assert f"could not be delivered to {url}" in left and f"fitwatch sync {spool}" in left
+
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(spool, copy)
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tests.conftest.free_port", lambda: port)
+        with serve(Settings(database_url=database_url)):
+            first = fitwatch("sync", str(spool))
+            assert first.returncode == 0, first.stderr
+            assert "records stored, 0 already there" in first.stdout and not spool.exists()
+            again = fitwatch("sync", str(spool))
+            assert again.returncode == 1 and "no such spool file" in again.stderr
+            replay = fitwatch("sync", str(copy))
+            assert replay.returncode == 0 and "0 records stored" in replay.stdout
+
+            assert_each_batch_once(url, "offline", 2 * STEPS)
+            run = httpx.get(f"{url}/api/v1/runs/offline").json()
+            assert run["status"] == "finished" and run["config"]["fit"]["epochs"] == 2
+
+
+def fitwatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monitor_server.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_later_fit_sends_what_an_earlier_one_spooled(database_url, spool_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = RemoteCallback(url=url, spool_dir=spool_dir, flush_timeout=0.2)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        fit([first], epochs=1)
+    assert first.spool_file.exists()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tests.conftest.free_port", lambda: port)
+        with serve(Settings(database_url=database_url)):
+            second = RemoteCallback(url=url, spool_dir=spool_dir)
+            fit([AtStep({}, pause=0.05), second], epochs=1)  # time for the backlog
+            assert_each_batch_once(url, second.run_id, STEPS)
+            assert_each_batch_once(url, first.run_id, STEPS)
+            assert httpx.get(f"{url}/api/v1/runs/{first.run_id}").json()["status"] == "finished"
+    assert not list(spool_dir.glob("*.jsonl"))
+
+
+class SilentServer:
+    """Accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_server_that_never_answers_costs_fit_nothing_and_memory_stays_bounded(spool_dir):
+    silent = SilentServer()
+    try:
+        cb = RemoteCallback(url=silent.url, spool_dir=spool_dir, flush_interval=0.05, flush_timeout=0.5)
+        cb.client.timeout = 0.5  # each request gives up after 0.5 s
+        peak = []
+        probe = AtStep({s: (lambda s: peak.append(cb.client.buffered)) for s in range(10 * STEPS)}, pause=0.01)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.monotonic()
+            fit([probe, cb], epochs=10)
+            took = time.monotonic() - start
+    finally:
+        silent.close()
+    # 100 batches of >= 10 ms: about 1 s of training, plus at most flush_timeout at the end.
+    assert took < 1.0 + 0.5 + 2.0
+    # Records move to the spool while the server hangs: memory holds about one request
+    # timeout's worth (0.5 s, ~50 batches), never the whole run.
+    assert max(peak) < 70
+    assert cb.spool_file is not None
+    assert len([m for m in messages(caught) if m.startswith(UNREACHABLE)]) == 1
+    ops = [line for line in cb.spool_file.read_text().splitlines()[1:]]
+    assert sum(line.count('"seq"') for line in ops) == 10 * STEPS + 10 + 1  # batches, epochs, lr
+
+
+def test_refused_request_is_dropped_and_reported_once(server, api, spool_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with MonitorClient(url=server.url, spool_dir=spool_dir, flush_interval=0.05) as client:
+            for step in range(3):
+                client.log("batch", step, {"x" * 300: 1.0})  # names are at most 200 characters
+                assert client.flush(5)
+            client.log("batch", 3, {"loss": 1.0})
+    refused = [m for m in messages(caught) if "refused" in m]
+    assert len(refused) == 1 and "HTTP 422" in refused[0]
+    assert batch_steps(api, client.run_id) == [3]
+    assert not list(Path(spool_dir).glob("*.jsonl"))
