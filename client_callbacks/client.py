@@ -9,6 +9,7 @@ network does raises into the caller: problems become one `FitwatchWarning` each.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -110,8 +111,9 @@ class MonitorClient:
             body["name"] = self.run_name
         self._queue.appendleft({"op": "create", "body": body, "resume": resume})
         spool = SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id)
+        connect = functools.partial(http_client, self.url, self.token, self.timeout)
         self._sender = Sender(
-            http_client(self.url, self.token, self.timeout),
+            connect,
             self.run_id,
             self._queue,
             spool,
@@ -122,7 +124,7 @@ class MonitorClient:
         self._sender.adopt(leftovers(self.spool_dir, self.url))
         self._sender.start()
         if self.poll_interval > 0:
-            self._poller = Poller(http_client(self.url, self.token, self.timeout), self.run_id, self._receive, self.poll_interval)
+            self._poller = Poller(connect, self.run_id, self._receive, self.poll_interval)
             self._poller.start()
 
     def end(self, status: str, reason: str | None = None) -> None:
@@ -148,8 +150,6 @@ class MonitorClient:
             return None
         sender.stopping = True
         if sender.flush(self.flush_timeout if timeout is None else timeout):
-            sender.join(1.0)
-            sender.http.close()
             left = 0
         else:
             # What is unsent goes to the spool; a thread stuck in a request exits when it returns.
@@ -203,6 +203,14 @@ class MonitorClient:
         self._queue.append({"op": "ack", "id": command_id, "body": body})
         if self._sender is not None:
             self._sender.wake.set()
+
+    def take_commands(self) -> list[dict[str, Any]]:
+        """The commands received since the last call, oldest first; each id comes once.
+        Apply them, then `ack()` each."""
+        taken = []
+        while self.commands:
+            taken.append(self.commands.popleft())
+        return taken
 
     @property
     def delivered(self) -> int:

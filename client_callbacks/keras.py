@@ -168,8 +168,7 @@ class RemoteCallback(keras.callbacks.Callback):
     # -- commands ---------------------------------------------------------------------------
 
     def _apply_commands(self, step: int) -> None:
-        while self.client.commands:
-            command = self.client.commands.popleft()
+        for command in self.client.take_commands():
             try:
                 message = self._apply(command, step)
             except Exception as exc:  # the reason goes back to whoever sent it
@@ -291,6 +290,8 @@ class _RunGuard:
     def _watch(self) -> None:
         while not self._done.wait(0.5):
             if not self._fit_running():
+                # Give an uncaught exception a moment to reach sys.excepthook, which names it.
+                self._done.wait(0.2)
                 self._abort("fit raised an exception")
                 return
 

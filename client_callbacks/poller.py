@@ -24,13 +24,13 @@ BACKOFF_CAP = 30.0
 class Poller(threading.Thread):
     def __init__(
         self,
-        http: httpx.Client,
+        connect: Callable[[], httpx.Client],
         run_id: str,
         on_commands: Callable[[list[dict[str, Any]]], int],
         interval: float,
     ) -> None:
         super().__init__(name=f"fitwatch-poller-{run_id}", daemon=True)
-        self.http = http
+        self.connect = connect
         self.run_id = run_id
         self.on_commands = on_commands
         self.interval = interval
@@ -42,15 +42,16 @@ class Poller(threading.Thread):
 
     def run(self) -> None:
         failures = 0
+        http = self.connect()
         try:
             while not self.stopped.is_set():
                 try:
                     response = request(
-                        self.http,
+                        http,
                         "GET",
                         f"/api/v1/runs/{self.run_id}/commands",
                         params={"status": "pending", "wait": WAIT},
-                        timeout=self.http.timeout.read + WAIT,
+                        timeout=http.timeout.read + WAIT,
                     )
                 except Rejected:  # the run is not created yet
                     self.stopped.wait(self.interval)
@@ -64,4 +65,4 @@ class Poller(threading.Thread):
                 if commands and not self.on_commands(commands):
                     self.stopped.wait(self.interval)
         finally:
-            self.http.close()
+            http.close()

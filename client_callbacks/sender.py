@@ -35,7 +35,7 @@ BACKOFF_CAP = 10.0
 class Sender(threading.Thread):
     def __init__(
         self,
-        http: httpx.Client,
+        connect: Callable[[], httpx.Client],
         run_id: str,
         queue: deque,
         spool: SpoolFile,
@@ -44,7 +44,8 @@ class Sender(threading.Thread):
         flush_interval: float,
     ) -> None:
         super().__init__(name=f"fitwatch-sender-{run_id}", daemon=True)
-        self.http = http
+        self.connect = connect  # made on this thread: building an httpx client takes ~20 ms
+        self.http: httpx.Client | None = None
         self.run_id = run_id
         self.queue = queue
         self.spool = spool
@@ -94,6 +95,13 @@ class Sender(threading.Thread):
     # -- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:
+        self.http = self.connect()
+        try:
+            self._loop()
+        finally:
+            self.http.close()
+
+    def _loop(self) -> None:
         while not self.abandoned:
             self.wake.wait(self._pause())
             self.wake.clear()

@@ -3,6 +3,8 @@ exactly once, at a batch edge, acknowledged with what happened."""
 
 from __future__ import annotations
 
+import time
+
 import keras
 import pytest
 
@@ -125,3 +127,19 @@ def test_each_command_is_applied_once(server, api, spool_dir):
     fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.02}})}, pause=0.02), cb], epochs=2)
     assert len(applied) == 1
     assert [r for r in records(api, cb.run_id) if r["metrics"].get("lr") == 0.02 and r["scope"] == "batch"][0]["step"] == 2
+
+
+def test_monitor_client_hands_over_each_command_once_and_acks_it(server, api, spool_dir):
+    from client_callbacks import MonitorClient
+
+    with MonitorClient(url=server.url, spool_dir=spool_dir, poll_interval=0.05) as client:
+        wait_for(lambda: api.get(f"/api/v1/runs/{client.run_id}").status_code == 200, what="the run")
+        issued = api.post(f"/api/v1/runs/{client.run_id}/commands", json={"type": "stop_training"}).json()
+        [command] = wait_for(client.take_commands, what="the command")
+        time.sleep(0.3)  # several more polls return it, unacknowledged
+        assert client.take_commands() == []
+        client.ack(command["id"], "applied", "stopped the loop", step=7)
+        assert client.flush(5)
+    [stored] = commands(api, client.run_id)
+    assert stored["id"] == issued["id"]
+    assert (stored["status"], stored["message"], stored["step"]) == ("applied", "stopped the loop", 7)
