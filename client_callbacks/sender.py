@@ -86,7 +86,11 @@ class Sender(threading.Thread):
             self.stopping = True
             ops = list(self._pending) + _merge(_drain(self.queue))
             self._pending.clear()
-            self.spool.append(ops)
+            try:
+                self.spool.append(ops)
+            except OSError as exc:
+                lost = sum(len(op.get("records", ())) for op in ops)
+                self.notify("lost", f"fitwatch: {lost} records could not be delivered nor written to {self.spool.path} ({exc}); they are lost")
         self.wake.set()
         left = count_records(self.spool, self._spool_offset) if self.spool.size() else 0
         self.spool.close()
@@ -105,20 +109,31 @@ class Sender(threading.Thread):
         while not self.abandoned:
             self.wake.wait(self._pause())
             self.wake.clear()
-            with self._lock:
-                if self.abandoned:
-                    return
-                self._pending.extend(_merge(_drain(self.queue)))
-                if self._failures and self._pending:
-                    # The server is away: put everything on disk before trying again.
-                    self.spool.append(list(self._pending))
-                    self._pending.clear()
-                    self._spooled = True
-            if time.monotonic() >= self._retry_at:
-                self._deliver()
+            try:
+                self._pass()
+            except Exception as exc:  # a full disk, or a bug: keep the data, report, go on
+                self.notify("error", f"fitwatch: delivery failed unexpectedly ({exc!r}); retrying")
+                self._failed(repr(exc))
             if self.stopping and self._nothing_left():
                 self.idle.set()
                 return
+
+    def _pass(self) -> None:
+        with self._lock:
+            if self.abandoned:
+                return
+            self._pending.extend(_merge(_drain(self.queue)))
+            if self._failures and self._pending:
+                # The server is away: put everything on disk before trying again.
+                try:
+                    self.spool.append(list(self._pending))
+                except OSError as exc:  # no disk either: keep it in memory
+                    self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
+                else:
+                    self._pending.clear()
+                    self._spooled = True
+        if time.monotonic() >= self._retry_at:
+            self._deliver()
 
     def _pause(self) -> float:
         if self._failures:

@@ -128,7 +128,7 @@ class SpoolFile:
     def size(self) -> int:
         try:
             return self.path.stat().st_size
-        except FileNotFoundError:
+        except OSError:  # absent, or the folder cannot hold it
             return 0
 
     def remove(self) -> None:

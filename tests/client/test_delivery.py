@@ -19,7 +19,7 @@ from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
 from monitor_server.config import Settings
 from tests.conftest import free_port, serve
 
-from .conftest import STEPS, AtStep, ServerProcess, batch_steps, fit, records
+from .conftest import STEPS, AtStep, batch_steps, fit, records
 
 UNREACHABLE = "fitwatch: cannot deliver to"
 
@@ -190,3 +190,16 @@ def test_refused_request_is_dropped_and_reported_once(server, api, spool_dir):
     assert len(refused) == 1 and "HTTP 422" in refused[0]
     assert batch_steps(api, client.run_id) == [3]
     assert not list(Path(spool_dir).glob("*.jsonl"))
+
+
+def test_unwritable_spool_costs_a_warning_not_the_training(tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    cb = RemoteCallback(url=f"http://127.0.0.1:{free_port()}", spool_dir=blocked, flush_timeout=0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit([cb], epochs=2)
+    found = messages(caught)
+    assert any(m.startswith(UNREACHABLE) for m in found)
+    assert any("cannot write the spool file" in m for m in found)
+    assert any(m.endswith("they are lost") and m.startswith(f"fitwatch: {2 * STEPS + 2 + 1} records") for m in found)
