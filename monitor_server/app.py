@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
 from . import __version__, errors
-from .api import commands, compat, events, export, health, logs, runs, series
+from .api import commands, compat, events, export, health, logs, pages, runs, series
 from .config import Settings, get_settings
 from .db import make_engine
 from .events import EventBus
@@ -45,8 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bus = EventBus()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, runs, logs, series, commands, events, export, compat):
+    for module in (health, runs, logs, series, commands, events, export, compat, pages):
         app.include_router(module.router)
+    app.mount("/static", pages.static, name="static")
     app.openapi = lambda: _openapi(app)
     return app
 

@@ -1,0 +1,86 @@
+"""The dashboard's pages and static files, and Plotly.js from the `plotly` package.
+
+The pages are static; they read everything through the API, so data reaches them only as
+JSON and is put into the page as text. Plotly.js (4.8 MB) is gzipped once in memory
+(1.4 MB) and cached by browsers, revalidated by its version.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+from functools import cache
+from pathlib import Path
+
+import plotly
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..db import reading
+from ..report import render as render_report
+from .deps import EngineDep, RunIdPath, SettingsDep
+
+WEB = Path(str(importlib.resources.files("monitor_server.web")))
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+# Pages run no inline script; Plotly sets inline styles, so styles may be inline.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+router = APIRouter(include_in_schema=False)
+static = StaticFiles(directory=WEB)
+
+
+def page(name: str) -> FileResponse:
+    return FileResponse(WEB / name, media_type="text/html", headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
+
+
+@router.get("/")
+def runs_page() -> FileResponse:
+    """The run list."""
+    return page("index.html")
+
+
+@router.get("/runs/{run_id}")
+def run_page(run_id: RunIdPath) -> FileResponse:
+    """One run: live curves and the controls."""
+    return page("run.html")
+
+
+@router.get("/compare")
+def compare_page() -> FileResponse:
+    """One metric of several runs, overlaid."""
+    return page("compare.html")
+
+
+@router.get("/runs/{run_id}/report.html")
+def report(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Response:
+    """The run's charts and config in one HTML file that opens offline."""
+    with reading(engine) as conn:
+        text = render_report(conn, run_id, settings.stale_after)
+    disposition = f'attachment; filename="{run_id}-report.html"'
+    return Response(text, media_type="text/html", headers={"Content-Disposition": disposition})
+
+
+@cache
+def _plotly_gz() -> bytes:
+    return gzip.compress(PLOTLY_JS.read_bytes(), compresslevel=6)
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js(request: Request) -> Response:
+    """Plotly.js from the installed `plotly` package: no CDN, works offline."""
+    etag = f'"plotly-{plotly.__version__}"'
+    headers = {"Cache-Control": "public, max-age=86400", "ETag": etag, "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(_plotly_gz(), media_type="text/javascript", headers={**headers, "Content-Encoding": "gzip"})
+    return FileResponse(PLOTLY_JS, media_type="text/javascript", headers=headers)

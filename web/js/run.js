@@ -1,0 +1,213 @@
+// The run page: live curves over SSE, the control panel and the command history.
+
+import { api, num, seriesUrl, stream } from "./api.js";
+import { Chart } from "./charts.js";
+import { toolbar } from "./controls.js";
+import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
+
+const runId = decodeURIComponent(location.pathname.split("/")[2]);
+const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null };
+const charts = new Map(); // chart key -> Chart
+const seriesChart = new Map(); // "scope/name" -> chart key
+const commands = new Map(); // id -> command
+let run = null;
+
+const $ = (id) => document.getElementById(id);
+
+function chartKeyOf(scope, name) {
+  if (name === "lr") return "lr";
+  if (scope === "epoch") return `epoch/${name.replace(/^val_/, "")}`;
+  return `${scope}/${name}`;
+}
+
+function chartTitle(key) {
+  if (key === "lr") return "learning rate";
+  const [scope, ...rest] = key.split("/");
+  const name = rest.join("/");
+  return scope === "epoch" ? `${name} (epoch: train and validation)` : `${name} (${scope})`;
+}
+
+function ensureChart(scope, name) {
+  const id = `${scope}/${name}`;
+  if (seriesChart.has(id)) return charts.get(seriesChart.get(id));
+  // The lr chart shows the batch-scope lr (every change) when there is one.
+  if (name === "lr" && scope === "epoch" && seriesChart.has("batch/lr")) return null;
+  const key = chartKeyOf(scope, name);
+  let chart = charts.get(key);
+  if (!chart) {
+    const section = key === "lr" ? $("lr-charts") : scope === "epoch" ? $("epoch-charts") : scope === "batch" ? $("batch-charts") : $("eval-charts");
+    section.closest("section").hidden = false;
+    chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (since, until) => zoom(chart, since, until) });
+    charts.set(key, chart);
+  }
+  const label = scope === "epoch" && name.startsWith("val_") ? "validation" : scope === "epoch" ? "train" : name;
+  chart.add(id, key === "lr" ? `lr (${scope})` : label, scope);
+  seriesChart.set(id, key);
+  return chart;
+}
+
+async function load(chart, id, params = {}) {
+  const [scope, ...rest] = id.split("/");
+  const body = await api(seriesUrl(runId, scope, rest.join("/"), params));
+  chart.setData(id, body);
+}
+
+async function zoom(chart, since, until) {
+  const params = since === null ? {} : { since_step: String(since), until_step: String(until) };
+  const bucket = Math.max(200, Math.round(chart.plot.clientWidth || 800) * 2);
+  await Promise.all([...chart.series.keys()].map((id) => load(chart, id, { ...params, max_points: String(bucket) })));
+  chart.render();
+}
+
+function renderHeader() {
+  document.title = `${run.name} · fitwatch`;
+  $("run-name").textContent = run.name;
+  $("run-status").replaceChildren(statusBadge(run.status));
+  $("run-meta").replaceChildren(
+    el("span", { text: `project ${run.project}` }),
+    el("span", { text: `started ${fmtDate(run.created_at)}` }),
+    el("span", { id: "run-duration", text: `duration ${fmtDuration(runSeconds(run))}` }),
+    el("span", { text: `id ${run.id}` }),
+  );
+  $("run-reason").textContent = run.reason || "";
+  $("run-reason").hidden = !run.reason;
+  const running = run.status === "running";
+  for (const id of ["stop", "lr-value", "lr-set"]) $(id).disabled = !running;
+  $("controls-reason").textContent = running ? "" : `Controls are off: the run is ${run.status}.`;
+  const config = $("config");
+  config.textContent = JSON.stringify(run.config, null, 2);
+  settings.stepsPerEpoch = run.config?.fit?.steps || null;
+}
+
+function currentLr() {
+  const chart = charts.get("lr");
+  if (!chart) return null;
+  let best = null;
+  for (const s of chart.series.values()) {
+    const i = s.steps.length - 1;
+    if (i >= 0 && (best === null || s.scope === "batch")) best = s.values[i];
+  }
+  return best;
+}
+
+function renderLr() {
+  const lr = currentLr();
+  $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
+}
+
+function commandLabel(c) {
+  return c.type === "set_lr" ? `set_lr ${fmtValue(num(c.args.value))}` : c.type;
+}
+
+function renderCommands() {
+  const rows = [...commands.values()].sort((a, b) => b.id - a.id);
+  $("commands").replaceChildren(
+    ...rows.map((c) =>
+      el(
+        "tr",
+        { "data-id": String(c.id) },
+        el("td", { text: String(c.id) }),
+        el("td", { text: commandLabel(c) }),
+        el("td", {}, statusBadge(c.status)),
+        el("td", { text: c.step === null ? "" : String(c.step) }),
+        el("td", { text: c.message || "" }),
+        el("td", { text: fmtDate(c.created_at) }),
+      ),
+    ),
+  );
+  $("no-commands").hidden = rows.length > 0;
+  const markers = rows
+    .filter((c) => c.status === "applied" && c.step !== null)
+    .map((c) => ({ step: c.step, label: c.type === "stop_training" ? "stop" : `lr ${fmtValue(num(c.args.value))}` }));
+  for (const chart of charts.values()) {
+    if ([...chart.series.values()].some((s) => s.scope === "batch")) chart.setMarkers(markers);
+  }
+}
+
+async function send(body) {
+  try {
+    const command = await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands`, { method: "POST", body });
+    commands.set(command.id, command);
+    renderCommands();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function wireControls() {
+  $("stop").addEventListener("click", () => {
+    if (window.confirm(`Stop the training of "${run.name}" after its current batch?`)) send({ type: "stop_training" });
+  });
+  $("lr-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("lr-value");
+    const value = Number(input.value);
+    if (!input.value.trim() || !Number.isFinite(value) || value <= 0) {
+      input.setCustomValidity("A learning rate is a number greater than 0.");
+      input.reportValidity();
+      return;
+    }
+    input.setCustomValidity("");
+    send({ type: "set_lr", args: { value } });
+  });
+  $("lr-value").addEventListener("input", (event) => event.target.setCustomValidity(""));
+}
+
+function onMetrics({ records }) {
+  const grouped = new Map();
+  for (const r of records) {
+    for (const [name, value] of Object.entries(r.metrics)) {
+      const chart = ensureChart(r.scope, name);
+      if (!chart) continue;
+      const id = `${r.scope}/${name}`;
+      if (!grouped.has(id)) grouped.set(id, { chart, points: [] });
+      grouped.get(id).points.push([r.step, value, r.wall_time]);
+    }
+  }
+  for (const [id, { chart, points }] of grouped) {
+    points.sort((a, b) => a[0] - b[0]);
+    chart.extend(id, points);
+  }
+  if (grouped.has("batch/lr") || grouped.has("epoch/lr")) renderLr();
+}
+
+async function main() {
+  wireControls();
+  toolbar($("toolbar"), settings, () => charts.forEach((c) => c.render()));
+  const base = `/api/v1/runs/${encodeURIComponent(runId)}`;
+  let seriesList;
+  [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
+  for (const c of await api(`${base}/commands`)) commands.set(c.id, c);
+  renderHeader();
+  const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
+  seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
+  for (const s of seriesList) ensureChart(s.scope, s.name);
+  await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
+  $("empty").hidden = charts.size > 0;
+  charts.forEach((c) => c.render());
+  renderCommands();
+  renderLr();
+  document.body.dataset.ready = "true";
+
+  stream(`${base}/events`, {
+    run: (data) => {
+      run = data;
+      renderHeader();
+    },
+    metrics: (data) => {
+      $("empty").hidden = true;
+      onMetrics(data);
+    },
+    command: (c) => {
+      commands.set(c.id, c);
+      renderCommands();
+    },
+    deleted: () => showError("This run was deleted."),
+  }, (live) => ($("live").hidden = !live));
+  setInterval(() => {
+    const span = $("run-duration");
+    if (span && run) span.textContent = `duration ${fmtDuration(runSeconds(run))}`;
+  }, 1000);
+}
+
+main().catch(showError);
