@@ -18,6 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (FITWATCH_PORT, default 8000)")
     serve.add_argument("--db", help="database URL (FITWATCH_DATABASE_URL, default sqlite:///./fitwatch.db)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    demo = commands.add_parser("demo", help="the server on SQLite plus a short example training, live in the browser")
+    demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    demo.add_argument("--db", default="sqlite:///./fitwatch.db", help="database URL (default sqlite:///./fitwatch.db)")
+    demo.add_argument("--epochs", type=int, default=20, help="epochs of the example training (default 20)")
+    demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    demo.add_argument("--exit", action="store_true", help="stop the server when the training ends")
     sync = commands.add_parser("sync", help="upload a spool file that a training could not deliver")
     sync.add_argument("file", nargs="+", help="spool file(s), as named in the client's warning")
     sync.add_argument("--url", help="server (default: the one the file was meant for)")
@@ -54,6 +60,46 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
+def demo(args: argparse.Namespace) -> int:
+    import subprocess
+    import time
+    import webbrowser
+
+    import httpx
+
+    url = f"http://127.0.0.1:{args.port}"
+    server = subprocess.Popen([sys.executable, "-m", "monitor_server", "--port", str(args.port), "--db", args.db])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                print(f"fitwatch demo: the server did not start on port {args.port}", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        print(f"\nfitwatch dashboard: {url}  (Ctrl-C to stop)\n", flush=True)
+        if not args.no_browser:
+            webbrowser.open(url)
+        training = [sys.executable, "-m", "client_callbacks.demo", "--url", url, "--epochs", str(args.epochs)]
+        if subprocess.run(training).returncode != 0:
+            print("fitwatch demo: the example training needs TensorFlow: pip install 'fitwatch[tensorflow]'", file=sys.stderr)
+            if args.exit:
+                return 1
+        if not args.exit:
+            server.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(10)
+
+
 def sync(args: argparse.Namespace) -> int:
     from client_callbacks.spool import sync as sync_file
     from client_callbacks.transport import Retry
@@ -78,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         serve(args)
+    elif args.command == "demo":
+        return demo(args)
     elif args.command == "sync":
         return sync(args)
     return 0

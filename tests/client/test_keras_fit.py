@@ -4,6 +4,7 @@ order, and how the run ends."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -182,3 +183,24 @@ def test_model_name_is_the_default_run_name(server, api, spool_dir):
     model.name  # noqa: B018
     fit([cb], epochs=1, model=model)
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["name"] == model.name
+
+
+def test_fitwatch_demo_serves_and_trains_a_run(tmp_path):
+    from tests.conftest import free_port
+
+    port = free_port()
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor_server.cli", "demo", "--port", str(port), "--db", db, "--epochs", "2", "--no-browser", "--exit"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"fitwatch dashboard: http://127.0.0.1:{port}" in done.stdout and "demo training done" in done.stdout
+
+    from sqlalchemy import create_engine, text
+
+    with create_engine(db).connect() as conn:
+        status, reason = conn.execute(text("SELECT status, reason FROM runs WHERE name = 'demo-mlp'")).one()
+        scopes = dict(conn.execute(text("SELECT scope, count(*) FROM series GROUP BY scope")).all())
+    assert (status, reason) == ("finished", "all 2 epochs done")
+    assert set(scopes) == {"batch", "epoch", "eval"}

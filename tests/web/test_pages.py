@@ -160,7 +160,7 @@ def test_zoom_asks_the_server_for_the_range_at_full_resolution(page, api):
     post_logs(api, "r1", make_records(5000))
     open_run(page, "r1")
     badge = page.locator(".chart", has_text="loss (batch)").locator(".badge.downsampled")
-    assert badge.is_visible() and "of 5,000 points" in badge.inner_text()
+    assert badge.is_visible() and "/ 5,000" in badge.inner_text()
 
     with page.expect_request(lambda r: "/series/batch/loss" in r.url and "since_step=1000" in r.url) as request:
         page.evaluate("""() => {
@@ -245,3 +245,39 @@ def test_plotly_is_served_compressed_and_cacheable(api):
     assert "Plotly" in response.text[:5000] or len(response.content) > 1_000_000
     again = api.get("/static/plotly.min.js", headers={"if-none-match": response.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_smoothing_log_y_and_x_axis_controls(page, api):
+    create_run(api, "r1", config={"fit": {"steps": 10}})
+    post_logs(api, "r1", make_records(40))
+    open_run(page, "r1")
+    plot = "document.querySelector('.plot')"
+    page.locator("#smoothing").fill("0.9")
+    page.wait_for_function(f"() => {plot}.data.length === 2")
+    raw, smooth = page.evaluate(f"() => {plot}.data.map(t => [t.opacity, t.y.slice(0, 3)])")
+    assert raw[0] == 0.25 and smooth[1][0] == raw[1][0] and smooth[1][1] != raw[1][1]
+    page.check("#logy")
+    page.wait_for_function(f"() => {plot}.layout.yaxis.type === 'log'")
+    page.select_option("#xmode", "epoch")
+    page.wait_for_function(f"() => {plot}.data[0].x[20] === 2")  # step 20 of 10-step epochs
+    page.select_option("#xmode", "wall")
+    page.wait_for_function(f"() => {plot}.layout.xaxis.type === 'date'")
+
+
+def test_page_asks_for_the_token_once_and_sends_it(browser, start_server, tmp_path):
+    server = start_server(token="s3cret")
+    with server.client(headers={"authorization": "Bearer s3cret"}) as api:
+        create_run(api, "r1")
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    prompts = []
+    page.on("dialog", lambda d: (prompts.append(d.type), d.accept("s3cret" if d.type == "prompt" else None)))
+    open_run(page, "r1")
+    page.click("#stop")
+    page.wait_for_selector("#commands tr")
+    page.fill("#lr-value", "0.1")
+    page.click("#lr-set")
+    page.wait_for_function("() => document.querySelectorAll('#commands tr').length === 2")
+    assert prompts == ["confirm", "prompt"]  # the token is asked once, then kept
+    assert page.evaluate("() => localStorage.getItem('fitwatch.token')") == "s3cret"
+    context.close()

@@ -172,11 +172,19 @@ export class Chart {
         type: xmode === "wall" ? "date" : "linear",
         tickformat: xmode !== "wall" && epochs ? "d" : undefined,
       },
-      yaxis: { type: logy ? "log" : "linear", exponentformat: "e" },
+      yaxis: { type: logy ? "log" : "linear", exponentformat: "e", range: this.flatRange(logy) },
       shapes,
       annotations,
       uirevision: `${xmode}-${logy}`,
     };
+  }
+
+  /** A y range around a series that never changes (Plotly would span ±1 around it). */
+  flatRange(logy) {
+    const values = [...this.series.values()].flatMap((s) => s.values.filter(Number.isFinite));
+    if (!values.length || logy || values.some((v) => v !== values[0]) || values[0] === 0) return undefined;
+    const v = values[0];
+    return [v - Math.abs(v) / 2, v + Math.abs(v) / 2];
   }
 
   scheduleRender() {
@@ -192,7 +200,8 @@ export class Chart {
     this.badge.hidden = downsampled.length === 0;
     if (downsampled.length) {
       const s = downsampled[0];
-      this.badge.textContent = `downsampled: ${s.steps.length.toLocaleString()} of ${s.count.toLocaleString()} points, zoom in for full resolution`;
+      this.badge.textContent = `downsampled ${s.steps.length.toLocaleString()} / ${s.count.toLocaleString()}`;
+      this.badge.title = "Each bucket keeps its min and max, and every NaN/Inf point. Zoom in for full resolution.";
     }
     const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
     Plotly.react(this.plot, this.traces(), this.layout(), config);

@@ -36,8 +36,15 @@ async function load(since, until) {
   );
 }
 
+let held = []; // live events that arrive before the first draw
+
 async function main() {
   if (ids.length === 0) throw new Error("Choose runs to compare on the run list.");
+  for (const id of ids) {
+    stream(`/api/v1/runs/${encodeURIComponent(id)}/events`, {
+      metrics: (data) => (held ? held.push([id, data]) : onMetrics(id, data)),
+    }, (live) => ($("live").hidden = !live));
+  }
   const lists = await Promise.all(ids.map(async (id) => {
     const base = `/api/v1/runs/${encodeURIComponent(id)}`;
     const [run, series] = await Promise.all([api(base), api(`${base}/series`)]);
@@ -60,17 +67,17 @@ async function main() {
   });
   toolbar($("toolbar"), settings, () => chart && chart.render(), { epochAxis: false });
   await draw();
+  for (const [id, data] of held) onMetrics(id, data);
+  held = null;
   document.body.dataset.ready = "true";
-  for (const id of ids) {
-    stream(`/api/v1/runs/${encodeURIComponent(id)}/events`, {
-      metrics: ({ records }) => {
-        const [scope, ...rest] = metric.split("/");
-        const name = rest.join("/");
-        const points = records.filter((r) => r.scope === scope && name in r.metrics).map((r) => [r.step, r.metrics[name], r.wall_time]);
-        if (points.length) chart.extend(id, points);
-      },
-    }, (live) => ($("live").hidden = !live));
-  }
+}
+
+function onMetrics(id, { records }) {
+  const [scope, ...rest] = metric.split("/");
+  const name = rest.join("/");
+  const last = chart.series.get(id)?.steps.at(-1) ?? -1;
+  const points = records.filter((r) => r.scope === scope && name in r.metrics && r.step > last).map((r) => [r.step, r.metrics[name], r.wall_time]);
+  if (points.length) chart.extend(id, points);
 }
 
 main().catch(showError);

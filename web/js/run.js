@@ -153,7 +153,8 @@ function wireControls() {
   $("lr-value").addEventListener("input", (event) => event.target.setCustomValidity(""));
 }
 
-function onMetrics({ records }) {
+/** Live records into the charts; `replay` skips points the first read already had. */
+function onMetrics({ records }, replay = false) {
   const grouped = new Map();
   for (const r of records) {
     for (const [name, value] of Object.entries(r.metrics)) {
@@ -166,7 +167,8 @@ function onMetrics({ records }) {
   }
   for (const [id, { chart, points }] of grouped) {
     points.sort((a, b) => a[0] - b[0]);
-    chart.extend(id, points);
+    const last = chart.series.get(id)?.steps.at(-1);
+    chart.extend(id, replay && last !== undefined ? points.filter((p) => p[0] > last) : points);
   }
   if (grouped.has("batch/lr") || grouped.has("epoch/lr")) renderLr();
 }
@@ -175,6 +177,31 @@ async function main() {
   wireControls();
   toolbar($("toolbar"), settings, () => charts.forEach((c) => c.render()));
   const base = `/api/v1/runs/${encodeURIComponent(runId)}`;
+  // Subscribe first and hold live events until the stored points are drawn, so that no
+  // point logged in between is missed; the stream opens with a `run` event.
+  let held = [];
+  let subscribed;
+  const opened = new Promise((resolve) => (subscribed = resolve));
+  stream(`${base}/events`, {
+    run: (data) => {
+      subscribed();
+      if (run) {
+        run = data;
+        renderHeader();
+      }
+    },
+    metrics: (data) => {
+      if (held) held.push(data);
+      else onMetrics(data);
+    },
+    command: (c) => {
+      commands.set(c.id, c);
+      renderCommands();
+    },
+    deleted: () => showError("This run was deleted."),
+  }, (live) => ($("live").hidden = !live));
+  await Promise.race([opened, new Promise((resolve) => setTimeout(resolve, 3000))]);
+
   let seriesList;
   [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
   for (const c of await api(`${base}/commands`)) commands.set(c.id, c);
@@ -183,27 +210,13 @@ async function main() {
   seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
   for (const s of seriesList) ensureChart(s.scope, s.name);
   await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
+  for (const data of held) onMetrics(data, true);
+  held = null;
   $("empty").hidden = charts.size > 0;
   charts.forEach((c) => c.render());
   renderCommands();
   renderLr();
   document.body.dataset.ready = "true";
-
-  stream(`${base}/events`, {
-    run: (data) => {
-      run = data;
-      renderHeader();
-    },
-    metrics: (data) => {
-      $("empty").hidden = true;
-      onMetrics(data);
-    },
-    command: (c) => {
-      commands.set(c.id, c);
-      renderCommands();
-    },
-    deleted: () => showError("This run was deleted."),
-  }, (live) => ($("live").hidden = !live));
   setInterval(() => {
     const span = $("run-duration");
     if (span && run) span.textContent = `duration ${fmtDuration(runSeconds(run))}`;
