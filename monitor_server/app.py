@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 
-from . import __version__, errors
+from . import __version__, errors, stale
 from .api import commands, compat, events, export, health, logs, pages, runs, series
 from .config import Settings, get_settings
 from .db import make_engine
@@ -30,9 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.pool_size)
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
+        watcher = asyncio.create_task(stale.watch(app))
         try:
             yield
         finally:
+            watcher.cancel()
             engine.dispose()
 
     app = FastAPI(

@@ -113,6 +113,17 @@ def list_runs(
     return [to_public(row, latest[row.id], stale_after, now) for row in rows]
 
 
+def newly_stale(conn: Connection, stale_after: float, since: float, now: float) -> list[RunPublic]:
+    """Running runs whose silence passed the stale timeout between `since` and `now`:
+    the ones that readers see turn `interrupted` in that time."""
+    query = select(runs).where(
+        runs.c.status == "running", runs.c.last_seen >= since - stale_after, runs.c.last_seen < now - stale_after
+    )
+    rows = conn.execute(query).all()
+    latest = latest_epoch_values(conn, [row.id for row in rows])
+    return [to_public(row, latest[row.id], stale_after, now) for row in rows]
+
+
 def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None:
     get_run_row(conn, run_id, lock=True)
     values: dict[str, Any] = body.model_dump(exclude_unset=True)

@@ -105,3 +105,18 @@ def test_run_list_stream_announces_new_and_changed_runs(api, server):
 def test_stream_of_unknown_run_is_404(api):
     response = api.get("/api/v1/runs/nope/events")
     assert response.status_code == 404 and response.json() == {"detail": "run 'nope' not found"}
+
+
+def test_a_run_that_falls_silent_is_announced_interrupted(start_server):
+    server = start_server(stale_after=1.0)
+    with server.client() as api:
+        create_run(api, "quiet")
+        stream = Stream(f"{server.url}/api/v1/events")
+        try:
+            run, _ = stream.next("run", timeout=5)
+            assert (run["id"], run["status"]) == ("quiet", "interrupted")
+            post_logs(api, "quiet", make_records(1))  # it talks again
+            run, _ = stream.next("run", timeout=5)
+            assert (run["id"], run["status"]) == ("quiet", "running")
+        finally:
+            stream.close()
