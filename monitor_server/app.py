@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
 from .api import commands, compat, events, export, health, logs, pages, runs, series
@@ -18,6 +19,7 @@ from .db import make_engine
 from .events import EventBus
 from .limits import BodyLimit
 from .migrations import upgrade
+from .pgbus import PostgresBus
 from .schemas import LogBatch
 
 
@@ -31,11 +33,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.pool_size)
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
+        if isinstance(app.state.bus, PostgresBus):
+            await run_in_threadpool(app.state.bus.start, engine)
         watcher = asyncio.create_task(stale.watch(app))
         try:
             yield
         finally:
             watcher.cancel()
+            if isinstance(app.state.bus, PostgresBus):
+                app.state.bus.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -45,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.bus = EventBus()
+    # Several server processes share live events through PostgreSQL; one SQLite server
+    # keeps them in process.
+    postgres = make_url(settings.database_url).get_backend_name() == "postgresql"
+    app.state.bus = PostgresBus(settings.database_url, settings.stale_after) if postgres else EventBus()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for module in (health, runs, logs, series, commands, events, export, compat, pages):

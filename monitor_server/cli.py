@@ -48,6 +48,12 @@ def serve(args: argparse.Namespace) -> None:
             "reach this port can stop or change your training. Set FITWATCH_TOKEN.",
             file=sys.stderr,
         )
+    if args.workers > 1 and not settings.database_url.startswith("postgresql"):
+        print(
+            "WARNING: with SQLite each worker keeps its live events to itself: a dashboard may miss "
+            "points logged through another worker. Use PostgreSQL for --workers > 1.",
+            file=sys.stderr,
+        )
     uvicorn.run(
         "monitor_server.app:create_app",
         factory=True,

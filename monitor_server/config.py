@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
     max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
+
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        # `FITWATCH_TOKEN=` (as compose passes an unset variable) means no token.
+        return value or None
 
 
 @lru_cache

@@ -59,6 +59,13 @@ class EventBus:
     def has_subscribers(self, topic: str) -> bool:
         return topic in self._subs
 
+    def topics(self) -> list[str]:
+        with self._lock:
+            return list(self._subs)
+
+    def _subscribed(self, topics: tuple[str, ...]) -> None:
+        """Called after a subscription starts."""
+
     def publish(self, topic: str, event: str, data: Any) -> None:
         with self._lock:
             subs = list(self._subs.get(topic, ()))
@@ -74,6 +81,7 @@ class EventBus:
         with self._lock:
             for topic in topics:
                 self._subs.setdefault(topic, set()).add(sub)
+        self._subscribed(topics)
         try:
             yield sub
         finally:
