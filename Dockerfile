@@ -25,4 +25,6 @@ FROM server AS demo
 USER root
 RUN pip install ".[tensorflow]"
 USER fitwatch
+# /app is not writable by this user: undelivered records wait in /tmp.
+ENV FITWATCH_SPOOL_DIR=/tmp/fitwatch-spool
 CMD ["python", "-m", "client_callbacks.demo"]
