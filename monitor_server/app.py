@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
+from .access import Guard
 from .api import commands, compat, events, export, health, logs, pages, runs, series
 from .config import Settings, get_settings
 from .db import make_engine
@@ -57,6 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bus = PostgresBus(settings.database_url, settings.stale_after) if postgres else EventBus()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, settings=settings)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     for module in (health, runs, logs, series, commands, events, export, compat, pages):
         app.include_router(module.router)
     app.mount("/static", pages.static, name="static")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +16,14 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./fitwatch.db"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="grants everything")
+    ingest_token: SecretStr | None = Field(None, description="trainings: create runs, log, poll and ack commands")
+    read_token: SecretStr | None = Field(None, description="reads, when protect_reads is on")
+    protect_reads: bool = False
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+    allowed_hosts: list[str] | None = Field(
+        None, description="Host headers served; default: loopback names when bound to loopback, else any"
+    )
     stale_after: float = Field(120.0, gt=0, description="seconds without contact before a running run is reported interrupted")
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_records: int = Field(10_000, gt=0)
@@ -25,11 +32,17 @@ class Settings(BaseSettings):
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
 
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "ingest_token", "read_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         # `FITWATCH_TOKEN=` (as compose passes an unset variable) means no token.
         return value or None
+
+    @model_validator(mode="after")
+    def _scoped_tokens_need_the_main_one(self) -> Settings:
+        if self.token is None and (self.ingest_token or self.read_token or self.protect_reads):
+            raise ValueError("FITWATCH_INGEST_TOKEN, FITWATCH_READ_TOKEN and FITWATCH_PROTECT_READS need FITWATCH_TOKEN")
+        return self
 
 
 @lru_cache

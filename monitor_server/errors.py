@@ -41,6 +41,10 @@ class Unauthorized(ApiError):
     status = 401
 
 
+class Forbidden(ApiError):
+    status = 403
+
+
 def validation_detail(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
     """Validation errors without the echoed input, which may hold NaN or huge blobs."""
     return [

@@ -175,6 +175,7 @@ class CommandPublic(BaseModel):
     done_at: datetime | None
     message: str | None
     step: int | None
+    issued_by: str | None = Field(description="role of the token that issued it (admin, or anonymous on an open server)")
 
 
 class Health(BaseModel):

@@ -126,5 +126,6 @@ commands = Table(
     Column("done_at", Double),
     Column("message", Text),
     Column("step", BigInteger),
+    Column("issued_by", String(16)),  # role of the token that issued it: admin or anonymous
     Index("ix_commands_run_status", "run_id", "status"),
 )

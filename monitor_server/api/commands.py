@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from ..db import reading, writing
@@ -14,7 +14,8 @@ from ..events import EventBus, command_topic, run_topic
 from ..schemas import CommandAck, CommandCreate, CommandPublic
 from ..store import commands as store
 from ..store.runs import get_run_row, touch
-from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+from ..access import Controller, Ingester, Reader, Right, Role, authorize
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}/commands", tags=["commands"])
 
@@ -28,12 +29,14 @@ def announce(bus: EventBus, command: CommandPublic, wake: bool = False) -> None:
         bus.publish(command_topic(command.run_id), "command", None)
 
 
-@router.post("", response_model=CommandPublic, status_code=201, dependencies=[Writer])
-def create_command(run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> CommandPublic:
+@router.post("", response_model=CommandPublic, status_code=201)
+def create_command(
+    run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep, role: Role
+) -> CommandPublic:
     """Send `stop_training` or `set_lr` (`{"value": v}`) to a running training."""
     args = store.validate_args(body.type, body.args, settings.max_lr)
     with writing(engine) as conn:
-        command = store.create_command(conn, run_id, body.type, args, time.time(), settings.stale_after)
+        command = store.create_command(conn, run_id, body.type, args, time.time(), settings.stale_after, role)
     announce(bus, command, wake=True)
     return command
 
@@ -46,8 +49,9 @@ def _poll(engine, run_id: str) -> tuple[list[CommandPublic], list[CommandPublic]
         return store.deliver(conn, run_id, now)
 
 
-@router.get("", response_model=list[CommandPublic])
+@router.get("", response_model=list[CommandPublic], dependencies=[Reader])
 async def list_commands(
+    request: Request,
     run_id: RunIdPath,
     engine: EngineDep,
     settings: SettingsDep,
@@ -58,11 +62,13 @@ async def list_commands(
     """All commands of the run; with `status=pending`, the ones not yet acknowledged,
     handed to the caller as the training (marked delivered), waiting up to `wait` s for one."""
     if status is None:
+
         def read() -> list[CommandPublic]:
             with reading(engine) as conn:
                 return store.list_commands(conn, run_id)
 
         return await run_in_threadpool(read)
+    authorize(request, Right.INGEST)  # taking pending commands is the training's part
     deadline = anyio.current_time() + min(wait, settings.max_wait)
     with bus.subscribe(command_topic(run_id)) as woken:
         while True:
@@ -75,7 +81,7 @@ async def list_commands(
             await woken.get(remaining)
 
 
-@router.post("/{command_id}/ack", response_model=CommandPublic, dependencies=[Writer])
+@router.post("/{command_id}/ack", response_model=CommandPublic, dependencies=[Ingester])
 def ack_command(run_id: RunIdPath, command_id: CommandId, body: CommandAck, engine: EngineDep, bus: BusDep) -> CommandPublic:
     """The training reports a command `applied` or `failed`; repeating it changes nothing."""
     now = time.time()
@@ -87,7 +93,7 @@ def ack_command(run_id: RunIdPath, command_id: CommandId, body: CommandAck, engi
     return command
 
 
-@router.post("/{command_id}/cancel", response_model=CommandPublic, dependencies=[Writer])
+@router.post("/{command_id}/cancel", response_model=CommandPublic, dependencies=[Controller])
 def cancel_command(run_id: RunIdPath, command_id: CommandId, engine: EngineDep, bus: BusDep) -> CommandPublic:
     """Withdraw a command the training has not acknowledged; 409 once it has."""
     with writing(engine) as conn:

@@ -23,7 +23,8 @@ from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate, RunPublic
 from ..store.logs import ingest
 from ..store.runs import create_run, read_run
 from ..tables import received
-from .deps import BusDep, EngineDep, SettingsDep, Writer
+from ..access import Ingester
+from .deps import BusDep, EngineDep, SettingsDep
 from .logs import event_records
 from .runs import announce
 
@@ -55,7 +56,7 @@ async def _payload(request: Request) -> dict[str, Any]:
     return data
 
 
-@router.post("/publish/epoch/end/", response_model=Published, dependencies=[Writer])
+@router.post("/publish/epoch/end/", response_model=Published, dependencies=[Ingester])
 async def publish_epoch_end(
     request: Request,
     engine: EngineDep,

@@ -12,9 +12,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from ..db import reading
 from ..events import RUNS_TOPIC, EventBus, run_topic
 from ..store.runs import read_run
+from ..access import Reader
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], dependencies=[Reader])
 
 IDLE_S = 15.0
 

@@ -7,9 +7,10 @@ from fastapi.responses import StreamingResponse
 
 from ..schemas import Scope
 from ..store import export as store
+from ..access import Reader
 from .deps import EngineDep, RunIdPath
 
-router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["export"])
+router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["export"], dependencies=[Reader])
 
 
 @router.get("/export.csv", response_class=StreamingResponse, responses={200: {"content": {"text/csv": {}}}})

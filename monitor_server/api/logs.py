@@ -21,7 +21,8 @@ from ..store import commands as command_store
 from ..store.logs import ingest
 from ..store.runs import read_run
 from .commands import announce as announce_command
-from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+from ..access import Ingester
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 from .runs import announce
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["logs"])
@@ -39,7 +40,7 @@ def event_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "metrics": {k: encode_float(float(v)) for k, v in r["metrics"].items()}} for r in records]
 
 
-@router.post("/logs", response_model=LogResult, dependencies=[Writer], openapi_extra=LOG_BODY)
+@router.post("/logs", response_model=LogResult, dependencies=[Ingester], openapi_extra=LOG_BODY)
 async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> LogResult:
     """Store a batch of records, each `(run, seq)` once; answer with the commands the
     training has not acknowledged yet."""

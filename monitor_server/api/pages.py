@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..db import reading
 from ..report import render as render_report
+from ..access import Reader
 from .deps import EngineDep, RunIdPath, SettingsDep
 
 WEB = Path(str(importlib.resources.files("monitor_server.web")))
@@ -60,7 +61,7 @@ def compare_page() -> FileResponse:
     return page("compare.html")
 
 
-@router.get("/runs/{run_id}/report.html")
+@router.get("/runs/{run_id}/report.html", dependencies=[Reader])
 def report(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Response:
     """The run's charts and config in one HTML file that opens offline."""
     with reading(engine) as conn:

@@ -11,7 +11,8 @@ from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
 from ..schemas import RunCreate, RunPatch, RunPublic, RunStatus
 from ..store import runs as store
-from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, Writer
+from ..access import Controller, Ingester, Reader
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 
@@ -22,7 +23,7 @@ def announce(bus, run: RunPublic) -> None:
     bus.publish(run_topic(run.id), "run", data)
 
 
-@router.post("", response_model=RunPublic, status_code=201, dependencies=[Writer])
+@router.post("", response_model=RunPublic, status_code=201, dependencies=[Ingester])
 def create_run(body: RunCreate, response: Response, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
     """Create a run; with an `id` that exists, answer that run (200) instead."""
     with writing(engine) as conn:
@@ -36,7 +37,7 @@ def create_run(body: RunCreate, response: Response, engine: EngineDep, settings:
     return run
 
 
-@router.get("", response_model=list[RunPublic])
+@router.get("", response_model=list[RunPublic], dependencies=[Reader])
 def list_runs(
     engine: EngineDep,
     settings: SettingsDep,
@@ -50,14 +51,14 @@ def list_runs(
         return store.list_runs(conn, settings.stale_after, project, status, limit, offset)
 
 
-@router.get("/{run_id}", response_model=RunPublic)
+@router.get("/{run_id}", response_model=RunPublic, dependencies=[Reader])
 def read_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> RunPublic:
     """One run, with the last value of each epoch series in `latest`."""
     with reading(engine) as conn:
         return store.read_run(conn, run_id, settings.stale_after)
 
 
-@router.patch("/{run_id}", response_model=RunPublic, dependencies=[Writer])
+@router.patch("/{run_id}", response_model=RunPublic, dependencies=[Ingester])
 def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
     """Change a run's status (with the reason it ended), name or config."""
     with writing(engine) as conn:
@@ -68,7 +69,7 @@ def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: Se
     return run
 
 
-@router.delete("/{run_id}", status_code=204, dependencies=[Writer])
+@router.delete("/{run_id}", status_code=204, dependencies=[Controller])
 def delete_run(run_id: RunIdPath, engine: EngineDep, bus: BusDep) -> Response:
     """Delete a run with its points and commands."""
     with writing(engine) as conn:

@@ -30,6 +30,7 @@ def to_public(row: Any) -> CommandPublic:
         done_at=timestamp(row.done_at),
         message=row.message,
         step=row.step,
+        issued_by=row.issued_by,
     )
 
 
@@ -45,14 +46,16 @@ def validate_args(type_: str, args: dict[str, Any], max_lr: float) -> dict[str, 
     return {}
 
 
-def create_command(conn: Connection, run_id: str, type_: str, args: dict[str, Any], now: float, stale_after: float) -> CommandPublic:
+def create_command(
+    conn: Connection, run_id: str, type_: str, args: dict[str, Any], now: float, stale_after: float, issued_by: str
+) -> CommandPublic:
     run = get_run_row(conn, run_id, lock=True)
     status = effective_status(run, stale_after, now)
     if status != "running":
         raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
     new_id = conn.execute(
         insert(commands)
-        .values(run_id=run_id, type=type_, args=args, status="pending", created_at=now)
+        .values(run_id=run_id, type=type_, args=args, status="pending", created_at=now, issued_by=issued_by)
         .returning(commands.c.id)
     ).scalar_one()
     return get_command(conn, run_id, new_id)

@@ -53,9 +53,9 @@ def test_cancel(api):
     applied = issue(api).json()
     api.post(f"/api/v1/runs/r/commands/{applied['id']}/ack", json={"status": "applied"})
     for command in (pending, delivered):
-        assert api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel").json()["status"] == "cancelled"
-    assert api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel").json()["status"] == "cancelled"
-    assert_error(api.post(f"/api/v1/runs/r/commands/{applied['id']}/cancel"), 409)
+        assert api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON).json()["status"] == "cancelled"
+    assert api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel", headers=JSON).json()["status"] == "cancelled"
+    assert_error(api.post(f"/api/v1/runs/r/commands/{applied['id']}/cancel", headers=JSON), 409)
     assert_error(api.post(f"/api/v1/runs/r/commands/{pending['id']}/ack", json={"status": "applied"}), 409)
     assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
 
@@ -135,8 +135,8 @@ def test_bad_ack_and_unknown_command(api):
     command = issue(api).json()
     assert_error(api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "done"}), 422)
     assert_error(api.post("/api/v1/runs/r/commands/999/ack", json={"status": "applied"}), 404)
-    assert_error(api.post("/api/v1/runs/r/commands/999/cancel"), 404)
-    assert_error(api.post("/api/v1/runs/r/commands/abc/cancel"), 422)
+    assert_error(api.post("/api/v1/runs/r/commands/999/cancel", headers=JSON), 404)
+    assert_error(api.post("/api/v1/runs/r/commands/abc/cancel", headers=JSON), 422)
     create_run(api, "other")
     assert_error(api.post(f"/api/v1/runs/other/commands/{command['id']}/ack", json={"status": "applied"}), 404)
     assert_error(api.get("/api/v1/runs/r/commands", params={"status": "applied"}), 422)

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.helpers import create_run, make_records, post_logs
+from tests.helpers import JSON, create_run, make_records, post_logs
 
 
 class Stream:
@@ -96,7 +96,7 @@ def test_run_list_stream_announces_new_and_changed_runs(api, server):
         api.patch("/api/v1/runs/a", json={"status": "failed", "reason": "ValueError: boom"})
         changed = stream.next("run")[0]
         assert (changed["id"], changed["status"], changed["reason"]) == ("a", "failed", "ValueError: boom")
-        api.delete("/api/v1/runs/a")
+        api.delete("/api/v1/runs/a", headers=JSON)
         assert stream.next("deleted")[0] == {"id": "a"}
     finally:
         stream.close()

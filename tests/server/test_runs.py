@@ -75,7 +75,7 @@ def test_delete_removes_points_and_commands(api):
     post_logs(api, "gone", make_records(50))
     post_logs(api, "kept", make_records(50))
     api.post("/api/v1/runs/gone/commands", json={"type": "stop_training"})
-    assert api.delete("/api/v1/runs/gone").status_code == 204
+    assert api.delete("/api/v1/runs/gone", headers=JSON).status_code == 204
     assert_error(api.get("/api/v1/runs/gone"), 404)
     assert_error(api.get("/api/v1/runs/gone/series"), 404)
     # The id is free again and starts empty: nothing of the old run survived.
@@ -124,7 +124,7 @@ def test_bad_run_id_in_path_and_unknown_run(api):
     assert_error(api.get("/api/v1/runs/bad%20id"), 422)
     assert_error(api.get("/api/v1/runs/nope"), 404)
     assert_error(api.patch("/api/v1/runs/nope", json={"status": "finished"}), 404)
-    assert_error(api.delete("/api/v1/runs/nope"), 404)
+    assert_error(api.delete("/api/v1/runs/nope", headers=JSON), 404)
     create_run(api, "r")
     assert_error(api.patch("/api/v1/runs/r", json={"status": "exploded"}), 422)
     assert_error(api.get("/api/v1/runs", params={"status": "exploded"}), 422)

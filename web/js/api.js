@@ -9,9 +9,10 @@ export class ApiError extends Error {
   }
 }
 
-function headers(body) {
+function headers(method) {
   const h = {};
-  if (body !== undefined) h["Content-Type"] = "application/json";
+  // Every write is JSON, even without a body: the server refuses other writes.
+  if (method !== "GET") h["Content-Type"] = "application/json";
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) h["Authorization"] = `Bearer ${token}`;
   return h;
@@ -22,7 +23,7 @@ export async function api(path, { method = "GET", body } = {}) {
   for (let attempt = 0; ; attempt++) {
     const response = await fetch(path, {
       method,
-      headers: headers(body),
+      headers: headers(method),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (response.status === 401 && attempt === 0) {
@@ -47,7 +48,9 @@ export async function api(path, { method = "GET", body } = {}) {
 
 /** Subscribe to an SSE stream: `handlers` maps event names to functions of the parsed data. */
 export function stream(path, handlers, onState) {
-  const source = new EventSource(path);
+  // EventSource sends no headers: a server that protects reads takes the token in the URL.
+  const token = localStorage.getItem(TOKEN_KEY);
+  const source = new EventSource(token ? `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : path);
   for (const [name, handle] of Object.entries(handlers)) {
     source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
   }
