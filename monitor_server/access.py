@@ -7,9 +7,10 @@ site (or a DNS-rebound name) from driving the control channel.
   `FITWATCH_PROTECT_READS=true`. No token at all: everything is open (loopback use).
 - Missing or wrong token: 401. A token without the right: 403. Tokens are compared in
   constant time and never logged; a command records the role that issued it.
-- Writes must be `application/json` (the RemoteMonitor route may also send a form): a
-  page on another site cannot send that without a CORS preflight, which is refused
-  unless `FITWATCH_CORS_ORIGINS` lists the site. No cookie carries authority.
+- Writes with a body must be `application/json` (the RemoteMonitor route may also send a
+  form): a page on another site cannot send that without a CORS preflight, which is
+  refused unless `FITWATCH_CORS_ORIGINS` lists the site; and a browser write marked
+  `Sec-Fetch-Site: cross-site` is refused outright. No cookie carries authority.
 - The Host header must be one the server answers to: loopback names when it listens on
   loopback, so a hostile page cannot reach it through a DNS name that resolves to
   127.0.0.1.
@@ -25,7 +26,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
-from .errors import Forbidden, Unauthorized, error_response
+from .errors import Forbidden, Unauthorized, UnsupportedMediaType, error_response
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1", "[::1]"]
 FORM_ROUTES = ("/publish/",)
@@ -70,8 +71,27 @@ def role_of(settings: Settings, request: Request) -> str | None:
     return matched
 
 
+def _json_only(request: Request) -> None:
+    """Writes with a body must be JSON, and no browser may write from another site."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    site = request.headers.get("sec-fetch-site", "same-origin")
+    origin = request.headers.get("origin")
+    if site not in ("same-origin", "none") and origin not in request.app.state.settings.cors_origins:
+        raise Forbidden(f"a write from another site ({origin or site}) is refused: see FITWATCH_CORS_ORIGINS")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if not has_body:
+        return
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    form = request.url.path.startswith(FORM_ROUTES) and kind in ("application/x-www-form-urlencoded", "multipart/form-data")
+    if kind != "application/json" and not form:
+        raise UnsupportedMediaType("writes must be sent as application/json")
+
+
 def authorize(request: Request, right: Right) -> str:
-    """The role the request acts as, if it has `right`; else 401 or 403."""
+    """The role the request acts as, if it has `right`; else 401 or 403. Writes must be
+    JSON (415)."""
+    _json_only(request)
     settings: Settings = request.app.state.settings
     if settings.token is None:
         return "anonymous"  # an open server
@@ -101,7 +121,7 @@ Role = Annotated[str, Controller]
 
 
 class Guard:
-    """ASGI middleware: the Host check and JSON-only writes, in the API's error shape."""
+    """ASGI middleware: the Host check, in the API's error shape."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -123,10 +143,4 @@ class Guard:
             return await self.app(scope, receive, send)
         if not self._host_ok(scope):
             return await error_response(400, "unknown Host header: see FITWATCH_ALLOWED_HOSTS")(scope, receive, send)
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-            kind = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-            form = scope["path"].startswith(FORM_ROUTES) and kind in (b"application/x-www-form-urlencoded", b"multipart/form-data")
-            if kind != b"application/json" and not form:
-                detail = "writes must be sent as application/json"
-                return await error_response(415, detail)(scope, receive, send)
         await self.app(scope, receive, send)

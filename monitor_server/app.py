@@ -22,7 +22,23 @@ from .events import EventBus
 from .limits import BodyLimit
 from .migrations import upgrade
 from .pgbus import PostgresBus
-from .schemas import LogBatch
+from .schemas import ErrorBody, LogBatch
+
+
+ERROR_RESPONSES = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "malformed JSON, or an unknown Host"),
+        (401, "missing or wrong bearer token"),
+        (403, "the token lacks the right"),
+        (404, "no such run or command"),
+        (409, "the run or command is not in a state that allows it"),
+        (413, "body over the limit"),
+        (415, "a write that is not JSON"),
+        (422, "invalid input"),
+        (503, "the database is unreachable; retry"),
+    )
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,8 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    for module in (health, runs, logs, series, commands, events, export, compat, pages):
-        app.include_router(module.router)
+    for module in (health, runs, logs, series, commands, events, export, compat):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(pages.router)
     app.mount("/static", pages.static, name="static")
     app.openapi = lambda: _openapi(app)
     return app

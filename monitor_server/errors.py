@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class ApiError(Exception):
@@ -45,6 +48,10 @@ class Forbidden(ApiError):
     status = 403
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
 def validation_detail(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
     """Validation errors without the echoed input, which may hold NaN or huge blobs."""
     return [
@@ -76,9 +83,32 @@ async def _validation(_request: Request, exc: ValidationError) -> JSONResponse:
     return error_response(422, validation_detail(exc.errors(), ("body",)))
 
 
+async def _conflict(_request: Request, _exc: IntegrityError) -> JSONResponse:
+    # A constraint caught what validation let through: the stored data stays as it was.
+    return error_response(409, "the request conflicts with stored data")
+
+
+async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
+    # Text the database cannot hold (PostgreSQL refuses NUL), a number out of its range.
+    return error_response(422, "a value in the request cannot be stored or searched for")
+
+
 async def _database_down(_request: Request, _exc: Exception) -> JSONResponse:
     # The database went away (restart, network): a client should retry, not give up.
     return JSONResponse({"detail": "database unavailable, retry"}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    # Starlette names only the first route's methods; a path may have several routes.
+    allowed = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            allowed |= route.methods
+    response = error_response(405, "method not allowed")
+    response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
 
 
 def install(app: FastAPI) -> None:
@@ -88,5 +118,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(InterfaceError, _database_down)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _conflict)
+    app.add_exception_handler(DataError, _unstorable)
 
 

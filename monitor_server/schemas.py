@@ -178,6 +178,18 @@ class CommandPublic(BaseModel):
     issued_by: str | None = Field(description="role of the token that issued it (admin, or anonymous on an open server)")
 
 
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a message, or for invalid input the list of what is wrong."""
+
+    detail: str | list[ErrorItem]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     database: Literal["sqlite", "postgresql"]

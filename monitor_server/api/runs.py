@@ -23,7 +23,13 @@ def announce(bus, run: RunPublic) -> None:
     bus.publish(run_topic(run.id), "run", data)
 
 
-@router.post("", response_model=RunPublic, status_code=201, dependencies=[Ingester])
+@router.post(
+    "",
+    response_model=RunPublic,
+    status_code=201,
+    dependencies=[Ingester],
+    responses={200: {"model": RunPublic, "description": "a run with this id exists: that run"}},
+)
 def create_run(body: RunCreate, response: Response, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
     """Create a run; with an `id` that exists, answer that run (200) instead."""
     with writing(engine) as conn:
@@ -41,7 +47,7 @@ def create_run(body: RunCreate, response: Response, engine: EngineDep, settings:
 def list_runs(
     engine: EngineDep,
     settings: SettingsDep,
-    project: Annotated[str | None, Query(max_length=200)] = None,
+    project: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,

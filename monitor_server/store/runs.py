@@ -126,7 +126,10 @@ def newly_stale(conn: Connection, stale_after: float, since: float, now: float) 
 
 def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None:
     get_run_row(conn, run_id, lock=True)
-    values: dict[str, Any] = body.model_dump(exclude_unset=True)
+    # An explicit null means "no change", except for `reason`, which null clears.
+    values: dict[str, Any] = {
+        k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "reason"
+    }
     if body.status is not None:
         # A run that says it is running is alive; any other status ends it, with its reason.
         values.setdefault("reason", None)

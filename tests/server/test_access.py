@@ -62,6 +62,15 @@ def test_scoped_tokens_need_the_main_token():
         Settings(ingest_token="x")
 
 
+def test_writes_from_another_site_are_refused(server, api):
+    cross = {"sec-fetch-site": "cross-site", "origin": "https://evil.example"}
+    assert_error(api.post("/api/v1/runs", json={"id": "r"}, headers=cross), 403)
+    assert_error(api.post("/api/v1/runs/r/commands/1/cancel", headers=cross), 403)
+    assert api.get("/api/v1/runs").json() == []
+    same = {"sec-fetch-site": "same-origin", "origin": server.url}
+    assert api.post("/api/v1/runs", json={"id": "r"}, headers=same).status_code == 201
+
+
 def test_writes_must_be_json(server, api):
     for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {"content-type": content_type} if content_type else {}

@@ -141,3 +141,21 @@ def test_token_guards_writes_not_reads(start_server):
         assert_error(post_logs(api, "r", make_records(1)), 401)
         assert api.post("/api/v1/runs/r/logs", json={"records": make_records(1)}, headers=auth).json()["accepted"] == 1
         assert api.get("/api/v1/runs/r").status_code == 200
+
+
+def test_patch_with_explicit_nulls_changes_nothing_but_the_reason(api):
+    create_run(api, "r", name="keep")
+    api.patch("/api/v1/runs/r", json={"status": "failed", "reason": "boom"})
+    run = api.patch("/api/v1/runs/r", json={"status": None, "name": None, "config": None, "reason": None}).json()
+    assert (run["status"], run["name"], run["reason"]) == ("failed", "keep", None)
+
+
+def test_nul_in_a_filter_is_refused_not_a_server_error(api):
+    assert_error(api.get("/api/v1/runs", params={"project": "a\x00b"}), 422)
+    assert api.get("/api/v1/runs").status_code == 200
+
+
+def test_huge_numbers_in_config_round_trip(api, server):
+    run = api.post("/api/v1/runs", json={"id": "big", "config": {"x": 1.3e278, "n": 2**62}}).json()
+    assert run["config"] == {"x": 1.3e278, "n": 2**62}
+    assert api.get("/api/v1/runs/big").json()["config"] == {"x": 1.3e278, "n": 2**62}
