@@ -30,6 +30,7 @@ log = logging.getLogger("fitwatch")
 BATCH = 1000  # records a request
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 10.0
+FLUSH_BACKOFF_CAP = 1.0
 
 
 class Sender(threading.Thread):
@@ -61,6 +62,7 @@ class Sender(threading.Thread):
         self._lock = threading.Lock()
         self._failures = 0
         self._retry_at = 0.0
+        self._flushing = False
         self._spooled = spool.size() > 0  # the spool file holds undelivered operations
         self._spool_offset = 0  # where in it delivery goes on
         self._backlog: list[Path] = []
@@ -75,9 +77,13 @@ class Sender(threading.Thread):
     def flush(self, timeout: float) -> bool:
         """Try to deliver everything now (older spool files too); True when all is sent."""
         self.idle.clear()
+        self._flushing = True  # retry at least once a second while someone waits
         self._retry_at = 0.0
         self.wake.set()
-        return self.idle.wait(timeout)
+        try:
+            return self.idle.wait(timeout)
+        finally:
+            self._flushing = False
 
     def abandon(self) -> int:
         """Stop for good and move whatever is unsent into the spool; records left there."""
@@ -210,7 +216,7 @@ class Sender(threading.Thread):
 
     def _failed(self, reason: str) -> None:
         self._failures += 1
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
+        delay = min(FLUSH_BACKOFF_CAP if self._flushing else BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
         self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
         if self._failures == 1:
             self.notify(

@@ -19,6 +19,8 @@ site (or a DNS-rebound name) from driving the control channel.
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from enum import Enum
 from typing import Annotated
 
@@ -29,6 +31,7 @@ from .config import Settings
 from .errors import Forbidden, Unauthorized, UnsupportedMediaType, error_response
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1", "[::1]"]
+TOKEN_IN_URL = re.compile(r"(access_token)=[^&\s]*")
 FORM_ROUTES = ("/publish/",)
 
 
@@ -118,6 +121,15 @@ Reader = require(Right.READ)
 Ingester = require(Right.INGEST)
 Controller = require(Right.CONTROL)
 Role = Annotated[str, Controller]
+
+
+class RedactTokens(logging.Filter):
+    """Keeps `access_token=...` out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(TOKEN_IN_URL.sub(r"\1=[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True
 
 
 class Guard:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
-from .access import Guard
+from .access import Guard, RedactTokens
 from .api import commands, compat, events, export, health, logs, pages, runs, series
 from .config import Settings, get_settings
 from .db import make_engine
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Guard, settings=settings)
+    access_log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access_log.filters):
+        access_log.addFilter(RedactTokens())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

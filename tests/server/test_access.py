@@ -105,3 +105,19 @@ def test_no_cors_headers_unless_origins_are_listed(start_server):
     opened = start_server(cors_origins=["https://dash.example"])
     with opened.client() as api:
         assert api.options("/api/v1/runs", headers=preflight).headers["access-control-allow-origin"] == "https://dash.example"
+
+
+def test_tokens_in_urls_are_not_logged(server):
+    import logging
+
+    from monitor_server.access import RedactTokens
+
+    access_log = logging.getLogger("uvicorn.access")
+    [redact] = [f for f in access_log.filters if isinstance(f, RedactTokens)]
+    # The record uvicorn writes for each request: client, method, path with query, HTTP version, status.
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/api/v1/runs/r/events?access_token={READ}&x=1", "1.1", 200), None,
+    )
+    assert redact.filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /api/v1/runs/r/events?access_token=[redacted]&x=1 HTTP/1.1" 200'

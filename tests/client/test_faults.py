@@ -1,0 +1,99 @@
+"""Faults between the training and the database: a proxy that loses the server's answers
+after the server committed, and PostgreSQL restarting under a running server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import warnings
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from client_callbacks import RemoteCallback
+from tests.conftest import PG_URL, ServerProcess, free_port
+
+from .conftest import STEPS, AtStep, fit, records
+
+
+class LosingProxy:
+    """Forwards to the server; every other log answer is replaced by a 500 after the
+    server has committed the batch."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = httpx.Client(base_url=upstream, timeout=30)
+        self.lost = 0
+        self.logs_seen = 0
+        app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "PATCH", "DELETE"])])
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def forward(self, request: Request) -> Response:
+        body = await request.body()
+        headers = {k: v for k, v in request.headers.items() if k in ("content-type", "authorization")}
+        answer = self.upstream.request(request.method, request.url.path, params=request.query_params, content=body, headers=headers)
+        if request.url.path.endswith("/logs") and answer.status_code == 200:
+            self.logs_seen += 1
+            if self.logs_seen % 2 == 1:
+                self.lost += 1
+                return Response('{"detail": "proxy lost the answer"}', status_code=500, media_type="application/json")
+        return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.upstream.close()
+
+
+def test_answers_lost_after_commit_are_retried_and_stored_once(server, api, spool_dir):
+    proxy = LosingProxy(server.url)
+    try:
+        cb = RemoteCallback(url=proxy.url, spool_dir=spool_dir, flush_interval=0.05)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            fit([AtStep({}, pause=0.01), cb], epochs=3)
+    finally:
+        proxy.close()
+    assert proxy.lost >= 2  # several committed batches were answered 500 and sent again
+    stored = [r for r in records(api, cb.run_id) if r["scope"] == "batch" and "loss" in r["metrics"]]
+    assert sorted(r["step"] for r in stored) == list(range(3 * STEPS))
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+
+
+def _restart_postgres() -> None:
+    cluster = os.listdir("/etc/postgresql")[0]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True, timeout=120)
+
+
+@pytest.mark.skipif(PG_URL is None or shutil.which("pg_ctlcluster") is None, reason="needs this machine's PostgreSQL")
+def test_postgres_restart_mid_run_loses_nothing(pg_database, spool_dir):
+    from tests.conftest import _clean_postgres
+
+    _clean_postgres(pg_database)
+    process = ServerProcess(pg_database).start()
+    try:
+        cb = RemoteCallback(url=process.url, spool_dir=spool_dir, flush_interval=0.05)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            fit([AtStep({12: lambda s: _restart_postgres()}, pause=0.02), cb], epochs=4)
+        assert cb.spool_file is None  # all delivered by the end of fit
+        with httpx.Client(base_url=process.url, timeout=30) as api:
+            stored = [r for r in records(api, cb.run_id) if r["scope"] == "batch" and "loss" in r["metrics"]]
+            assert sorted(r["step"] for r in stored) == list(range(4 * STEPS))
+            assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+            assert api.get("/healthz").json()["database"] == "postgresql"
+    finally:
+        process.stop()
