@@ -57,7 +57,7 @@ def training(url: str, run_id: str, rate: float, seconds: float, spool: Path, co
     with MonitorClient(url=url, run_id=run_id, project="load", spool_dir=spool, poll_interval=1.0) as client:
         start = time.monotonic()
         step = 0
-        while (now := time.monotonic()) - start < seconds:
+        while time.monotonic() - start < seconds:
             client.log("batch", step, {"loss": 1.0 / (step + 1), "accuracy": step / 1e6})
             step += 1
             time.sleep(max(0.0, start + step / rate - time.monotonic()))

@@ -9,16 +9,16 @@ always calls on the training thread.
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
 import sys
-import threading
 from typing import Any
 
 import keras
 
 from .client import MonitorClient
+from .optimizers import current_lr, jsonable, set_learning_rate
+from .runguard import RunGuard
 
 # Callbacks Keras adds by itself; they never stop a training.
 _BUILTIN = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
@@ -92,7 +92,7 @@ class RemoteCallback(keras.callbacks.Callback):
         self._last_loss: float | None = None
         self._stop: tuple[int, int] | None = None  # (command id, step) of an applied stop
         self._others: list[keras.callbacks.Callback] = []
-        self._guard: _RunGuard | None = None
+        self._guard: RunGuard | None = None
         self._trained = False
 
     @property
@@ -109,7 +109,7 @@ class RemoteCallback(keras.callbacks.Callback):
             self.client.run_name = self.model.name
         self.client.start(config=self._run_config())
         self._record_lr(self._next_step)
-        self._guard = _RunGuard(self.client, self.model, self.flush_timeout)
+        self._guard = RunGuard(self.client, self.model, self.flush_timeout)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -135,7 +135,7 @@ class RemoteCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = dict(logs or {})
-        lr = _current_lr(self.model.optimizer)
+        lr = current_lr(self.model.optimizer)
         if lr is not None:
             metrics["lr"] = lr
         self.client.log("epoch", epoch, metrics, epoch)
@@ -194,7 +194,7 @@ class RemoteCallback(keras.callbacks.Callback):
     def _record_lr(self, step: int) -> None:
         """Add a point to the batch-scope `lr` series when the rate has changed, whoever
         changed it (a command, LearningRateScheduler, ReduceLROnPlateau)."""
-        lr = _current_lr(self.model.optimizer)
+        lr = current_lr(self.model.optimizer)
         if lr is not None and lr != self._lr:
             self._lr = lr
             self.client.log("batch", step, {"lr": lr}, self._epoch)
@@ -241,83 +241,8 @@ class RemoteCallback(keras.callbacks.Callback):
         if optimizer is not None:
             config["optimizer"] = {"class": type(optimizer).__name__, **jsonable(optimizer.get_config())}
             if isinstance(config["optimizer"].get("learning_rate"), float):
-                config["optimizer"]["learning_rate"] = _current_lr(optimizer)
+                config["optimizer"]["learning_rate"] = current_lr(optimizer)
         return config
-
-
-class _RunGuard:
-    """Ends the run as `failed` or `interrupted` when `fit` exits without `on_train_end`:
-    an exception out of `fit` (seen by a watchdog thread that finds `fit` gone from the
-    training thread's stack) or the process exiting (atexit and `sys.excepthook`)."""
-
-    def __init__(self, client: MonitorClient, model, flush_timeout: float) -> None:
-        self.client = client
-        self.flush_timeout = flush_timeout
-        self.error: BaseException | None = None
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._thread_id = threading.get_ident()
-        self._fit_frame = _fit_frame(model)
-        self._last_value = getattr(sys, "last_value", None)
-        self._previous_hook = sys.excepthook
-        sys.excepthook = self._excepthook
-        atexit.register(self._at_exit)
-        if self._fit_frame is not None:
-            threading.Thread(target=self._watch, name="fitwatch-watchdog", daemon=True).start()
-
-    def settle(self) -> bool:
-        """`fit` ended normally: stand down; False if the run was ended already."""
-        with self._lock:
-            if self._done.is_set():
-                return False
-            self._stand_down()
-            return True
-
-    def _stand_down(self) -> None:
-        self._done.set()
-        self._fit_frame = None
-        atexit.unregister(self._at_exit)
-        if sys.excepthook is self._excepthook:
-            sys.excepthook = self._previous_hook
-
-    def _excepthook(self, exc_type, exc, tb) -> None:
-        self.error = exc
-        self._previous_hook(exc_type, exc, tb)
-
-    def _at_exit(self) -> None:
-        self._abort("the process exited before fit ended")
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.5):
-            if not self._fit_running():
-                # Give an uncaught exception a moment to reach sys.excepthook, which names it.
-                self._done.wait(0.2)
-                self._abort("fit raised an exception")
-                return
-
-    def _fit_running(self) -> bool:
-        frame = sys._current_frames().get(self._thread_id)
-        while frame is not None:
-            if frame is self._fit_frame:
-                return True
-            frame = frame.f_back
-        return False
-
-    def _abort(self, fallback: str) -> None:
-        with self._lock:
-            if self._done.is_set():
-                return
-            self._stand_down()
-        error = self.error
-        if error is None and getattr(sys, "last_value", None) is not self._last_value:
-            error = sys.last_value  # an interactive session kept the exception
-        if isinstance(error, KeyboardInterrupt) or (error is None and fallback.startswith("the process")):
-            status = "interrupted"
-        else:
-            status = "failed"
-        reason = f"{type(error).__name__}: {error}" if error is not None else fallback
-        self.client.end(status, reason)
-        self.client.close(self.flush_timeout)
 
 
 def _calling_callbacks() -> list[keras.callbacks.Callback]:
@@ -333,63 +258,3 @@ def _calling_callbacks() -> list[keras.callbacks.Callback]:
     return []
 
 
-def _fit_frame(model):
-    """The frame of `model.fit` on this thread's stack, if there is one."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "fit" and frame.f_locals.get("self") is model:
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _leaf_optimizers(optimizer) -> list:
-    """The optimizers that hold a learning rate: the inner ones of a wrapper."""
-    inner = getattr(optimizer, "inner_optimizer", None)
-    if inner is not None:
-        return _leaf_optimizers(inner)
-    several = getattr(optimizer, "optimizers", None)
-    if several:
-        return [leaf for opt in several for leaf in _leaf_optimizers(opt)]
-    return [optimizer]
-
-
-def set_learning_rate(optimizer, value: float) -> float:
-    """Assign `value` to every optimizer involved; the previous rate. Refuses schedules."""
-    leaves = _leaf_optimizers(optimizer)
-    for opt in leaves:
-        current = getattr(opt, "_learning_rate", None)
-        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or (
-            callable(current) and not isinstance(current, keras.Variable)
-        ):
-            raise TypeError(f"the learning rate is a {type(current).__name__}, a schedule; it cannot be set")
-    old = _current_lr(optimizer)
-    for opt in leaves:
-        opt.learning_rate = value
-    return float("nan") if old is None else old
-
-
-def _current_lr(optimizer) -> float | None:
-    if optimizer is None:
-        return None
-    try:
-        value = keras.ops.convert_to_numpy(_leaf_optimizers(optimizer)[0].learning_rate)
-    except Exception:  # an optimizer without a readable rate: no lr series
-        return None
-    # Through str(): a float32 rate of 0.001 reads 0.001, not 0.0010000000474974513.
-    return float(str(value))
-
-
-def jsonable(value: Any) -> Any:
-    """Config values as JSON: numbers, text, lists and objects; anything else as text."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return jsonable(value.item())
-    if hasattr(value, "get_config"):
-        return {"class": type(value).__name__, **jsonable(value.get_config())}
-    return str(value)

@@ -39,10 +39,10 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
-    name = f"fitwatch_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def fresh_pg_database(prefix: str = "fitwatch_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database on FITWATCH_TEST_POSTGRES_URL's server, dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -50,6 +50,13 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 def _clean_postgres(url: str) -> None:

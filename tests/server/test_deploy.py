@@ -9,17 +9,13 @@ import re
 import sys
 import threading
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import yaml
-from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, ServerProcess, _libpq, free_port
+from tests.conftest import PG_URL, ServerProcess, free_port, fresh_pg_database
 from tests.helpers import create_run, make_records, post_logs
 
 from .test_events import Stream
@@ -44,19 +40,6 @@ def substitute(value: str, env: dict[str, str]) -> str:
         return arg or ""
 
     return re.sub(r"\$\{(\w+)(:-|:\?)?([^}]*)\}", one, value)
-
-
-@contextmanager
-def fresh_database():
-    """A new, empty PostgreSQL database, dropped afterwards."""
-    name = f"fitwatch_deploy_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_compose_file_runs_the_server_on_postgres_behind_a_healthy_database():
@@ -92,7 +75,7 @@ def test_dockerfile_builds_a_slim_non_root_server_with_a_healthcheck():
 @needs_postgres
 def test_server_starts_as_compose_starts_it_and_takes_a_log_batch():
     server = compose()["services"]["server"]
-    with fresh_database() as local_url:
+    with fresh_pg_database("fitwatch_deploy") as local_url:
         env = {k: substitute(str(v), {}) for k, v in server["environment"].items()}
         # The one change: the database is this machine's PostgreSQL, not the `db` service.
         env["FITWATCH_DATABASE_URL"] = local_url
@@ -115,7 +98,7 @@ def test_server_starts_as_compose_starts_it_and_takes_a_log_batch():
 
 @needs_postgres
 def test_two_servers_on_one_database_share_events_and_commands():
-    with fresh_database() as url:
+    with fresh_pg_database("fitwatch_deploy") as url:
         a, b = ServerProcess(url), ServerProcess(url)
         # Both start at once on an empty database: the migration runs once, under a lock.
         starters = [threading.Thread(target=p.start) for p in (a, b)]
