@@ -22,7 +22,6 @@ from .db import make_engine
 from .events import EventBus
 from .limits import BodyLimit
 from .migrations import upgrade
-from .pgbus import PostgresBus
 from .schemas import ErrorBody, LogBatch
 
 
@@ -52,15 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.database_url, settings.pool_size)
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
-        if isinstance(app.state.bus, PostgresBus):
-            await run_in_threadpool(app.state.bus.start, engine)
+        await run_in_threadpool(app.state.bus.start, engine)
         watcher = asyncio.create_task(stale.watch(app))
         try:
             yield
         finally:
             watcher.cancel()
-            if isinstance(app.state.bus, PostgresBus):
-                app.state.bus.stop()
+            app.state.bus.stop()
             engine.dispose()
 
     app = FastAPI(
@@ -72,8 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # Several server processes share live events through PostgreSQL; one SQLite server
     # keeps them in process.
-    postgres = make_url(settings.database_url).get_backend_name() == "postgresql"
-    app.state.bus = PostgresBus(settings.database_url, settings.stale_after) if postgres else EventBus()
+    if make_url(settings.database_url).get_backend_name() == "postgresql":
+        from .pgbus import PostgresBus  # psycopg comes with the `postgres` extra
+
+        app.state.bus = PostgresBus(settings.database_url, settings.stale_after)
+    else:
+        app.state.bus = EventBus()
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Guard, settings=settings)

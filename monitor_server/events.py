@@ -59,6 +59,12 @@ class EventBus:
     def has_subscribers(self, topic: str) -> bool:
         return topic in self._subs
 
+    def start(self, engine) -> None:
+        """Begin sharing events with other processes (nothing to do in one process)."""
+
+    def stop(self) -> None:
+        """Stop sharing events."""
+
     def topics(self) -> list[str]:
         with self._lock:
             return list(self._subs)

@@ -86,3 +86,18 @@ def test_exposed_without_token_warns(tmp_path):
     finally:
         err = stop(proc)
     assert "no FITWATCH_TOKEN" in err
+
+
+def test_server_on_sqlite_needs_no_postgres_driver(tmp_path):
+    """`pip install fitwatch` without the postgres extra: psycopg is absent."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from fastapi.testclient import TestClient\n"
+        "from monitor_server import create_app\n"
+        "from monitor_server.config import Settings\n"
+        f"app = create_app(Settings(database_url='sqlite:///{tmp_path / 'x.db'}'))\n"
+        "with TestClient(app, base_url='http://127.0.0.1') as c: assert c.get('/healthz').json()['database'] == 'sqlite'\n"
+        "assert sys.modules['psycopg'] is None\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
