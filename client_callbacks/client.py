@@ -213,11 +213,6 @@ class MonitorClient:
         return taken
 
     @property
-    def delivered(self) -> int:
-        """Records the server has taken so far in this session."""
-        return self._sender.delivered if self._sender is not None else 0
-
-    @property
     def buffered(self) -> int:
         """Records and requests waiting in memory."""
         return len(self._queue)

@@ -57,7 +57,6 @@ class Sender(threading.Thread):
         self.idle = threading.Event()
         self.stopping = False
         self.abandoned = False
-        self.delivered = 0  # records the server has taken (new or duplicate)
         self._pending: deque[Op] = deque()
         self._lock = threading.Lock()
         self._failures = 0
@@ -209,10 +208,8 @@ class Sender(threading.Thread):
         except Rejected as exc:
             self.notify("rejected", f"fitwatch: the server refused a {op['op']} request ({exc}); it is dropped")
             return
-        if answer is not None:
-            self.delivered += answer["accepted"] + answer["duplicates"]
-            if answer["commands"]:
-                self.on_commands(answer["commands"])
+        if answer is not None and answer["commands"]:
+            self.on_commands(answer["commands"])
 
     def _failed(self, reason: str) -> None:
         self._failures += 1
