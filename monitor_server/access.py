@@ -74,7 +74,7 @@ def role_of(settings: Settings, request: Request) -> str | None:
     return matched
 
 
-def _json_only(request: Request) -> None:
+def _check_write(request: Request) -> None:
     """Writes with a body must be JSON, and no browser may write from another site."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
@@ -94,7 +94,7 @@ def _json_only(request: Request) -> None:
 def authorize(request: Request, right: Right) -> str:
     """The role the request acts as, if it has `right`; else 401 or 403. Writes must be
     JSON (415)."""
-    _json_only(request)
+    _check_write(request)
     settings: Settings = request.app.state.settings
     if settings.token is None:
         return "anonymous"  # an open server

@@ -7,8 +7,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
@@ -34,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from .access import LOOPBACK_HOSTS
     from .config import Settings
 
     # Flags become the environment, so every worker process reads the same settings.
@@ -42,7 +41,7 @@ def serve(args: argparse.Namespace) -> None:
         if value is not None:
             os.environ[var] = str(value)
     settings = Settings()
-    if settings.host not in LOOPBACK and settings.token is None:
+    if settings.host not in LOOPBACK_HOSTS and settings.token is None:
         print(
             f"WARNING: fitwatch is listening on {settings.host} with no FITWATCH_TOKEN: anyone who can "
             "reach this port can stop or change your training. Set FITWATCH_TOKEN.",

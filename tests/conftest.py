@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from monitor_server import create_app
 from monitor_server.config import Settings
+from monitor_server.pgbus import libpq_url
 
 PG_URL = os.environ.get("FITWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -35,20 +36,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def fresh_pg_database(prefix: str = "fitwatch_test") -> Iterator[str]:
     """A new, empty PostgreSQL database on FITWATCH_TEST_POSTGRES_URL's server, dropped after."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
+    with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(_libpq(PG_URL), autocommit=True) as admin:
+        with psycopg.connect(libpq_url(PG_URL), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -60,7 +57,7 @@ def pg_database() -> Iterator[str]:
 
 
 def _clean_postgres(url: str) -> None:
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('public.runs')").fetchone()[0]
         if exists:
             conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
