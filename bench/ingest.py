@@ -117,7 +117,10 @@ def measure_fitwatch(db_url: str, payloads: list[bytes], n_records: int, label: 
         for k in range(20):
             lo = (k * n_records // 20) // 2
             t = time.perf_counter()
-            api.get("/api/v1/runs/bench/series/batch/loss", params={"max_points": 2000, "since_step": lo, "until_step": lo + n_records // 3}).raise_for_status()
+            api.get(
+                "/api/v1/runs/bench/series/batch/loss",
+                params={"max_points": 2000, "since_step": lo, "until_step": lo + n_records // 3},
+            ).raise_for_status()
             zoom.append((time.perf_counter() - t) * 1000)
         rss = rss_mb(pid)
     result = {
@@ -159,8 +162,20 @@ def measure_mlflow(workdir: Path, n_points: int) -> float:
         raise SystemExit("--mlflow needs MLflow in this environment: pip install mlflow")
     port = free_port()
     proc = subprocess.Popen(
-        [exe, "server", "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--default-artifact-root", str(workdir / "artifacts")],
+        [
+            exe,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--default-artifact-root",
+            str(workdir / "artifacts"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -173,10 +188,19 @@ def measure_mlflow(workdir: Path, n_points: int) -> float:
             metrics = []
             for i in range(n_points // len(METRICS)):
                 for k, m in enumerate(METRICS):
-                    metrics.append({"key": m, "value": ((i * 7919 + k * 104729) % 100003) / 100003.0, "timestamp": 1_700_000_000_000 + i, "step": i})
+                    metrics.append(
+                        {
+                            "key": m,
+                            "value": ((i * 7919 + k * 104729) % 100003) / 100003.0,
+                            "timestamp": 1_700_000_000_000 + i,
+                            "step": i,
+                        }
+                    )
             start = time.perf_counter()
             for j in range(0, len(metrics), 1000):
-                api.post("/api/2.0/mlflow/runs/log-batch", json={"run_id": run, "metrics": metrics[j : j + 1000]}).raise_for_status()
+                api.post(
+                    "/api/2.0/mlflow/runs/log-batch", json={"run_id": run, "metrics": metrics[j : j + 1000]}
+                ).raise_for_status()
             rate = len(metrics) / (time.perf_counter() - start)
     finally:
         proc.terminate()
@@ -202,13 +226,19 @@ def main() -> None:
         mlflow = measure_mlflow(Path(tmp), args.mlflow_points) if args.mlflow else None
 
     print()
-    print(f"target: ingest into SQLite >= {TARGET_INGEST:,} points/s: {sqlite['points_per_s']:,.0f} "
-          f"({'met' if sqlite['points_per_s'] >= TARGET_INGEST else 'NOT met'})")
-    print(f"target: 1M-point series to 2,000, p50 <= {TARGET_READ_MS:.0f} ms: {sqlite['read_p50_ms']:.1f} ms "
-          f"({'met' if sqlite['read_p50_ms'] <= TARGET_READ_MS else 'NOT met'})")
+    print(
+        f"target: ingest into SQLite >= {TARGET_INGEST:,} points/s: {sqlite['points_per_s']:,.0f} "
+        f"({'met' if sqlite['points_per_s'] >= TARGET_INGEST else 'NOT met'})"
+    )
+    print(
+        f"target: 1M-point series to 2,000, p50 <= {TARGET_READ_MS:.0f} ms: {sqlite['read_p50_ms']:.1f} ms "
+        f"({'met' if sqlite['read_p50_ms'] <= TARGET_READ_MS else 'NOT met'})"
+    )
     print(f"target: server ready <= 2 s, <= 150 MB resident: {sqlite['ready_s']:.2f} s, {sqlite['rss_mb']:.0f} MB")
     if mlflow:
-        print(f"fitwatch / mlflow ingest, same machine, same run of this script: {sqlite['points_per_s'] / mlflow:.1f}x")
+        print(
+            f"fitwatch / mlflow ingest, same machine, same run of this script: {sqlite['points_per_s'] / mlflow:.1f}x"
+        )
 
 
 if __name__ == "__main__":

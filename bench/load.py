@@ -27,10 +27,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import fitwatch_server, postgres_database  # noqa: E402
+from ingest import fitwatch_server, postgres_database
 
-from client_callbacks import MonitorClient  # noqa: E402
-from client_callbacks import transport  # noqa: E402
+from client_callbacks import (
+    MonitorClient,
+    transport,
+)
 
 LATENCIES: list[float] = []
 FAILURES: list[str] = []
@@ -90,7 +92,9 @@ def run(db_url: str, label: str, args: argparse.Namespace) -> bool:
         reads: list[float] = []
         stop = threading.Event()
         reader = threading.Thread(target=dashboard, args=(url, ids[0], stop, reads))
-        threads = [threading.Thread(target=training, args=(url, i, args.rate, args.seconds, spool, counts)) for i in ids]
+        threads = [
+            threading.Thread(target=training, args=(url, i, args.rate, args.seconds, spool, counts)) for i in ids
+        ]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             reader.start()

@@ -32,14 +32,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import httpx  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import httpx
+import keras
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import fitwatch_server  # noqa: E402
+from ingest import fitwatch_server
 
-from client_callbacks import RemoteCallback  # noqa: E402
+from client_callbacks import RemoteCallback
 
 TARGET_RATIO = 0.97
 TARGET_HOOK_US = 50.0
@@ -186,18 +186,24 @@ def main() -> None:
         )
     begin_us = statistics.median(timed.begin_ns) / 1000
     end_us = statistics.median(timed.end_ns) / 1000
-    print(f"\nRemoteCallback hooks, median: on_train_batch_begin {begin_us:.1f} us (training thread), "
-          f"on_train_batch_end {end_us:.1f} us (Keras's worker thread)")
+    print(
+        f"\nRemoteCallback hooks, median: on_train_batch_begin {begin_us:.1f} us (training thread), "
+        f"on_train_batch_end {end_us:.1f} us (Keras's worker thread)"
+    )
     stored = sum(1 for r in stored_runs if r["name"].startswith("bench"))
     edges = ", ".join(f"{name} {ns / 1e6:.1f} ms" for name, ns in timed.edges_ns.items())
     print(f"once a fit: {edges} (the final flush waits for the server's answer)")
     print(f"runs stored by RemoteCallback variants: {stored}")
     steady, whole = ratios["RemoteCallback"]
-    print(f"\ntarget: ratio >= {TARGET_RATIO}: steps {steady:.3f} ({'met' if steady >= TARGET_RATIO else 'NOT met'}), "
-          f"whole {args.steps}-step fit {whole:.3f} ({'met' if whole >= TARGET_RATIO else 'NOT met'})")
+    print(
+        f"\ntarget: ratio >= {TARGET_RATIO}: steps {steady:.3f} ({'met' if steady >= TARGET_RATIO else 'NOT met'}), "
+        f"whole {args.steps}-step fit {whole:.3f} ({'met' if whole >= TARGET_RATIO else 'NOT met'})"
+    )
     worst = max(begin_us, end_us)
-    print(f"target: <= {TARGET_HOOK_US:.0f} us a batch in the hooks: {worst:.1f} us "
-          f"({'met' if worst <= TARGET_HOOK_US else 'NOT met'})")
+    print(
+        f"target: <= {TARGET_HOOK_US:.0f} us a batch in the hooks: {worst:.1f} us "
+        f"({'met' if worst <= TARGET_HOOK_US else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

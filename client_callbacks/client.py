@@ -186,7 +186,14 @@ class MonitorClient:
         except (TypeError, ValueError):
             values = _numbers(metrics)
         self._queue.append(
-            {"seq": next(self._seq), "scope": scope, "step": step, "epoch": epoch, "wall_time": time.time(), "metrics": values}
+            {
+                "seq": next(self._seq),
+                "scope": scope,
+                "step": step,
+                "epoch": epoch,
+                "wall_time": time.time(),
+                "metrics": values,
+            }
         )
         if len(self._queue) >= 1000 and self._sender is not None:
             self._sender.wake.set()

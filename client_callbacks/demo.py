@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> None:
 
     keras.utils.set_random_seed(7)
     model = keras.Sequential(
-        [keras.Input((16,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)],
+        [
+            keras.Input((16,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(4),
+        ],
         name="demo-mlp",
     )
     model.compile(
@@ -48,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callback = RemoteCallback(url=args.url, run_name="demo-mlp", project="demo", config={"dataset": "4 noisy gaussian blobs"})
+    callback = RemoteCallback(
+        url=args.url, run_name="demo-mlp", project="demo", config={"dataset": "4 noisy gaussian blobs"}
+    )
     model.fit(
         x,
         labels,

@@ -256,5 +256,3 @@ def _calling_callbacks() -> list[keras.callbacks.Callback]:
             return list(owner.callbacks)
         frame = frame.f_back
     return []
-
-

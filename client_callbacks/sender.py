@@ -95,7 +95,10 @@ class Sender(threading.Thread):
                 self.spool.append(ops)
             except OSError as exc:
                 lost = sum(len(op.get("records", ())) for op in ops)
-                self.notify("lost", f"fitwatch: {lost} records could not be delivered nor written to {self.spool.path} ({exc}); they are lost")
+                self.notify(
+                    "lost",
+                    f"fitwatch: {lost} records could not be delivered nor written to {self.spool.path} ({exc}); they are lost",
+                )
         self.wake.set()
         left = count_records(self.spool, self._spool_offset) if self.spool.size() else 0
         self.spool.close()

@@ -81,7 +81,7 @@ class SpoolFile:
         if not create and not self.path.exists():
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+b")
+        handle = open(self.path, "a+b")  # noqa: SIM115 (held open: the lock lives as long as the handle)
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -206,7 +206,9 @@ def deliver_file(
             try:
                 answer = send(http, spool.run_id, op)
             except Rejected as exc:
-                log.warning("fitwatch: the server refused a %s request from %s (%s); skipped", op["op"], spool.path, exc)
+                log.warning(
+                    "fitwatch: the server refused a %s request from %s (%s); skipped", op["op"], spool.path, exc
+                )
                 answer = None
             if answer is not None:
                 done.accepted += answer["accepted"]

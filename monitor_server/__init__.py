@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .app import create_app
 
-__all__ = ["create_app", "__version__"]
+__all__ = ["__version__", "create_app"]
 
 
 def __getattr__(name: str):

@@ -86,7 +86,10 @@ def _check_write(request: Request) -> None:
     if not has_body:
         return
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    form = request.url.path.startswith(FORM_ROUTES) and kind in ("application/x-www-form-urlencoded", "multipart/form-data")
+    form = request.url.path.startswith(FORM_ROUTES) and kind in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    )
     if kind != "application/json" and not form:
         raise UnsupportedMediaType("writes must be sent as application/json")
 

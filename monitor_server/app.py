@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import make_url
 
@@ -23,7 +23,6 @@ from .events import EventBus
 from .limits import BodyLimit
 from .migrations import upgrade
 from .schemas import ErrorBody, LogBatch
-
 
 ERROR_RESPONSES = {
     status: {"model": ErrorBody, "description": text}

@@ -91,7 +91,10 @@ def demo(args: argparse.Namespace) -> int:
             webbrowser.open(url)
         training = [sys.executable, "-m", "client_callbacks.demo", "--url", url, "--epochs", str(args.epochs)]
         if subprocess.run(training).returncode != 0:
-            print("fitwatch demo: the example training needs TensorFlow: pip install 'fitwatch[tensorflow]'", file=sys.stderr)
+            print(
+                "fitwatch demo: the example training needs TensorFlow: pip install 'fitwatch[tensorflow]'",
+                file=sys.stderr,
+            )
             if args.exit:
                 return 1
         if not args.exit:

@@ -24,13 +24,14 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] | None = Field(
         None, description="Host headers served; default: loopback names when bound to loopback, else any"
     )
-    stale_after: float = Field(120.0, gt=0, description="seconds without contact before a running run is reported interrupted")
+    stale_after: float = Field(
+        120.0, gt=0, description="seconds without contact before a running run is reported interrupted"
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_records: int = Field(10_000, gt=0)
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
     max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
-
 
     @field_validator("token", "ingest_token", "read_token", mode="before")
     @classmethod
@@ -41,7 +42,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _scoped_tokens_need_the_main_one(self) -> Settings:
         if self.token is None and (self.ingest_token or self.read_token or self.protect_reads):
-            raise ValueError("FITWATCH_INGEST_TOKEN, FITWATCH_READ_TOKEN and FITWATCH_PROTECT_READS need FITWATCH_TOKEN")
+            raise ValueError(
+                "FITWATCH_INGEST_TOKEN, FITWATCH_READ_TOKEN and FITWATCH_PROTECT_READS need FITWATCH_TOKEN"
+            )
         return self
 
 

@@ -41,7 +41,9 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             pool_recycle=1800,
             json_deserializer=_load_json,
         )
-    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://")
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
+    )
 
 
 def _int_or_float(text: str) -> int | float:

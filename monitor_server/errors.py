@@ -121,5 +121,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _conflict)
     app.add_exception_handler(DataError, _unstorable)
-
-

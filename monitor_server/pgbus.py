@@ -50,7 +50,9 @@ def payloads(topic: str, event: str, data: Any) -> list[bytes]:
         records = data["records"]
         if len(records) > 1:
             half = len(records) // 2
-            return payloads(topic, event, {"records": records[:half]}) + payloads(topic, event, {"records": records[half:]})
+            return payloads(topic, event, {"records": records[:half]}) + payloads(
+                topic, event, {"records": records[half:]}
+            )
         metrics = list(records[0]["metrics"].items())
         if len(metrics) > 1:
             half = len(metrics) // 2
@@ -61,7 +63,9 @@ def payloads(topic: str, event: str, data: Any) -> list[bytes]:
             ]
     if event == "run":
         return [orjson.dumps({"t": topic, "e": event, "ref": data["id"]})]
-    log.warning("fitwatch: a %s event of %d bytes is too big for NOTIFY; not sent to other processes", event, len(payload))
+    log.warning(
+        "fitwatch: a %s event of %d bytes is too big for NOTIFY; not sent to other processes", event, len(payload)
+    )
     return []
 
 

@@ -44,10 +44,16 @@ def _figure(conn: Connection, run_id: str, title: str, members: list[SeriesInfo]
     fig = go.Figure()
     for s in members:
         _, count, downsampled, pts = read_series(conn, run_id, s.scope, s.name, MAX_POINTS, None, None)
-        label = ("validation" if s.name.startswith("val_") else "train") if s.scope == "epoch" and s.name != "lr" else s.name
+        label = (
+            ("validation" if s.name.startswith("val_") else "train")
+            if s.scope == "epoch" and s.name != "lr"
+            else s.name
+        )
         finite = np.isfinite(pts.values)
         fig.add_scatter(
-            x=pts.steps, y=np.where(finite, pts.values, None), name=label,
+            x=pts.steps,
+            y=np.where(finite, pts.values, None),
+            name=label,
             mode="lines+markers" if len(pts.steps) <= 60 else "lines",
             line_shape="hv" if s.name == "lr" else "linear",
         )
@@ -58,16 +64,28 @@ def _figure(conn: Connection, run_id: str, title: str, members: list[SeriesInfo]
             last = np.where(before >= 0, pts.values[np.maximum(before, 0)], 0.0)
             names = ["NaN" if np.isnan(v) else ("+Infinity" if v > 0 else "-Infinity") for v in pts.values[bad]]
             fig.add_scatter(
-                x=pts.steps[bad], y=last, text=names, mode="markers", name=f"{label}: non-finite",
-                marker={"color": NONFINITE, "symbol": "x-thin-open", "size": 12, "line": {"width": 2, "color": NONFINITE}},
+                x=pts.steps[bad],
+                y=last,
+                text=names,
+                mode="markers",
+                name=f"{label}: non-finite",
+                marker={
+                    "color": NONFINITE,
+                    "symbol": "x-thin-open",
+                    "size": 12,
+                    "line": {"width": 2, "color": NONFINITE},
+                },
                 hovertemplate="%{text} at step %{x}<extra></extra>",
             )
         if downsampled:
             title += f" (downsampled: {len(pts.steps):,} of {count:,} points)"
     fig.update_layout(
-        title={"text": html.escape(title), "font": {"size": 14}}, height=320, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+        title={"text": html.escape(title), "font": {"size": 14}},
+        height=320,
+        margin={"l": 50, "r": 20, "t": 40, "b": 40},
         xaxis_title="epoch" if all(s.scope != "batch" for s in members) else "step",
-        template="plotly_white", legend={"orientation": "h", "y": -0.2},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
     )
     return fig
 
@@ -80,8 +98,12 @@ def render(conn: Connection, run_id: str, stale_after: float) -> str:
         charts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0, config={"displaylogo": False}))
     e = html.escape
     rows = [
-        ("status", run.status), ("reason", run.reason or ""), ("project", run.project), ("id", run.id),
-        ("started", run.created_at.isoformat()), ("last change", run.updated_at.isoformat()),
+        ("status", run.status),
+        ("reason", run.reason or ""),
+        ("project", run.project),
+        ("id", run.id),
+        ("started", run.created_at.isoformat()),
+        ("last change", run.updated_at.isoformat()),
     ]
     latest = ", ".join(f"{k} {v}" for k, v in run.latest.items())
     body = "\n".join(charts) if charts else "<p>No points were logged.</p>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
     AfterValidator,
@@ -21,7 +21,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
 )
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_INT64 = 2**63 - 1
@@ -30,6 +30,7 @@ RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
 Scope = Literal["batch", "epoch", "eval"]
 CommandType = Literal["stop_training", "set_lr"]
 CommandStatus = Literal["pending", "delivered", "applied", "failed", "cancelled"]
+
 
 def encode_float(value: float | None) -> float | str | None:
     """A float as strict JSON allows it: non-finite values become their names."""
@@ -175,7 +176,9 @@ class CommandPublic(BaseModel):
     done_at: datetime | None
     message: str | None
     step: int | None
-    issued_by: str | None = Field(description="role of the token that issued it (admin, or anonymous on an open server)")
+    issued_by: str | None = Field(
+        description="role of the token that issued it (admin, or anonymous on an open server)"
+    )
 
 
 class ErrorItem(BaseModel):

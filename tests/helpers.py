@@ -6,6 +6,7 @@ import httpx
 
 JSON = {"content-type": "application/json"}
 
+
 def assert_error(response: httpx.Response, status: int) -> object:
     """The response is `status` with the one error shape, `{"detail": ...}`."""
     assert response.status_code == status, response.text

@@ -9,12 +9,12 @@ import anyio
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..access import Controller, Ingester, Reader, Right, Role, authorize
 from ..db import reading, writing
 from ..events import EventBus, command_topic, run_topic
 from ..schemas import CommandAck, CommandCreate, CommandPublic
 from ..store import commands as store
 from ..store.runs import get_run_row, touch
-from ..access import Controller, Ingester, Reader, Right, Role, authorize
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}/commands", tags=["commands"])
@@ -82,7 +82,9 @@ async def list_commands(
 
 
 @router.post("/{command_id}/ack", response_model=CommandPublic, dependencies=[Ingester])
-def ack_command(run_id: RunIdPath, command_id: CommandId, body: CommandAck, engine: EngineDep, bus: BusDep) -> CommandPublic:
+def ack_command(
+    run_id: RunIdPath, command_id: CommandId, body: CommandAck, engine: EngineDep, bus: BusDep
+) -> CommandPublic:
     """The training reports a command `applied` or `failed`; repeating it changes nothing."""
     now = time.time()
     with writing(engine) as conn:

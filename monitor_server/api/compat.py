@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import func, select
 
+from ..access import Ingester
 from ..db import reading, writing
 from ..errors import BadJson, Invalid
 from ..events import run_topic
@@ -23,7 +24,6 @@ from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate, RunPublic
 from ..store.logs import ingest
 from ..store.runs import create_run, read_run
 from ..tables import received
-from ..access import Ingester
 from .deps import BusDep, EngineDep, SettingsDep
 from .logs import event_records
 from .runs import announce

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from ..access import Reader
 from ..db import reading
 from ..events import RUNS_TOPIC, EventBus, run_topic
 from ..store.runs import read_run
-from ..access import Reader
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(tags=["events"], dependencies=[Reader])
@@ -40,7 +41,9 @@ async def _current_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsD
 
 
 @router.get("/api/v1/runs/{run_id}/events", response_class=EventSourceResponse)
-async def run_events(run_id: RunIdPath, bus: BusDep, run: dict = Depends(_current_run)) -> AsyncIterator[ServerSentEvent]:
+async def run_events(
+    run_id: RunIdPath, bus: BusDep, run: Annotated[dict, Depends(_current_run)]
+) -> AsyncIterator[ServerSentEvent]:
     """Live `metrics`, `command` and `run` events of one run, starting with the run."""
     async for event in _stream(bus, run_topic(run_id), run):
         yield event

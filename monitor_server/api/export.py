@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from ..access import Reader
 from ..schemas import Scope
 from ..store import export as store
-from ..access import Reader
 from .deps import EngineDep, RunIdPath
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["export"], dependencies=[Reader])

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..access import Ingester
 from ..db import reading, writing
 from ..errors import Invalid
 from ..events import run_topic
@@ -21,7 +22,6 @@ from ..store import commands as command_store
 from ..store.logs import ingest
 from ..store.runs import read_run
 from .commands import announce as announce_command
-from ..access import Ingester
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 from .runs import announce
 
@@ -41,7 +41,9 @@ def event_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @router.post("/logs", response_model=LogResult, dependencies=[Ingester], openapi_extra=LOG_BODY)
-async def post_logs(run_id: RunIdPath, request: Request, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> LogResult:
+async def post_logs(
+    run_id: RunIdPath, request: Request, engine: EngineDep, settings: SettingsDep, bus: BusDep
+) -> LogResult:
     """Store a batch of records, each `(run, seq)` once; answer with the commands the
     training has not acknowledged yet."""
     body = await request.body()

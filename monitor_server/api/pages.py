@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..access import Reader
 from ..db import reading
 from ..report import render as render_report
-from ..access import Reader
 from .deps import EngineDep, RunIdPath, SettingsDep
 
 WEB = Path(str(importlib.resources.files("monitor_server.web")))

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
 from ..schemas import RunCreate, RunPatch, RunPublic, RunStatus
 from ..store import runs as store
-from ..access import Controller, Ingester, Reader
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])

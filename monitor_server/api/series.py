@@ -8,10 +8,10 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 
+from ..access import Reader
 from ..db import reading
 from ..schemas import MAX_INT64, Scope, SeriesData, SeriesInfo, encode_float
 from ..store import series as store
-from ..access import Reader
 from .deps import EngineDep, RunIdPath
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}/series", tags=["series"], dependencies=[Reader])

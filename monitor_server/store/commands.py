@@ -86,13 +86,17 @@ def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPubl
     if first:
         conn.execute(update(commands).where(commands.c.id.in_(first)).values(status="delivered", delivered_at=now))
     rows = conn.execute(
-        select(commands).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED)).order_by(commands.c.id)
+        select(commands)
+        .where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
+        .order_by(commands.c.id)
     )
     out = [to_public(r) for r in rows]
     return out, [c for c in out if c.id in first]
 
 
-def ack_command(conn: Connection, run_id: str, command_id: int, body: CommandAck, now: float) -> tuple[CommandPublic, bool]:
+def ack_command(
+    conn: Connection, run_id: str, command_id: int, body: CommandAck, now: float
+) -> tuple[CommandPublic, bool]:
     """Record the client's outcome; the flag says whether this changed the command.
     A repeated ack answers the command as it is."""
     current = _row(conn, run_id, command_id)

@@ -22,7 +22,15 @@ from .runs import get_run_row
 
 def _rows(conn: Connection, run_id: str, scope: str | None = None) -> Iterator[Any]:
     query = (
-        select(points.c.seq, series.c.scope, points.c.step, points.c.epoch, points.c.wall_time, series.c.name, points.c.value)
+        select(
+            points.c.seq,
+            series.c.scope,
+            points.c.step,
+            points.c.epoch,
+            points.c.wall_time,
+            series.c.name,
+            points.c.value,
+        )
         .join(series, series.c.id == points.c.series_id)
         .where(series.c.run_id == run_id)
         .order_by(points.c.seq, series.c.name)

@@ -29,7 +29,9 @@ class IngestResult:
     revived: bool
 
 
-def ingest(conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float) -> IngestResult:
+def ingest(
+    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float
+) -> IngestResult:
     """Store the records not stored before; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
     fresh = _fresh(conn, run_id, records)
@@ -113,9 +115,7 @@ def _upsert_series(
     value: np.ndarray,
 ) -> np.ndarray:
     """Create or update each touched series' running stats; its ids, indexed by key."""
-    existing = {
-        (r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))
-    }
+    existing = {(r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))}
     starts = group_starts(key)
     ends = np.append(starts[1:], len(key)) - 1
     ids = np.zeros(len(names), np.int64)

@@ -103,7 +103,9 @@ def list_runs(
     if project is not None:
         query = query.where(runs.c.project == project)
     if status == "interrupted":
-        query = query.where(or_(runs.c.status == "interrupted", and_(runs.c.status == "running", runs.c.last_seen < cutoff)))
+        query = query.where(
+            or_(runs.c.status == "interrupted", and_(runs.c.status == "running", runs.c.last_seen < cutoff))
+        )
     elif status == "running":
         query = query.where(runs.c.status == "running", runs.c.last_seen >= cutoff)
     elif status is not None:

@@ -13,10 +13,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from tests.conftest import ServerProcess, wait_for  # noqa: E402,F401
+from tests.conftest import ServerProcess, wait_for  # noqa: F401
 
 STEPS = 10  # batches an epoch in `data()`: 320 samples of 32
 

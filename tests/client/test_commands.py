@@ -59,7 +59,11 @@ def test_commands_ride_on_log_answers_without_polling(server, api, spool_dir):
 def test_set_lr_changes_the_optimizer_and_the_lr_series(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
     model = tiny_model(keras.optimizers.SGD(0.01))
-    fit([AtStep({5: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.05}})}), cb], epochs=2, model=model)
+    fit(
+        [AtStep({5: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.05}})}), cb],
+        epochs=2,
+        model=model,
+    )
 
     assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
     lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
@@ -74,10 +78,15 @@ def test_set_lr_changes_the_optimizer_and_the_lr_series(server, api, spool_dir):
 def test_set_lr_on_a_schedule_is_acknowledged_failed(server, api, spool_dir):
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.9)
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
-    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb], epochs=1,
-        model=tiny_model(keras.optimizers.SGD(schedule)))
+    fit(
+        [AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb],
+        epochs=1,
+        model=tiny_model(keras.optimizers.SGD(schedule)),
+    )
 
-    [command] = wait_for(lambda: [c for c in commands(api, cb.run_id) if c["status"] == "failed"], what="the failed ack")
+    [command] = wait_for(
+        lambda: [c for c in commands(api, cb.run_id) if c["status"] == "failed"], what="the failed ack"
+    )
     assert command["message"] == "TypeError: the learning rate is a ExponentialDecay, a schedule; it cannot be set"
     assert command["step"] == 2
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
@@ -86,7 +95,11 @@ def test_set_lr_on_a_schedule_is_acknowledged_failed(server, api, spool_dir):
 def test_set_lr_reaches_the_inner_optimizer_of_a_loss_scale_optimizer(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
     model = tiny_model(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01)))
-    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.2}})}), cb], epochs=1, model=model)
+    fit(
+        [AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.2}})}), cb],
+        epochs=1,
+        model=model,
+    )
     assert float(model.optimizer.inner_optimizer.learning_rate) == pytest.approx(0.2)
     assert commands(api, cb.run_id)[0]["status"] == "applied"
 
@@ -94,7 +107,10 @@ def test_set_lr_reaches_the_inner_optimizer_of_a_loss_scale_optimizer(server, ap
 def test_scheduler_overriding_set_lr_is_visible_in_the_lr_series(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
     scheduler = keras.callbacks.LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))
-    fit([scheduler, AtStep({4: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb], epochs=3)
+    fit(
+        [scheduler, AtStep({4: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})}), cb],
+        epochs=3,
+    )
 
     lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
     # The scheduler's 0.01, the command's 0.5 at step 4, then the scheduler again each epoch.
@@ -124,9 +140,15 @@ def test_each_command_is_applied_once(server, api, spool_dir):
         return original(command, step)
 
     cb._apply = counting
-    fit([AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.02}})}, pause=0.02), cb], epochs=2)
+    fit(
+        [AtStep({2: lambda step: send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.02}})}, pause=0.02), cb],
+        epochs=2,
+    )
     assert len(applied) == 1
-    assert [r for r in records(api, cb.run_id) if r["metrics"].get("lr") == 0.02 and r["scope"] == "batch"][0]["step"] == 2
+    assert (
+        next(r for r in records(api, cb.run_id) if r["metrics"].get("lr") == 0.02 and r["scope"] == "batch")["step"]
+        == 2
+    )
 
 
 def test_monitor_client_hands_over_each_command_once_and_acks_it(server, api, spool_dir):

@@ -67,7 +67,10 @@ def test_server_killed_mid_fit_and_restarted(server_process, spool_dir):
     cb = RemoteCallback(url=server_process.url, spool_dir=spool_dir, flush_interval=0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit([AtStep({8: lambda s: server_process.kill(), 22: lambda s: server_process.start()}, pause=0.03), cb], epochs=4)
+        fit(
+            [AtStep({8: lambda s: server_process.kill(), 22: lambda s: server_process.start()}, pause=0.03), cb],
+            epochs=4,
+        )
     assert_each_batch_once(server_process.url, cb.run_id, 4 * STEPS)
     assert httpx.get(f"{server_process.url}/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
     assert len([m for m in messages(caught) if m.startswith(UNREACHABLE)]) == 1
@@ -105,7 +108,9 @@ def test_server_never_up_spools_and_sync_uploads_once(database_url, spool_dir, t
 
 
 def fitwatch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "monitor_server.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "monitor_server.cli", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_later_fit_sends_what_an_earlier_one_spooled(database_url, spool_dir):

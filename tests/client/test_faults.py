@@ -43,7 +43,9 @@ class LosingProxy:
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k in ("content-type", "authorization")}
-        answer = self.upstream.request(request.method, request.url.path, params=request.query_params, content=body, headers=headers)
+        answer = self.upstream.request(
+            request.method, request.url.path, params=request.query_params, content=body, headers=headers
+        )
         if request.url.path.endswith("/logs") and answer.status_code == 200:
             self.logs_seen += 1
             if self.logs_seen % 2 == 1:

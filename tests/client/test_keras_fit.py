@@ -191,8 +191,24 @@ def test_fitwatch_demo_serves_and_trains_a_run(tmp_path):
     port = free_port()
     db = f"sqlite:///{tmp_path / 'demo.db'}"
     done = subprocess.run(
-        [sys.executable, "-m", "monitor_server.cli", "demo", "--port", str(port), "--db", db, "--epochs", "2", "--no-browser", "--exit"],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
+        [
+            sys.executable,
+            "-m",
+            "monitor_server.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--epochs",
+            "2",
+            "--no-browser",
+            "--exit",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
     )
     assert done.returncode == 0, done.stderr
     assert f"fitwatch dashboard: http://127.0.0.1:{port}" in done.stdout and "demo training done" in done.stdout

@@ -10,7 +10,10 @@ from tests.conftest import free_port
 
 
 def op(seq: int) -> dict:
-    return {"op": "logs", "records": [{"seq": seq, "scope": "batch", "step": seq, "wall_time": 1.0, "metrics": {"loss": float("nan")}}]}
+    return {
+        "op": "logs",
+        "records": [{"seq": seq, "scope": "batch", "step": seq, "wall_time": 1.0, "metrics": {"loss": float("nan")}}],
+    }
 
 
 def test_operations_round_trip_with_nan(tmp_path):

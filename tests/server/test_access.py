@@ -27,8 +27,12 @@ def test_ingest_token_trains_but_cannot_control(scoped):
         assert_error(trainer.post("/api/v1/runs/r/commands", json={"type": "stop_training"}), 403)
         command = admin.post("/api/v1/runs/r/commands", json={"type": "stop_training"}).json()
         assert command["issued_by"] == "admin"
-        assert [c["id"] for c in trainer.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()] == [command["id"]]
-        assert trainer.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied"}).status_code == 200
+        assert [c["id"] for c in trainer.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()] == [
+            command["id"]
+        ]
+        assert (
+            trainer.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied"}).status_code == 200
+        )
         assert_error(trainer.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON), 403)
         assert_error(trainer.delete("/api/v1/runs/r", headers=JSON), 403)
         assert trainer.patch("/api/v1/runs/r", json={"status": "finished"}).status_code == 200
@@ -36,7 +40,11 @@ def test_ingest_token_trains_but_cannot_control(scoped):
 
 
 def test_missing_or_wrong_token_is_401_and_read_token_cannot_write(scoped):
-    with scoped.client() as anonymous, scoped.client(headers=bearer("nope")) as wrong, scoped.client(headers=bearer(READ)) as reader:
+    with (
+        scoped.client() as anonymous,
+        scoped.client(headers=bearer("nope")) as wrong,
+        scoped.client(headers=bearer(READ)) as reader,
+    ):
         for client in (anonymous, wrong):
             response = client.post("/api/v1/runs", json={"id": "r"})
             assert_error(response, 401)
@@ -76,7 +84,12 @@ def test_writes_must_be_json(server, api):
         headers = {"content-type": content_type} if content_type else {}
         assert_error(api.post("/api/v1/runs", content=b'{"id": "r"}', headers=headers), 415)
     assert api.get("/api/v1/runs").json() == []  # nothing was created
-    assert api.post("/api/v1/runs", content=b'{"id": "r"}', headers={"content-type": "application/json; charset=utf-8"}).status_code == 201
+    assert (
+        api.post(
+            "/api/v1/runs", content=b'{"id": "r"}', headers={"content-type": "application/json; charset=utf-8"}
+        ).status_code
+        == 201
+    )
 
 
 def test_commands_on_an_open_server_are_issued_by_anonymous(api):
@@ -97,14 +110,24 @@ def test_allowed_hosts_can_be_set(start_server):
 
 
 def test_no_cors_headers_unless_origins_are_listed(start_server):
-    preflight = {"origin": "https://dash.example", "access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    preflight = {
+        "origin": "https://dash.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
     closed = start_server()
     with closed.client() as api:
         assert "access-control-allow-origin" not in api.options("/api/v1/runs", headers=preflight).headers
-        assert "access-control-allow-origin" not in api.get("/api/v1/runs", headers={"origin": "https://dash.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in api.get("/api/v1/runs", headers={"origin": "https://dash.example"}).headers
+        )
     opened = start_server(cors_origins=["https://dash.example"])
     with opened.client() as api:
-        assert api.options("/api/v1/runs", headers=preflight).headers["access-control-allow-origin"] == "https://dash.example"
+        assert (
+            api.options("/api/v1/runs", headers=preflight).headers["access-control-allow-origin"]
+            == "https://dash.example"
+        )
 
 
 def test_tokens_in_urls_are_not_logged(server):
@@ -116,8 +139,13 @@ def test_tokens_in_urls_are_not_logged(server):
     [redact] = [f for f in access_log.filters if isinstance(f, RedactTokens)]
     # The record uvicorn writes for each request: client, method, path with query, HTTP version, status.
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 0, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", f"/api/v1/runs/r/events?access_token={READ}&x=1", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/api/v1/runs/r/events?access_token={READ}&x=1", "1.1", 200),
+        None,
     )
     assert redact.filter(record)
     assert record.getMessage() == '127.0.0.1:5 - "GET /api/v1/runs/r/events?access_token=[redacted]&x=1 HTTP/1.1" 200'

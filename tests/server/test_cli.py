@@ -30,7 +30,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> dict:
 
 def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FITWATCH_")}
-    return subprocess.Popen(args, cwd=cwd, env={**clean, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        args, cwd=cwd, env={**clean, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def stop(proc: subprocess.Popen) -> str:

@@ -23,7 +23,10 @@ def test_issue_poll_ack_cycle(api):
     assert (command["status"], command["args"], command["delivered_at"]) == ("pending", {"value": 0.01}, None)
     polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()
     assert [(c["id"], c["status"]) for c in polled] == [(command["id"], "delivered")]
-    acked = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied", "message": "lr 0.1 -> 0.01", "step": 42})
+    acked = api.post(
+        f"/api/v1/runs/r/commands/{command['id']}/ack",
+        json={"status": "applied", "message": "lr 0.1 -> 0.01", "step": 42},
+    )
     assert acked.status_code == 200
     assert (acked.json()["status"], acked.json()["step"], acked.json()["message"]) == ("applied", 42, "lr 0.1 -> 0.01")
     assert acked.json()["done_at"] is not None
@@ -34,7 +37,9 @@ def test_issue_poll_ack_cycle(api):
 def test_ack_is_idempotent(api):
     create_run(api, "r")
     command = issue(api).json()
-    first = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "failed", "message": "schedule"}).json()
+    first = api.post(
+        f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "failed", "message": "schedule"}
+    ).json()
     again = api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied"}).json()
     assert again == first and again["status"] == "failed"
 

@@ -7,25 +7,29 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from tests.helpers import assert_error  # noqa: E402
+from tests.helpers import assert_error
 
 
 def fit_with(callback, epochs: int = 3) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = (x.sum(axis=1) > 0).astype("float32")
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
+    )
     model.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0, callbacks=[callback])
 
 
 @pytest.mark.parametrize("send_as_json", [False, True], ids=["form", "json"])
 def test_remote_monitor_epochs_are_stored(api, server, send_as_json):
-    monitor = keras.callbacks.RemoteMonitor(root=server.url, path="/publish/epoch/end/?run=rm&project=compat", send_as_json=send_as_json)
+    monitor = keras.callbacks.RemoteMonitor(
+        root=server.url, path="/publish/epoch/end/?run=rm&project=compat", send_as_json=send_as_json
+    )
     fit_with(monitor)
     run = api.get("/api/v1/runs/rm").json()
     assert run["project"] == "compat"

@@ -42,10 +42,9 @@ def test_unsupported_database_url_is_refused():
 def test_write_transactions_roll_back_on_error(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     upgrade(engine)
-    with pytest.raises(RuntimeError):
-        with writing(engine) as conn:
-            conn.execute(text("INSERT INTO received (run_id, seq) VALUES ('r', 1)"))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), writing(engine) as conn:
+        conn.execute(text("INSERT INTO received (run_id, seq) VALUES ('r', 1)"))
+        raise RuntimeError("boom")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM received")).scalar() == 0
     engine.dispose()

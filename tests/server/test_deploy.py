@@ -89,7 +89,9 @@ def test_server_starts_as_compose_starts_it_and_takes_a_log_batch():
         process.start(command, env={**os.environ, **env})
         try:
             # `--workers 2`: the main process and two server processes under it.
-            children = subprocess.run(["pgrep", "-P", str(process.proc.pid)], capture_output=True, text=True).stdout.split()
+            children = subprocess.run(
+                ["pgrep", "-P", str(process.proc.pid)], capture_output=True, text=True
+            ).stdout.split()
             assert len(children) >= 2, children
             with httpx.Client(base_url=process.url, timeout=10) as api:
                 assert api.get("/healthz").json() == {"status": "ok", "database": "postgresql"}

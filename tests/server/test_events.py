@@ -60,7 +60,11 @@ def test_run_stream_carries_metrics_commands_and_run_changes(api, server):
         records = make_records(3)
         records[1]["metrics"]["loss"] = float("nan")
         posted = time.monotonic()
-        api.post("/api/v1/runs/r/logs", content=json.dumps({"records": records}), headers={"content-type": "application/json"})
+        api.post(
+            "/api/v1/runs/r/logs",
+            content=json.dumps({"records": records}),
+            headers={"content-type": "application/json"},
+        )
         metrics, at = stream.next("metrics")
         assert at - posted < 1.0
         assert [r["seq"] for r in metrics["records"]] == [0, 1, 2]

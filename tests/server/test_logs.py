@@ -47,7 +47,7 @@ def test_overlapping_batch_stores_only_new_records(api):
 def test_same_seq_twice_in_one_request_counts_once(api):
     create_run(api, "r")
     records = make_records(3)
-    answer = post_logs(api, "r", records + [records[1]]).json()
+    answer = post_logs(api, "r", [*records, records[1]]).json()
     assert (answer["accepted"], answer["duplicates"]) == (3, 1)
 
 
@@ -114,7 +114,7 @@ BAD_RECORDS = {
 @pytest.mark.parametrize("bad", list(BAD_RECORDS.values()), ids=list(BAD_RECORDS))
 def test_bad_record_rejects_the_whole_batch(api, bad):
     create_run(api, "r")
-    detail = assert_error(post_logs(api, "r", make_records(5) + [bad]), 422)
+    detail = assert_error(post_logs(api, "r", [*make_records(5), bad]), 422)
     assert detail[0]["loc"][:3] == ["body", "records", 5]
     assert count(api) == 0
     # The server keeps serving, and the same records go in once the bad one is gone.

@@ -63,7 +63,9 @@ def test_read_has_latest_epoch_values(api):
 
 def test_patch_status_reason_name_and_config(api):
     create_run(api, "r")
-    run = api.patch("/api/v1/runs/r", json={"status": "stopped", "reason": "stop command", "name": "n2", "config": {"x": 1}}).json()
+    run = api.patch(
+        "/api/v1/runs/r", json={"status": "stopped", "reason": "stop command", "name": "n2", "config": {"x": 1}}
+    ).json()
     assert (run["status"], run["reason"], run["name"], run["config"]) == ("stopped", "stop command", "n2", {"x": 1})
     run = api.patch("/api/v1/runs/r", json={"status": "running"}).json()
     assert run["status"] == "running" and run["reason"] is None

@@ -9,6 +9,12 @@ import pytest
 from tests.helpers import assert_error, create_run, post_logs
 
 
+def as_json(v: float) -> float | str:
+    if np.isfinite(v):
+        return v
+    return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
 def upload(api, run_id: str, values: np.ndarray, name: str = "loss", steps=None, start_seq: int = 0) -> None:
     steps = np.arange(len(values)) if steps is None else steps
     for i in range(0, len(values), 10_000):
@@ -18,8 +24,7 @@ def upload(api, run_id: str, values: np.ndarray, name: str = "loss", steps=None,
                 "scope": "batch",
                 "step": int(steps[j]),
                 "wall_time": 1000.0 + j,
-                "metrics": {name: v if np.isfinite(v) else ("NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity"))
-                            for v in [float(values[j])]},
+                "metrics": {name: as_json(float(values[j]))},
             }
             for j in range(i, min(i + 10_000, len(values)))
         ]
@@ -38,7 +43,7 @@ def envelope_ok(data, steps: np.ndarray, values: np.ndarray, lo: int, hi: int) -
     """Every kept point is a real point; the global and per-region extremes survive."""
     real = dict(zip(steps.tolist(), values.tolist()))
     for step, value in zip(data["steps"], data["values"]):
-        assert step in real and (np.isnan(value) and np.isnan(real[step]) or value == real[step])
+        assert step in real and ((np.isnan(value) and np.isnan(real[step])) or value == real[step])
     inside = (steps >= lo) & (steps <= hi)
     finite = inside & np.isfinite(values)
     got = np.array(data["values"], float)
@@ -153,7 +158,16 @@ def test_series_list_and_errors(api):
     create_run(api, "r")
     upload(api, "r", np.array([3.0, 1.0, 2.0]))
     assert api.get("/api/v1/runs/r/series").json() == [
-        {"scope": "batch", "name": "loss", "count": 3, "first_step": 0, "last_step": 2, "last_value": 2.0, "min": 1.0, "max": 3.0}
+        {
+            "scope": "batch",
+            "name": "loss",
+            "count": 3,
+            "first_step": 0,
+            "last_step": 2,
+            "last_value": 2.0,
+            "min": 1.0,
+            "max": 3.0,
+        }
     ]
     assert_error(api.get("/api/v1/runs/r/series/batch/nope"), 404)
     assert_error(api.get("/api/v1/runs/r/series/minute/loss"), 422)

@@ -63,16 +63,24 @@ def test_run_page_draws_stored_points_and_a_new_point_within_a_second(page, api)
 
     start = time.monotonic()
     post_logs(api, "r1", make_records(1, start=50))
-    page.wait_for_function(
-        "() => document.querySelector('.plot').data[0].x.length === 51", timeout=1000
-    )
+    page.wait_for_function("() => document.querySelector('.plot').data[0].x.length === 51", timeout=1000)
     assert time.monotonic() - start < 1.0
     assert plot_data(page, "loss (batch)")[0]["x"][-1] == 50
 
 
 def test_epoch_chart_puts_train_and_validation_together(page, api):
     create_run(api, "r1")
-    records = [{"seq": i, "scope": "epoch", "step": i, "epoch": i, "wall_time": 1.0 + i, "metrics": {"loss": 1.0 / (i + 1), "val_loss": 1.5 / (i + 1)}} for i in range(3)]
+    records = [
+        {
+            "seq": i,
+            "scope": "epoch",
+            "step": i,
+            "epoch": i,
+            "wall_time": 1.0 + i,
+            "metrics": {"loss": 1.0 / (i + 1), "val_loss": 1.5 / (i + 1)},
+        }
+        for i in range(3)
+    ]
     post_logs(api, "r1", records)
     open_run(page, "r1")
     traces = plot_data(page, "loss (epoch: train and validation)")
@@ -168,10 +176,13 @@ def test_zoom_asks_the_server_for_the_range_at_full_resolution(page, api):
             Plotly.relayout(plot, {'xaxis.range': [1000, 1300]});
         }""")
     assert "until_step=1300" in request.value.url
-    page.wait_for_function("""() => {
+    page.wait_for_function(
+        """() => {
         const plot = [...document.querySelectorAll('.chart')].find(c => c.querySelector('h3').textContent === 'loss (batch)').querySelector('.plot');
         return plot.data[0].x.length === 301;
-    }""", timeout=3000)
+    }""",
+        timeout=3000,
+    )
     assert badge.is_hidden()
 
 
@@ -191,12 +202,28 @@ def test_nan_and_infinity_are_marked_not_dropped(page, api):
 def test_compare_overlays_two_runs(page, api):
     for run_id, scale in (("a", 1.0), ("b", 2.0)):
         create_run(api, run_id, name=f"run {run_id}")
-        post_logs(api, run_id, [{"seq": i, "scope": "epoch", "step": i, "epoch": i, "wall_time": 1.0 + i, "metrics": {"loss": scale / (i + 1)}} for i in range(4)])
+        post_logs(
+            api,
+            run_id,
+            [
+                {
+                    "seq": i,
+                    "scope": "epoch",
+                    "step": i,
+                    "epoch": i,
+                    "wall_time": 1.0 + i,
+                    "metrics": {"loss": scale / (i + 1)},
+                }
+                for i in range(4)
+            ],
+        )
     page.goto("/compare?runs=a,b")
     page.wait_for_selector(READY)
     traces = page.evaluate("() => document.querySelector('.plot').data.map(t => [t.name, t.y])")
     assert traces == [["run a", [1.0, 0.5, 1 / 3, 0.25]], ["run b", [2.0, 1.0, 2 / 3, 0.5]]]
-    post_logs(api, "b", [{"seq": 9, "scope": "epoch", "step": 4, "epoch": 4, "wall_time": 9.0, "metrics": {"loss": 0.4}}])
+    post_logs(
+        api, "b", [{"seq": 9, "scope": "epoch", "step": 4, "epoch": 4, "wall_time": 9.0, "metrics": {"loss": 0.4}}]
+    )
     page.wait_for_function("() => document.querySelector('.plot').data[1].x.length === 5", timeout=2000)
 
 
