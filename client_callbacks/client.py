@@ -1,10 +1,15 @@
 """MonitorClient: the framework-free core of the fitwatch client.
 
 `log()` is the only thing on the caller's hot path: it stamps a record and appends it to
-a deque, a few microseconds with no lock and no I/O. A sender thread delivers records in
-batches (see `sender`), a poller thread long-polls for commands (see `poller`), and the
-caller takes the commands from `commands` when it is safe to apply them. Nothing the
-network does raises into the caller: problems become one `FitwatchWarning` each.
+a deque, a few microseconds with no lock and no I/O, safe from several threads at once.
+A sender thread delivers records in batches (see `sender`), a poller thread long-polls for
+commands (see `poller`), and the caller takes the commands from `commands` when it is safe
+to apply them. Nothing the network does raises into the caller: problems become one
+`FitwatchWarning` each.
+
+Each record's `seq` is `writer << 32 | counter`, with a random writer id per client: two
+processes logging to one run, or a clock that steps back, never make distinct records
+look like one. Writer 0 is the server's own (RemoteMonitor posts).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import random
 import threading
 import time
 import uuid
@@ -22,11 +28,17 @@ from typing import Any, Self
 
 from .poller import Poller
 from .sender import Sender
-from .spool import SpoolFile, default_dir, leftovers, normalize_url
+from .spool import SpoolFile, acked_in, default_dir, leftovers, normalize_url
 from .transport import http_client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REASON_MAX = 2000
+WRITER_BITS = 32
+
+
+def new_writer() -> int:
+    """A random writer id in [1, 2**31): with a 32-bit counter below it, seqs stay int64."""
+    return random.SystemRandom().randrange(1, 2**31)
 
 
 class FitwatchWarning(UserWarning):
@@ -88,11 +100,11 @@ class MonitorClient:
         self.timeout = timeout
         #: Commands received and not yet taken by the caller, oldest first, each id once.
         self.commands: deque[dict[str, Any]] = deque()
-        # Time-based, so a run continued by a later process never reuses a seq.
-        self._seq = itertools.count(time.time_ns() // 1000)
+        self.writer = new_writer()
+        self._seq = itertools.count(self.writer << WRITER_BITS)
         self._queue: deque[dict[str, Any]] = deque()
-        self._seen: set[int] = set()
-        self._seen_lock = threading.Lock()
+        self._seen: set[int] = set()  # command ids ever handed over (or acknowledged before)
+        self._inbox_lock = threading.Lock()
         self._notices: deque[str] = deque()
         self._warned: set[str] = set()
         self._sender: Sender | None = None
@@ -110,6 +122,12 @@ class MonitorClient:
         if self.run_name:
             body["name"] = self.run_name
         self._queue.appendleft({"op": "create", "body": body, "resume": resume})
+        # Commands left from an earlier start were cancelled when that run ended.
+        with self._inbox_lock:
+            self.commands.clear()
+        backlog = leftovers(self.spool_dir, self.url)
+        # A process that crashed after applying a command kept its ack on disk: never apply it again.
+        self._seen |= acked_in(backlog, self.run_id)
         spool = SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id)
         connect = functools.partial(http_client, self.url, self.token, self.timeout)
         self._sender = Sender(
@@ -121,10 +139,10 @@ class MonitorClient:
             self._notify,
             self.flush_interval,
         )
-        self._sender.adopt(leftovers(self.spool_dir, self.url))
+        self._sender.adopt(backlog)
         self._sender.start()
         if self.poll_interval > 0:
-            self._poller = Poller(connect, self.run_id, self._receive, self.poll_interval)
+            self._poller = Poller(connect, self.run_id, self._receive, self.poll_interval, self._sender.created)
             self._poller.start()
 
     def end(self, status: str, reason: str | None = None) -> None:
@@ -201,22 +219,26 @@ class MonitorClient:
             self.report()
 
     def ack(self, command_id: int, status: str, message: str | None = None, step: int | None = None) -> None:
-        """Acknowledge a command `applied` or `failed`; delivered like the records."""
+        """Acknowledge a command `applied`, `failed` or `cancelled`. The ack is on disk
+        before this returns, so a crash cannot lead a resumed run to apply it twice."""
         body: dict[str, Any] = {"status": status}
         if message:
             body["message"] = message[:REASON_MAX]
         if step is not None:
             body["step"] = step
-        self._queue.append({"op": "ack", "id": command_id, "body": body})
-        if self._sender is not None:
-            self._sender.wake.set()
+        op = {"op": "ack", "id": command_id, "body": body}
+        sender = self._sender
+        if sender is None or not sender.journal(op):
+            self._queue.append(op)
+            if sender is not None:
+                sender.wake.set()
 
     def take_commands(self) -> list[dict[str, Any]]:
         """The commands received since the last call, oldest first; each id comes once.
-        Apply them, then `ack()` each."""
-        taken = []
-        while self.commands:
-            taken.append(self.commands.popleft())
+        Apply them, then `ack()` each. A command cancelled before it was taken never comes."""
+        with self._inbox_lock:
+            taken = list(self.commands)
+            self.commands.clear()
         return taken
 
     @property
@@ -227,13 +249,29 @@ class MonitorClient:
     # -- from the threads -----------------------------------------------------------------
 
     def _receive(self, commands: list[dict[str, Any]]) -> int:
+        """Take in what a poll or a log answer brought; the number of new commands. A cancel
+        asked for a command not yet taken is honoured here: it is never applied."""
         new = 0
-        with self._seen_lock:
+        withdrawn = []
+        with self._inbox_lock:
             for command in commands:
-                if command["id"] not in self._seen and command["status"] in ("pending", "delivered"):
+                if command["status"] not in ("pending", "delivered"):
+                    continue
+                cancel = command.get("cancel_requested_at") is not None
+                if command["id"] not in self._seen:
                     self._seen.add(command["id"])
-                    self.commands.append(command)
-                    new += 1
+                    if cancel:
+                        withdrawn.append(command["id"])
+                    else:
+                        self.commands.append(command)
+                        new += 1
+                elif cancel:
+                    waiting = next((c for c in self.commands if c["id"] == command["id"]), None)
+                    if waiting is not None:
+                        self.commands.remove(waiting)
+                        withdrawn.append(command["id"])
+        for command_id in withdrawn:
+            self.ack(command_id, "cancelled", "cancelled before the training applied it")
         return new
 
     def _notify(self, kind: str, message: str) -> None:
@@ -242,9 +280,14 @@ class MonitorClient:
             self._notices.append(message)
 
     def report(self) -> None:
-        """Show, as warnings on the calling thread, what the threads ran into."""
-        while self._notices:
-            self._warn(self._notices.popleft())
+        """Show, as warnings on the calling thread, what the threads ran into. Several
+        threads may call it at once (Keras' async batch-end hooks)."""
+        while True:
+            try:
+                message = self._notices.popleft()
+            except IndexError:
+                return
+            self._warn(message)
 
     def _warn(self, message: str) -> None:
         try:

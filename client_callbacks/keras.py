@@ -1,8 +1,9 @@
 """RemoteCallback: a thin Keras 3 adapter over `MonitorClient`.
 
 Batch-end hooks only queue a record, so the callback is marked `async_safe`: Keras then
-keeps dispatching batch-end hooks to its worker thread and the training loop does not
-wait on a device sync each step. Everything that touches the model (commands, the
+keeps dispatching batch-end hooks to its worker threads (on backends that allow it, JAX)
+and the training loop does not wait on a device sync each step. Those hooks may run on
+several threads at once and finish out of order. Everything that touches the model (commands, the
 learning rate, `stop_training`) happens in the batch-begin and epoch hooks, which Keras
 always calls on the training thread.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from typing import Any
 
 import keras
@@ -89,7 +91,8 @@ class RemoteCallback(keras.callbacks.Callback):
         self._step_base = 0
         self._epoch: int | None = None
         self._lr: float | None = None  # last value in the batch-scope `lr` series
-        self._last_loss: float | None = None
+        self._last_loss: tuple[int, float] | None = None  # (step, loss) of the latest batch
+        self._loss_lock = threading.Lock()
         self._stop: tuple[int, int] | None = None  # (command id, step) of an applied stop
         self._others: list[keras.callbacks.Callback] = []
         self._guard: RunGuard | None = None
@@ -104,6 +107,7 @@ class RemoteCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._others = [cb for cb in _calling_callbacks() if cb is not self and not isinstance(cb, _BUILTIN)]
         self._stop = None
+        self._last_loss = None
         self._trained = True
         if not self.client.run_name:
             self.client.run_name = self.model.name
@@ -126,10 +130,14 @@ class RemoteCallback(keras.callbacks.Callback):
             self._record_lr(step)  # a scheduler may have changed it at the epoch's start
 
     def on_train_batch_end(self, batch, logs=None):
-        # May run on Keras's worker thread: queue the record and nothing else.
+        # May run on Keras's worker threads, several at once: queue the record and nothing else.
         if logs:
-            self._last_loss = logs.get("loss")
             step = self._step_base + batch
+            loss = logs.get("loss")
+            if loss is not None:
+                with self._loss_lock:  # hooks finish out of order: keep the latest step's loss
+                    if self._last_loss is None or step >= self._last_loss[0]:
+                        self._last_loss = (step, loss)
             if step % self.batch_frequency == 0:
                 self.client.log("batch", step, logs, self._epoch)
 
@@ -217,11 +225,11 @@ class RemoteCallback(keras.callbacks.Callback):
                     f"EarlyStopping stopped training at epoch {cb.stopped_epoch + 1}: "
                     f"{cb.monitor} did not improve for {cb.patience} epochs"
                 )
-        loss = self._last_loss
-        if loss is not None and not math.isfinite(loss):
+        if self._last_loss is not None and not math.isfinite(self._last_loss[1]):
+            step, loss = self._last_loss
             for cb in self._others:
                 if isinstance(cb, keras.callbacks.TerminateOnNaN):
-                    return "failed", f"TerminateOnNaN stopped training: loss was {loss} at step {self._next_step - 1}"
+                    return "failed", f"TerminateOnNaN stopped training: loss was {loss} at step {step}"
         names = sorted({type(cb).__name__ for cb in self._others})
         suspects = f" (one of: {', '.join(names)})" if names else ""
         return "finished", f"a callback set model.stop_training at epoch {(self._epoch or 0) + 1}{suspects}"

@@ -1,5 +1,6 @@
 """The command poller thread: long-polls the server for commands the training has not
 acknowledged, so a click on Stop reaches the training within a request's round trip.
+It starts polling once the sender has created the run (before, every poll would be a 404).
 
 Each poll also tells the server the run is alive. The server answers every unacknowledged
 command on each poll; the ones already handed over are skipped by the client, and when a
@@ -28,12 +29,14 @@ class Poller(threading.Thread):
         run_id: str,
         on_commands: Callable[[list[dict[str, Any]]], int],
         interval: float,
+        ready: threading.Event,
     ) -> None:
         super().__init__(name=f"fitwatch-poller-{run_id}", daemon=True)
         self.connect = connect
         self.run_id = run_id
         self.on_commands = on_commands
         self.interval = interval
+        self.ready = ready
         self.stopped = threading.Event()
 
     def stop(self) -> None:
@@ -42,6 +45,9 @@ class Poller(threading.Thread):
 
     def run(self) -> None:
         failures = 0
+        while not self.ready.wait(0.5):
+            if self.stopped.is_set():
+                return
         http = self.connect()
         try:
             while not self.stopped.is_set():
@@ -53,7 +59,7 @@ class Poller(threading.Thread):
                         params={"status": "pending", "wait": WAIT},
                         timeout=http.timeout.read + WAIT,
                     )
-                except Rejected:  # the run is not created yet
+                except Rejected:  # the run was deleted
                     self.stopped.wait(self.interval)
                     continue
                 except Retry:

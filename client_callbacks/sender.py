@@ -55,6 +55,7 @@ class Sender(threading.Thread):
         self.flush_interval = flush_interval
         self.wake = threading.Event()
         self.idle = threading.Event()
+        self.created = threading.Event()  # the server has the run: commands may be polled
         self.stopping = False
         self.abandoned = False
         self._pending: deque[Op] = deque()
@@ -72,6 +73,21 @@ class Sender(threading.Thread):
     def adopt(self, paths: list[Path]) -> None:
         """Also deliver these spool files of earlier runs, after this run's own data."""
         self._backlog.extend(paths)
+
+    def journal(self, op: Op) -> bool:
+        """Put `op` on disk now and deliver it from there: an ack, which must survive a
+        crash of the training. False when the disk refuses (then it goes by memory)."""
+        with self._lock:
+            if self.abandoned:
+                return False
+            try:
+                self.spool.append([op])
+            except OSError as exc:
+                self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
+                return False
+            self._spooled = True
+        self.wake.set()
+        return True
 
     def flush(self, timeout: float) -> bool:
         """Try to deliver everything now (older spool files too); True when all is sent."""
@@ -171,19 +187,20 @@ class Sender(threading.Thread):
             self.idle.set()
 
     def _deliver_spool(self) -> None:
-        if not self._spooled:
-            return
-        for offset, op in self.spool.ops(self._spool_offset):
-            if self.abandoned:
-                return
-            self._send(op)
-            self._spool_offset = offset
-        with self._lock:
-            # Only this thread appends while not abandoned: everything up to the end is sent.
-            if not self.abandoned:
-                self.spool.remove()
-                self._spooled = False
-                self._spool_offset = 0
+        while self._spooled:
+            for offset, op in self.spool.ops(self._spool_offset):
+                if self.abandoned:
+                    return
+                self._send(op)
+                self._spool_offset = offset
+            with self._lock:
+                # Appends hold the lock: with no operation after what was sent, all is sent.
+                if not self.abandoned and not self.spool.has_ops(self._spool_offset):
+                    self.spool.remove()
+                    self._spooled = False
+                    self._spool_offset = 0
+                if self.abandoned:
+                    return
 
     def _deliver_backlog(self) -> None:
         """Older spool files, a slice at a time, while this run has nothing to send."""
@@ -211,6 +228,8 @@ class Sender(threading.Thread):
         except Rejected as exc:
             self.notify("rejected", f"fitwatch: the server refused a {op['op']} request ({exc}); it is dropped")
             return
+        if op["op"] == "create":
+            self.created.set()
         if answer is not None and answer["commands"]:
             self.on_commands(answer["commands"])
 

@@ -11,9 +11,15 @@ naming the server and the run:
 
 Every operation is idempotent on the server (a run is created once by id, a record is
 stored once by `(run, seq)`, acks and patches repeat harmlessly), so a file can be
-replayed from the start after any interruption and nothing is stored twice. A file is
-deleted once everything in it is delivered. While a process writes or sends a file it
-holds an exclusive `flock` on it, so two processes never send the same file at once.
+replayed from the start after any interruption and nothing is stored twice. While a
+process writes or sends a file it holds an exclusive `flock` on it, so two processes never
+send the same file at once.
+
+A running client deletes its own file once everything in it is delivered. A file left
+behind (the training ended before the server came back) is uploaded later by another
+client for the same server or by `fitwatch sync`; it is then kept, renamed
+`<name>.jsonl.synced`, so that syncing it again says it is already uploaded, and
+`fitwatch sync --clean` deletes such files.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from .transport import Rejected, http_client, send
+from .transport import Rejected, Retry, http_client, send
 
 try:
     import fcntl
@@ -39,6 +45,7 @@ except ImportError:  # Windows: no advisory locks; one process per spool folder.
 log = logging.getLogger("fitwatch")
 
 FORMAT = 1
+SYNCED = ".synced"
 Op = dict[str, Any]
 
 
@@ -125,6 +132,14 @@ class SpoolFile:
                     break  # a line cut short by a crash: never acknowledged as written
                 yield reader.tell(), json.loads(line)
 
+    def has_ops(self, start: int = 0) -> bool:
+        """Whether a whole operation follows byte `start`."""
+        ops = self.ops(start)
+        try:
+            return next(ops, None) is not None
+        finally:
+            ops.close()
+
     def size(self) -> int:
         try:
             return self.path.stat().st_size
@@ -136,6 +151,18 @@ class SpoolFile:
         with self._lock:
             self.path.unlink(missing_ok=True)
             self.close()
+
+    def mark_synced(self) -> Path:
+        """Keep the delivered file as `<name>.synced`, out of the way of the next client."""
+        with self._lock:
+            synced = synced_path(self.path)
+            self.path.replace(synced)
+            self.close()
+            return synced
+
+    def acked(self) -> set[int]:
+        """The ids of the commands this file acknowledges."""
+        return {op["id"] for _, op in self.ops() if op["op"] == "ack"}
 
     def close(self) -> None:
         if self._handle is not None:
@@ -179,6 +206,21 @@ def leftovers(folder: Path, url: str, exclude: Path | None = None) -> list[Path]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
+def acked_in(paths: list[Path], run_id: str) -> set[int]:
+    """The command ids that the spool files of run `run_id` among `paths` acknowledge."""
+    acked: set[int] = set()
+    for path in paths:
+        spool = SpoolFile(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                if json.loads(f.readline() or "{}").get("run_id") != run_id:
+                    continue
+            acked |= spool.acked()
+        except (OSError, ValueError):
+            continue
+    return acked
+
+
 def count_records(spool: SpoolFile, start: int = 0) -> int:
     return sum(len(op.get("records", ())) for _, op in spool.ops(start))
 
@@ -193,7 +235,7 @@ class Delivery:
 def deliver_file(
     http: httpx.Client, spool: SpoolFile, start: int = 0, stop: Callable[[], bool] = lambda: False
 ) -> Delivery:
-    """Send a spool file's operations from byte `start`, then delete the file.
+    """Send a spool file's operations from byte `start`, then mark it synced.
 
     Stops early, and says where, when `stop()` turns true. Raises `Retry` when the server
     fails part way; the file stays.
@@ -216,20 +258,66 @@ def deliver_file(
             if stop():
                 done.offset = offset
                 return done
-        spool.remove()
+        spool.mark_synced()
         return done
     finally:
         spool.close()
 
 
-def sync(path: str | os.PathLike, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> Delivery:
-    """`fitwatch sync FILE`: upload a spool file to its server (or `url`) and delete it.
+def synced_path(path: Path) -> Path:
+    return path if path.name.endswith(SYNCED) else path.with_name(path.name + SYNCED)
 
-    Safe to repeat: whatever the server already has is counted as duplicates.
+
+def pending(folder: Path) -> list[Path]:
+    """Spool files in `folder` not uploaded yet, for any server, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+
+
+def clean(folder: Path) -> list[Path]:
+    """Delete the uploaded files in `folder`; the ones deleted."""
+    removed = sorted(folder.glob(f"*.jsonl{SYNCED}")) if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+@dataclass
+class SyncOutcome:
+    delivered: bool  # everything in the file is on the server (now or before)
+    message: str
+
+
+def sync_file(path: Path, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> SyncOutcome:
+    """`fitwatch sync FILE`: upload a spool file to its server (or `url`) and mark it synced.
+
+    Safe to repeat: a file uploaded before is reported as such, and whatever the server
+    already has is counted as duplicates.
     """
-    spool = SpoolFile(Path(path))
-    if not spool.open(create=False):
-        raise FileNotFoundError(f"{path}: no such spool file (it is deleted once uploaded)")
+    path = Path(path)
+    synced = synced_path(path)
+    if not path.exists() or path == synced:
+        if synced.exists():
+            return SyncOutcome(True, f"{path}: already uploaded ({synced})")
+        return SyncOutcome(False, f"fitwatch sync: {path}: no such spool file")
+    spool = SpoolFile(path)
+    try:
+        if not spool.open(create=False):
+            return SyncOutcome(synced.exists(), f"{path}: already uploaded ({synced})")
+    except LockedError:
+        return SyncOutcome(False, f"fitwatch sync: {path} is in use by a running training, which sends it itself")
+    except (OSError, ValueError) as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
     token = token or os.environ.get("FITWATCH_TOKEN") or None
-    with http_client(normalize_url(url or spool.url), token, timeout) as http:
-        return deliver_file(http, spool)
+    target = normalize_url(url or spool.url)
+    try:
+        with http_client(target, token, timeout) as http:
+            done = deliver_file(http, spool)
+    except Retry as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {target} did not take it ({exc}); the file is kept")
+    except (OSError, ValueError) as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
+    return SyncOutcome(
+        True, f"{path}: {done.accepted} records stored, {done.duplicates} already there; marked uploaded ({synced})"
+    )

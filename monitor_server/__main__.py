@@ -4,4 +4,4 @@ import sys
 
 from .cli import main
 
-main(["serve", *sys.argv[1:]])
+sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""The `fitwatch` command."""
+"""The `fitwatch` command: serve, demo, sync, export."""
 
 from __future__ import annotations
 
@@ -11,35 +11,74 @@ from collections.abc import Sequence
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve = commands.add_parser("serve", help="run the server (flags override FITWATCH_* variables)")
     serve.add_argument("--host", help="address to bind (FITWATCH_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (FITWATCH_PORT, default 8000)")
     serve.add_argument("--db", help="database URL (FITWATCH_DATABASE_URL, default sqlite:///./fitwatch.db)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log every request (FITWATCH_ACCESS_LOG, default on)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level (FITWATCH_LOG_LEVEL, default info)",
+    )
+
     demo = commands.add_parser("demo", help="the server on SQLite plus a short example training, live in the browser")
     demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     demo.add_argument("--db", default="sqlite:///./fitwatch.db", help="database URL (default sqlite:///./fitwatch.db)")
     demo.add_argument("--epochs", type=int, default=20, help="epochs of the example training (default 20)")
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
     demo.add_argument("--exit", action="store_true", help="stop the server when the training ends")
-    sync = commands.add_parser("sync", help="upload a spool file that a training could not deliver")
-    sync.add_argument("file", nargs="+", help="spool file(s), as named in the client's warning")
+
+    sync = commands.add_parser(
+        "sync",
+        help="upload spool files that a training could not deliver",
+        description="Upload spool files. An uploaded file is kept, renamed FILE.synced; "
+        "syncing it again says it is already uploaded. --clean deletes uploaded files.",
+    )
+    sync.add_argument("file", nargs="*", help="spool file(s), as named in the client's warning")
+    sync.add_argument("--all", action="store_true", help="every file not yet uploaded in the spool folder")
+    sync.add_argument("--clean", action="store_true", help="delete uploaded (.synced) files in the spool folder")
+    sync.add_argument("--dir", help="the spool folder (FITWATCH_SPOOL_DIR, default ~/.cache/fitwatch/spool)")
     sync.add_argument("--url", help="server (default: the one the file was meant for)")
     sync.add_argument("--token", help="bearer token (default FITWATCH_TOKEN)")
+
+    export = commands.add_parser("export", help="download a run's records as CSV or JSON lines")
+    export.add_argument("run", help="the run's id")
+    export.add_argument(
+        "--format", choices=["csv", "jsonl"], default="csv", help="default csv (Keras CSVLogger layout)"
+    )
+    export.add_argument("--scope", choices=["batch", "epoch", "eval"], help="records of one scope (csv: default epoch)")
+    export.add_argument("-o", "--output", help="file to write (default: standard output)")
+    export.add_argument("--url", help="server (FITWATCH_URL, default http://127.0.0.1:8000)")
+    export.add_argument("--token", help="bearer token (FITWATCH_TOKEN)")
     return parser
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .access import LOOPBACK_HOSTS
     from .config import Settings
 
     # Flags become the environment, so every worker process reads the same settings.
-    for flag, var in (("host", "FITWATCH_HOST"), ("port", "FITWATCH_PORT"), ("db", "FITWATCH_DATABASE_URL")):
+    flags = {
+        "host": "FITWATCH_HOST",
+        "port": "FITWATCH_PORT",
+        "db": "FITWATCH_DATABASE_URL",
+        "access_log": "FITWATCH_ACCESS_LOG",
+        "log_level": "FITWATCH_LOG_LEVEL",
+    }
+    for flag, var in flags.items():
         value = getattr(args, flag)
         if value is not None:
-            os.environ[var] = str(value)
+            os.environ[var] = str(value).lower()
     settings = Settings()
     if settings.host not in LOOPBACK_HOSTS and settings.token is None:
         print(
@@ -59,84 +98,74 @@ def serve(args: argparse.Namespace) -> None:
         host=settings.host,
         port=settings.port,
         workers=args.workers,
-        log_level="info",
+        log_level=settings.log_level,
+        access_log=settings.access_log,
         # Event streams and command long-polls never end by themselves: cut them at shutdown.
         timeout_graceful_shutdown=3,
     )
+    return 0
 
 
 def demo(args: argparse.Namespace) -> int:
-    import subprocess
-    import time
-    import webbrowser
+    from . import demo as supervisor
 
-    import httpx
-
-    url = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([sys.executable, "-m", "monitor_server", "--port", str(args.port), "--db", args.db])
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"fitwatch demo: the server did not start on port {args.port}", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        print(f"\nfitwatch dashboard: {url}  (Ctrl-C to stop)\n", flush=True)
-        if not args.no_browser:
-            webbrowser.open(url)
-        training = [sys.executable, "-m", "client_callbacks.demo", "--url", url, "--epochs", str(args.epochs)]
-        if subprocess.run(training).returncode != 0:
-            print(
-                "fitwatch demo: the example training needs TensorFlow: pip install 'fitwatch[tensorflow]'",
-                file=sys.stderr,
-            )
-            if args.exit:
-                return 1
-        if not args.exit:
-            server.wait()
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(10)
+    return supervisor.run(args.port, args.db, args.epochs, browser=not args.no_browser, exit_after=args.exit)
 
 
 def sync(args: argparse.Namespace) -> int:
-    from client_callbacks.spool import sync as sync_file
-    from client_callbacks.transport import Retry
+    from pathlib import Path
 
-    failed = 0
-    for path in args.file:
-        try:
-            done = sync_file(path, url=args.url, token=args.token)
-        except (OSError, ValueError) as exc:
-            print(f"fitwatch sync: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        except Retry as exc:
-            print(f"fitwatch sync: {path}: the server did not take it ({exc}); the file is kept", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"{path}: {done.accepted} records stored, {done.duplicates} already there; file removed")
-    return 1 if failed else 0
+    from client_callbacks.spool import clean, default_dir, pending, sync_file
+
+    folder = Path(args.dir) if args.dir else default_dir()
+    paths = [Path(p) for p in args.file] + (pending(folder) if args.all else [])
+    if not paths and not args.clean:
+        print("fitwatch sync: name spool files, or use --all or --clean", file=sys.stderr)
+        return 2
+    undelivered = 0
+    for path in paths:
+        outcome = sync_file(path, url=args.url, token=args.token)
+        print(outcome.message, file=sys.stdout if outcome.delivered else sys.stderr)
+        undelivered += not outcome.delivered
+    if args.clean:
+        removed = clean(folder)
+        print(f"removed {len(removed)} uploaded spool file(s) from {folder}")
+    return 1 if undelivered else 0
+
+
+def export(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import httpx
+
+    from client_callbacks.transport import describe
+
+    url = (args.url or os.environ.get("FITWATCH_URL") or "http://127.0.0.1:8000").rstrip("/")
+    token = args.token or os.environ.get("FITWATCH_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    scope = args.scope or ("epoch" if args.format == "csv" else None)
+    params = {"scope": scope} if scope else {}
+    path = f"/api/v1/runs/{args.run}/export.{args.format}"
+    try:
+        with httpx.stream("GET", url + path, params=params, headers=headers, timeout=60) as response:
+            if not response.is_success:
+                response.read()
+                print(f"fitwatch export: {describe(response)}", file=sys.stderr)
+                return 1
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                out.flush()
+    except httpx.HTTPError as exc:
+        print(f"fitwatch export: cannot reach {url} ({exc})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        serve(args)
-    elif args.command == "demo":
-        return demo(args)
-    elif args.command == "sync":
-        return sync(args)
-    return 0
+    return {"serve": serve, "demo": demo, "sync": sync, "export": export}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,8 @@ class Settings(BaseSettings):
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
     max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
+    access_log: bool = Field(True, description="log every request (fitwatch serve)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("token", "ingest_token", "read_token", mode="before")
     @classmethod

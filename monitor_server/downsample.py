@@ -3,7 +3,9 @@
 A chart of N points on a screen of W pixels needs, per pixel column, only the lowest and
 the highest value in it: that draws the same envelope as all N points. So the step range
 is cut into equal buckets and each keeps its minimum and maximum; the first and last point
-and every NaN or ±Infinity are kept besides, so nothing a user must see disappears.
+are kept besides, and the non-finite points (all of them when there are no more than
+buckets, else the first NaN, +Infinity and -Infinity of each bucket that has one), so
+nothing a user must see disappears. The store picks the candidates; this module chooses.
 """
 
 from __future__ import annotations
@@ -72,16 +74,6 @@ def bucket_extremes(lows: Points, highs: Points, lo: int, hi: int, n: int) -> Po
     return concat(*kept) if kept else Points.empty()
 
 
-def thin_nonfinite(points: Points, lo: int, hi: int, n: int) -> Points:
-    """Non-finite points, at most one of each kind (NaN, +Inf, -Inf) per bucket when
-    there are more than `n`, so a run of NaN cannot blow up the answer."""
-    if len(points) <= n:
-        return points
-    kind = np.where(np.isnan(points.values), 0, np.where(points.values > 0, 1, 2))
-    key = buckets_of(points.steps, lo, hi, n) * 3 + kind
-    return points.take(_first_per_group(key, np.lexsort((points.steps, key))))
-
-
 def ordered_unique(points: Points) -> Points:
     """Sorted by step, with points selected twice (as min and as first, say) kept once."""
     order = np.lexsort((points.walls, points.steps))
@@ -91,15 +83,6 @@ def ordered_unique(points: Points) -> Points:
     same_value = (p.values[1:] == p.values[:-1]) | (np.isnan(p.values[1:]) & np.isnan(p.values[:-1]))
     dup = (p.steps[1:] == p.steps[:-1]) & (p.walls[1:] == p.walls[:-1]) & same_value
     return p.take(np.concatenate([[True], ~dup]))
-
-
-def downsample(raw: Points, lo: int, hi: int, max_points: int) -> Points:
-    """All points of [lo, hi] reduced to about `max_points`: first, last, non-finite, and
-    each bucket's min and max."""
-    n = bucket_count(max_points)
-    nonfinite = raw.take(~np.isfinite(raw.values))
-    ends = raw.take(np.array([0, len(raw) - 1])) if len(raw) else Points.empty()
-    return ordered_unique(concat(ends, thin_nonfinite(nonfinite, lo, hi, n), bucket_extremes(raw, raw, lo, hi, n)))
 
 
 def bucket_count(max_points: int) -> int:

@@ -160,7 +160,9 @@ class CommandCreate(BaseModel):
 class CommandAck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["applied", "failed"]
+    status: Literal["applied", "failed", "cancelled"] = Field(
+        description="`cancelled`: the training withdrew it unapplied (a cancel reached it first)"
+    )
     message: Annotated[Text, StringConstraints(max_length=2000)] | None = None
     step: Step | None = None
 
@@ -178,6 +180,9 @@ class CommandPublic(BaseModel):
     step: int | None
     issued_by: str | None = Field(
         description="role of the token that issued it (admin, or anonymous on an open server)"
+    )
+    cancel_requested_at: datetime | None = Field(
+        description="when a cancel was asked after delivery; the training withdraws the command unless it applied it"
     )
 
 

@@ -33,6 +33,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 # Rows whose value is NaN or ±Infinity: NULL on SQLite; on PostgreSQL NaN compares greater
 # than every number, so abs() > the largest float catches NaN and both infinities.
 NONFINITE_WHERE = text("(value IS NULL OR abs(value) > 1.7976931348623157e308)")
+FINITE = "value IS NOT NULL AND abs(value) <= 1.7976931348623157e308"
 
 runs = Table(
     "runs",
@@ -127,5 +128,7 @@ commands = Table(
     Column("message", Text),
     Column("step", BigInteger),
     Column("issued_by", String(16)),  # role of the token that issued it: admin or anonymous
+    # A cancel asked after delivery: the training withdraws the command if it has not applied it.
+    Column("cancel_requested_at", Double),
     Index("ix_commands_run_status", "run_id", "status"),
 )

@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..access import Controller, Ingester, Reader, Right, Role, authorize
@@ -95,11 +95,24 @@ def ack_command(
     return command
 
 
-@router.post("/{command_id}/cancel", response_model=CommandPublic, dependencies=[Controller])
-def cancel_command(run_id: RunIdPath, command_id: CommandId, engine: EngineDep, bus: BusDep) -> CommandPublic:
-    """Withdraw a command the training has not acknowledged; 409 once it has."""
+@router.post(
+    "/{command_id}/cancel",
+    response_model=CommandPublic,
+    dependencies=[Controller],
+    responses={
+        202: {"model": CommandPublic, "description": "the training has it: cancel asked (`cancel_requested_at`)"}
+    },
+)
+def cancel_command(
+    run_id: RunIdPath, command_id: CommandId, engine: EngineDep, bus: BusDep, response: Response
+) -> CommandPublic:
+    """Cancel a command the training has not received (200, `cancelled`). One it has
+    received gets a cancel request (202): the training withdraws it unless it has applied
+    it already, and its ack says which. 409 once it is applied or failed."""
     with writing(engine) as conn:
         command, changed = store.cancel_command(conn, run_id, command_id, time.time())
     if changed:
-        announce(bus, command)
+        announce(bus, command, wake=command.status != "cancelled")
+    if command.status != "cancelled":
+        response.status_code = 202
     return command

@@ -2,7 +2,9 @@
 
 RemoteMonitor sends `{"epoch": n, **logs}` once an epoch, as the form field `data`
 (default) or as a JSON body (`send_as_json=True`), with no sequence number; each post is
-stored as the next record of the run named by `?run=` (default `remote-monitor`).
+stored as the next record of the run named by `?run=` (default `remote-monitor`). The
+server numbers them as writer 0 (seqs below 2**32), with the run locked, so concurrent
+posts each get their own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..errors import BadJson, Invalid
 from ..events import run_topic
 from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate, RunPublic
 from ..store.logs import ingest
-from ..store.runs import create_run, read_run
+from ..store.runs import create_run, get_run_row, read_run
 from ..tables import received
 from .deps import BusDep, EngineDep, SettingsDep
 from .logs import event_records
@@ -31,6 +33,7 @@ from .runs import announce
 router = APIRouter(tags=["compat"])
 
 EpochLogs = TypeAdapter(dict[Name, InValue])
+SERVER_SEQS = 2**32  # writer 0: clients draw writer ids from 1 up
 
 
 class Published(BaseModel):
@@ -76,7 +79,9 @@ async def publish_epoch_end(
         now = time.time()
         with writing(engine) as conn:
             _, created = create_run(conn, RunCreate(id=run, name=run, project=project), now)
-            last = conn.execute(select(func.max(received.c.seq)).where(received.c.run_id == run)).scalar()
+            get_run_row(conn, run, lock=True)  # before reading the last seq: posts queue here
+            own = (received.c.run_id == run) & (received.c.seq < SERVER_SEQS)
+            last = conn.execute(select(func.max(received.c.seq)).where(own)).scalar()
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}

@@ -25,11 +25,12 @@ def export_csv(run_id: RunIdPath, engine: EngineDep, scope: Scope = "epoch") -> 
 
 
 @router.get("/export.jsonl", response_class=StreamingResponse, responses={200: {"content": {"application/jsonl": {}}}})
-def export_jsonl(run_id: RunIdPath, engine: EngineDep) -> StreamingResponse:
-    """Every record as it was logged, one JSON object a line, in seq order."""
+def export_jsonl(run_id: RunIdPath, engine: EngineDep, scope: Scope | None = None) -> StreamingResponse:
+    """Every record (of `scope`, or all) as it was logged, one JSON object a line, in the
+    order they were logged."""
     store.check_run(engine, run_id)
     return StreamingResponse(
-        store.jsonl(engine, run_id),
+        store.jsonl(engine, run_id, scope),
         media_type="application/jsonl",
         headers={"Content-Disposition": f'attachment; filename="{run_id}.jsonl"'},
     )

@@ -11,7 +11,9 @@ from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
 from ..schemas import RunCreate, RunPatch, RunPublic, RunStatus
+from ..store import commands as command_store
 from ..store import runs as store
+from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
@@ -66,11 +68,17 @@ def read_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Run
 
 @router.patch("/{run_id}", response_model=RunPublic, dependencies=[Ingester])
 def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
-    """Change a run's status (with the reason it ended), name or config."""
+    """Change a run's status (with the reason it ended), name or config. Ending a run
+    cancels the commands it never acknowledged."""
+    now = time.time()
     with writing(engine) as conn:
-        store.patch_run(conn, run_id, body, time.time())
+        store.patch_run(conn, run_id, body, now)
+        ended = body.status is not None and body.status != "running"
+        cancelled = command_store.cancel_unapplied(conn, run_id, body.status, now) if ended else []
     with reading(engine) as conn:
         run = store.read_run(conn, run_id, settings.stale_after)
+    for command in cancelled:
+        announce_command(bus, command)
     announce(bus, run)
     return run
 

@@ -2,6 +2,13 @@
 
 Delivery is at least once: every poll, and every log response, hands over all commands
 the client has not acknowledged; the client applies each id at most once.
+
+What the table says never contradicts the model. A command the training has not been
+handed yet is cancelled at once. One it has (`delivered`) gets a cancel request: the
+training withdraws it if it has not applied it yet and acknowledges `cancelled`, or
+acknowledges what it did. An ack always records what the training did, even after the
+command was cancelled. When a run ends, its unacknowledged commands are cancelled with
+the reason: nothing applies them any more.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ def to_public(row: Any) -> CommandPublic:
         message=row.message,
         step=row.step,
         issued_by=row.issued_by,
+        cancel_requested_at=timestamp(row.cancel_requested_at),
     )
 
 
@@ -97,19 +105,20 @@ def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPubl
 def ack_command(
     conn: Connection, run_id: str, command_id: int, body: CommandAck, now: float
 ) -> tuple[CommandPublic, bool]:
-    """Record the client's outcome; the flag says whether this changed the command.
+    """Record what the training did; the flag says whether this changed the command.
     A repeated ack answers the command as it is."""
     current = _row(conn, run_id, command_id)
-    if current.status in ("applied", "failed"):
+    if current.status in ("applied", "failed") or (current.status == "cancelled" and body.status == "cancelled"):
         return to_public(current), False
-    if current.status == "cancelled":
-        raise Conflict(f"command {command_id} was cancelled")
+    message = body.message
+    if current.status == "cancelled":  # the training did it anyway: say so, and what was said before
+        message = f"{body.message or body.status} (after it was cancelled: {current.message or 'cancel'})"
     conn.execute(
         update(commands)
         .where(commands.c.id == command_id)
         .values(
             status=body.status,
-            message=body.message,
+            message=message,
             step=body.step,
             done_at=now,
             delivered_at=current.delivered_at if current.delivered_at is not None else now,
@@ -119,10 +128,30 @@ def ack_command(
 
 
 def cancel_command(conn: Connection, run_id: str, command_id: int, now: float) -> tuple[CommandPublic, bool]:
+    """Cancel a pending command, or ask the training to withdraw a delivered one; the
+    flag says whether this changed the command."""
     current = _row(conn, run_id, command_id)
-    if current.status == "cancelled":
-        return to_public(current), False
     if current.status in ("applied", "failed"):
         raise Conflict(f"command {command_id} is already {current.status}")
-    conn.execute(update(commands).where(commands.c.id == command_id).values(status="cancelled", done_at=now))
+    if current.status == "cancelled" or current.cancel_requested_at is not None:
+        return to_public(current), False
+    if current.status == "pending":
+        values = {"status": "cancelled", "done_at": now, "message": "cancelled before the training received it"}
+    else:
+        values = {"cancel_requested_at": now}
+    conn.execute(update(commands).where(commands.c.id == command_id).values(**values))
     return get_command(conn, run_id, command_id), True
+
+
+def cancel_unapplied(conn: Connection, run_id: str, status: str, now: float) -> list[CommandPublic]:
+    """The run ended with `status`: cancel what it never acknowledged; those commands."""
+    query = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
+    ids = list(conn.execute(query).scalars())
+    if not ids:
+        return []
+    message = f"not applied: the run ended ({status}) before the training applied it"
+    conn.execute(
+        update(commands).where(commands.c.id.in_(ids)).values(status="cancelled", done_at=now, message=message)
+    )
+    rows = conn.execute(select(commands).where(commands.c.id.in_(ids)).order_by(commands.c.id))
+    return [to_public(r) for r in rows]

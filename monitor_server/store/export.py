@@ -33,7 +33,8 @@ def _rows(conn: Connection, run_id: str, scope: str | None = None) -> Iterator[A
         )
         .join(series, series.c.id == points.c.series_id)
         .where(series.c.run_id == run_id)
-        .order_by(points.c.seq, series.c.name)
+        # In the order they were logged: seqs order the records of one writer only.
+        .order_by(points.c.wall_time, points.c.seq, series.c.name)
     )
     if scope is not None:
         query = query.where(series.c.scope == scope)
@@ -58,9 +59,9 @@ def check_run(engine: Engine, run_id: str) -> None:
         get_run_row(conn, run_id)
 
 
-def jsonl(engine: Engine, run_id: str) -> Iterator[bytes]:
+def jsonl(engine: Engine, run_id: str, scope: str | None = None) -> Iterator[bytes]:
     with reading(engine) as conn:
-        for record in _records(_rows(conn, run_id)):
+        for record in _records(_rows(conn, run_id, scope)):
             record["metrics"] = {k: encode_float(v) for k, v in record["metrics"].items()}
             yield orjson.dumps(record) + b"\n"
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select, text
 
-from ..downsample import Points, bucket_count, bucket_extremes, concat, downsample, ordered_unique, thin_nonfinite
+from ..downsample import Points, bucket_count, bucket_extremes, concat, ordered_unique
 from ..errors import NotFound
 from ..schemas import SeriesInfo
-from ..tables import NONFINITE_WHERE, points, series
+from ..tables import FINITE, NONFINITE_WHERE, points, series
 from .runs import get_run_row
 from .summaries import LEVELS, read_blocks
 
@@ -50,7 +50,7 @@ def get_series_row(conn: Connection, run_id: str, scope: str, name: str) -> Any:
     return row
 
 
-def _raw(conn: Connection, series_id: int, lo: int, hi: int, limit: int | None = None) -> Points:
+def _raw(conn: Connection, series_id: int, lo: int, hi: int, limit: int) -> Points:
     query = (
         select(points.c.step, points.c.value, points.c.wall_time)
         .where(points.c.series_id == series_id, points.c.step.between(lo, hi))
@@ -60,15 +60,42 @@ def _raw(conn: Connection, series_id: int, lo: int, hi: int, limit: int | None =
     return Points.of(conn.execute(query).all())
 
 
-def _nonfinite(conn: Connection, series_id: int, lo: int, hi: int) -> Points:
+def _per_step(conn: Connection, series_id: int, lo: int, hi: int) -> tuple[int, Points, Points]:
+    """(points in [lo, hi], each step's lowest finite point, each step's highest): one row
+    a step however many points share it, so the read is bounded by the steps."""
+    query = text(
+        f"SELECT step, min(value) FILTER (WHERE {FINITE}), max(value) FILTER (WHERE {FINITE}),"
+        " min(wall_time), count(*) FROM points WHERE series_id = :sid AND step BETWEEN :lo AND :hi"
+        " GROUP BY step ORDER BY step"
+    )
+    rows = conn.execute(query, {"sid": series_id, "lo": lo, "hi": hi}).all()
+    lows = Points.of([(r[0], r[1], r[3]) for r in rows if r[1] is not None])
+    highs = Points.of([(r[0], r[2], r[3]) for r in rows if r[2] is not None])
+    return sum(r[4] for r in rows), lows, highs
+
+
+def _nonfinite(conn: Connection, series_id: int, lo: int, hi: int, n: int) -> Points:
+    """Every NaN and ±Infinity point of [lo, hi] when there are at most `n`; otherwise, in
+    each of `n` step buckets, the first point of each kind there: a bounded answer that
+    still marks every bucket holding one."""
     # SQLite would walk the primary key over the whole range unless told to use the
     # partial index, which holds only the non-finite points.
     hint = " INDEXED BY ix_points_nonfinite" if conn.dialect.name == "sqlite" else ""
-    query = text(
-        f"SELECT step, value, wall_time FROM points{hint} WHERE series_id = :sid AND step BETWEEN :lo AND :hi"
-        f" AND {NONFINITE_WHERE.text} ORDER BY step, seq"
+    where = f"FROM points{hint} WHERE series_id = :sid AND step BETWEEN :lo AND :hi AND {NONFINITE_WHERE.text}"
+    bind = {"sid": series_id, "lo": lo, "hi": hi}
+    few = conn.execute(text(f"SELECT step, value, wall_time {where} ORDER BY step, seq LIMIT :n"), {**bind, "n": n + 1})
+    rows = few.all()
+    if len(rows) <= n:
+        return Points.of(rows)
+    kind = "CASE WHEN value IS NULL THEN 0 WHEN value > 0 THEN 1 ELSE 2 END"
+    if conn.dialect.name == "postgresql":  # NaN is a value there, greater than any other
+        kind = "CASE WHEN value = 'NaN'::float8 THEN 0 WHEN value > 0 THEN 1 ELSE 2 END"
+    width = -(-(hi - lo + 1) // n)
+    grouped = text(
+        f"SELECT min(step), min(wall_time), {kind} AS kind {where} GROUP BY (step - :lo) / :width, kind ORDER BY 1"
     )
-    return Points.of(conn.execute(query, {"sid": series_id, "lo": lo, "hi": hi}).all())
+    value = (float("nan"), float("inf"), float("-inf"))
+    return Points.of([(step, value[k], wall) for step, wall, k in conn.execute(grouped, {**bind, "width": width})])
 
 
 def _last(conn: Connection, series_id: int, lo: int, hi: int) -> Points:
@@ -84,7 +111,9 @@ def _last(conn: Connection, series_id: int, lo: int, hi: int) -> Points:
 def read_series(
     conn: Connection, run_id: str, scope: str, name: str, max_points: int, since: int | None, until: int | None
 ) -> tuple[Any, int, bool, Points]:
-    """(series row, points in range, downsampled?, the points to draw)."""
+    """(series row, points in range, downsampled?, the points to draw). Every query is
+    bounded by `max_points`, the summary blocks or the steps in range, never by the
+    number of points."""
     row = get_series_row(conn, run_id, scope, name)
     lo = row.first_step if since is None else max(since, row.first_step)
     hi = row.last_step if until is None else min(until, row.last_step)
@@ -96,18 +125,18 @@ def read_series(
     n = bucket_count(max_points)
     level = _finest_level(lo, hi, n)
     if level is None:
-        raw = _raw(conn, row.id, lo, hi)
-        return row, len(raw), True, downsample(raw, lo, hi, max_points)
-    count, picked = _from_summaries(conn, row.id, level, lo, hi, n)
+        count, lows, highs = _per_step(conn, row.id, lo, hi)
+        picked = bucket_extremes(lows, highs, lo, hi, n)
+    else:
+        count, picked = _from_summaries(conn, row.id, level, lo, hi, n)
     ends = concat(head.take(np.array([0])), _last(conn, row.id, lo, hi))
-    nonfinite = thin_nonfinite(_nonfinite(conn, row.id, lo, hi), lo, hi, n)
-    return row, count, True, ordered_unique(concat(ends, nonfinite, picked))
+    return row, count, True, ordered_unique(concat(ends, _nonfinite(conn, row.id, lo, hi, n), picked))
 
 
 def _finest_level(lo: int, hi: int, n: int) -> int | None:
     """The finest level with at most 2n blocks in [lo, hi], or None when even the finest
-    level has fewer than n blocks there: then raw points (at most ~16n) are cheaper and
-    sharper than summaries."""
+    level has fewer than n blocks there: then the steps themselves (fewer than 16n) are
+    cheaper and sharper than summaries."""
     if (hi - lo + 1) / LEVELS[0] < n:
         return None
     for level, size in enumerate(LEVELS):
@@ -121,19 +150,22 @@ def _from_summaries(conn: Connection, series_id: int, level: int, lo: int, hi: i
     size = LEVELS[level]
     first_full = -(-lo // size)
     last_full = (hi + 1) // size - 1
-    edges = []
+    spans = []
     if first_full > last_full:
-        edges.append(_raw(conn, series_id, lo, hi))
+        spans.append((lo, hi))
         blocks = []
     else:
         if lo < first_full * size:
-            edges.append(_raw(conn, series_id, lo, first_full * size - 1))
+            spans.append((lo, first_full * size - 1))
         if (last_full + 1) * size <= hi:
-            edges.append(_raw(conn, series_id, (last_full + 1) * size, hi))
+            spans.append(((last_full + 1) * size, hi))
         blocks = read_blocks(conn, series_id, level, first_full, last_full)
-    edge = concat(*edges) if edges else Points.empty()
-    lows = [(b.min_step, b.min_value, b.min_wall) for b in blocks if b.min_value is not None]
-    highs = [(b.max_step, b.max_value, b.max_wall) for b in blocks if b.max_value is not None]
-    count = sum(b.count for b in blocks) + len(edge)
-    picked = bucket_extremes(concat(Points.of(lows), edge), concat(Points.of(highs), edge), lo, hi, n)
-    return count, picked
+    lows = [Points.of([(b.min_step, b.min_value, b.min_wall) for b in blocks if b.min_value is not None])]
+    highs = [Points.of([(b.max_step, b.max_value, b.max_wall) for b in blocks if b.max_value is not None])]
+    count = sum(b.count for b in blocks)
+    for start, end in spans:  # the partial blocks at the edges, a step at a time
+        edge_count, edge_lows, edge_highs = _per_step(conn, series_id, start, end)
+        count += edge_count
+        lows.append(edge_lows)
+        highs.append(edge_highs)
+    return count, bucket_extremes(concat(*lows), concat(*highs), lo, hi, n)

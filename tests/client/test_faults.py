@@ -28,7 +28,7 @@ class LosingProxy:
     server has committed the batch."""
 
     def __init__(self, upstream: str) -> None:
-        self.upstream = httpx.Client(base_url=upstream, timeout=30)
+        self.upstream = upstream
         self.lost = 0
         self.logs_seen = 0
         app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "PATCH", "DELETE"])])
@@ -43,9 +43,11 @@ class LosingProxy:
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k in ("content-type", "authorization")}
-        answer = self.upstream.request(
-            request.method, request.url.path, params=request.query_params, content=body, headers=headers
-        )
+        # Asynchronous, so that a command long-poll going through does not hold up the rest.
+        async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as upstream:
+            answer = await upstream.request(
+                request.method, request.url.path, params=request.query_params, content=body, headers=headers
+            )
         if request.url.path.endswith("/logs") and answer.status_code == 200:
             self.logs_seen += 1
             if self.logs_seen % 2 == 1:
@@ -56,7 +58,6 @@ class LosingProxy:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(5)
-        self.upstream.close()
 
 
 def test_answers_lost_after_commit_are_retried_and_stored_once(server, api, spool_dir):

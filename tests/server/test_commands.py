@@ -50,18 +50,64 @@ def test_listing_without_status_does_not_deliver(api):
     assert [c["status"] for c in api.get("/api/v1/runs/r/commands").json()] == ["pending"]
 
 
-def test_cancel(api):
+def test_cancel_of_a_pending_command_is_immediate(api):
     create_run(api, "r")
     pending = issue(api).json()
-    delivered = issue(api).json()
+    answer = api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel", headers=JSON)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    again = api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel", headers=JSON)
+    assert again.status_code == 200 and again.json() == answer.json()
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+
+
+def test_cancel_of_a_delivered_command_asks_the_training_which_says_what_it_did(api):
+    create_run(api, "r")
+    withdrawn, raced = issue(api).json(), issue(api).json()
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # the training has both
+    for command in (withdrawn, raced):
+        answer = api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)
+        assert answer.status_code == 202
+        assert answer.json()["status"] == "delivered" and answer.json()["cancel_requested_at"] is not None
+    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()
+    assert [c["cancel_requested_at"] is not None for c in polled] == [True, True]
+
+    # One was still waiting in the training: withdrawn. The other was applied first: it stays applied.
+    ack = f"/api/v1/runs/r/commands/{withdrawn['id']}/ack"
+    assert api.post(ack, json={"status": "cancelled", "message": "withdrawn"}).json()["status"] == "cancelled"
+    applied = api.post(f"/api/v1/runs/r/commands/{raced['id']}/ack", json={"status": "applied", "step": 9}).json()
+    assert (applied["status"], applied["step"]) == ("applied", 9)
+    assert_error(api.post(f"/api/v1/runs/r/commands/{raced['id']}/cancel", headers=JSON), 409)
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+
+
+def test_an_ack_after_a_cancel_records_what_the_training_did(api):
+    create_run(api, "r")
+    command = issue(api).json()
+    api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)
+    acked = api.post(
+        f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied", "message": "lr 0.1 -> 0.2"}
+    )
+    assert acked.status_code == 200
+    assert acked.json()["status"] == "applied"
+    assert acked.json()["message"].startswith("lr 0.1 -> 0.2 (after it was cancelled")
+
+
+def test_ending_a_run_cancels_what_it_never_applied(api):
+    create_run(api, "r")
+    pending, delivered, applied = issue(api).json(), issue(api).json(), issue(api).json()
     api.get("/api/v1/runs/r/commands", params={"status": "pending"})
-    applied = issue(api).json()
     api.post(f"/api/v1/runs/r/commands/{applied['id']}/ack", json={"status": "applied"})
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+    api.patch("/api/v1/runs/r", json={"status": "finished", "reason": "all 3 epochs done"})
+    stored = {c["id"]: c for c in api.get("/api/v1/runs/r/commands").json()}
     for command in (pending, delivered):
-        assert api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON).json()["status"] == "cancelled"
-    assert api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel", headers=JSON).json()["status"] == "cancelled"
-    assert_error(api.post(f"/api/v1/runs/r/commands/{applied['id']}/cancel", headers=JSON), 409)
-    assert_error(api.post(f"/api/v1/runs/r/commands/{pending['id']}/ack", json={"status": "applied"}), 409)
+        assert stored[command["id"]]["status"] == "cancelled"
+        assert (
+            stored[command["id"]]["message"] == "not applied: the run ended (finished) before the training applied it"
+        )
+    assert stored[applied["id"]]["status"] == "applied"
+    # A process that resumes the run is not handed them again.
+    api.patch("/api/v1/runs/r", json={"status": "running"})
     assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
 
 
@@ -80,15 +126,16 @@ def test_long_poll_returns_when_a_command_arrives(api, server):
     time.sleep(0.5)
     command = issue(api).json()
     thread.join()
+    # The poll began before the command existed and still brought it: it waited for it.
     assert [c["id"] for c in got["commands"]] == [command["id"]]
-    assert 0.4 < got["took"] < 2.0
+    assert got["took"] >= 0.4
 
 
 def test_long_poll_times_out_empty(api):
     create_run(api, "r")
     start = time.monotonic()
     assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0.5}).json() == []
-    assert 0.4 < time.monotonic() - start < 3
+    assert time.monotonic() - start >= 0.45  # it waited before answering empty
 
 
 def test_poll_counts_as_contact(start_server):

@@ -59,14 +59,12 @@ def test_run_stream_carries_metrics_commands_and_run_changes(api, server):
         assert first["id"] == "r" and first["status"] == "running"
         records = make_records(3)
         records[1]["metrics"]["loss"] = float("nan")
-        posted = time.monotonic()
         api.post(
             "/api/v1/runs/r/logs",
             content=json.dumps({"records": records}),
             headers={"content-type": "application/json"},
         )
-        metrics, at = stream.next("metrics")
-        assert at - posted < 1.0
+        metrics, _ = stream.next("metrics")
         assert [r["seq"] for r in metrics["records"]] == [0, 1, 2]
         assert metrics["records"][1]["metrics"]["loss"] == "NaN"
         # A retried batch stores nothing, so it streams nothing.

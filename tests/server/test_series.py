@@ -143,15 +143,89 @@ def test_sparse_steps_are_handled(api):
     envelope_ok(data, steps, values, 0, int(steps[-1]))
 
 
-def test_many_nonfinite_points_are_thinned_not_dropped(api):
-    n = 30_000
-    values = np.full(n, np.nan)
-    values[::2] = 1.0
+def name(v: float) -> str:
+    return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def test_few_nonfinite_points_are_all_kept(api):
+    values = np.sin(np.arange(20_000) / 50.0)
+    odd = [3, 4, 5, 700, 701, 19_999]
+    values[odd] = [np.nan, np.inf, -np.inf, np.nan, np.nan, np.inf]
     create_run(api, "r")
     upload(api, "r", values)
     data = read(api, max_points=500)
-    assert data["downsampled"] and len(data["steps"]) <= 3 * 500
-    assert any(np.isnan(v) for v in data["values"])
+    assert data["downsampled"]
+    kept = {s: name(v) for s, v in zip(data["steps"], data["values"]) if not np.isfinite(v)}
+    assert kept == {3: "NaN", 4: "Infinity", 5: "-Infinity", 700: "NaN", 701: "NaN", 19_999: "Infinity"}
+
+
+def test_many_nonfinite_points_keep_the_first_of_each_kind_in_each_bucket(api):
+    """More NaN/Infinity points than buckets: each bucket that holds a kind shows its first."""
+    n, max_points = 30_000, 500
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=n)
+    kinds = rng.choice([np.nan, np.inf, -np.inf, 0.0], size=n, p=[0.2, 0.05, 0.05, 0.7])
+    values = np.where(kinds == 0.0, values, kinds)
+    create_run(api, "r")
+    upload(api, "r", values)
+    data = read(api, max_points=max_points)
+    got = [(s, name(v)) for s, v in zip(data["steps"], data["values"]) if not np.isfinite(v)]
+    buckets = (max_points - 2) // 2
+    width = -(-n // buckets)
+    expected = {}
+    for step in np.flatnonzero(~np.isfinite(values)).tolist():
+        expected.setdefault((step // width, name(values[step])), step)
+    assert sorted(got) == sorted((step, kind) for (_, kind), step in expected.items())
+    assert len(data["steps"]) <= 2 + 2 * buckets + 3 * buckets
+
+
+class CountingConnection:
+    """A real connection that counts the rows each query brings back to the server."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.rows = conn, 0
+
+    def execute(self, *args, **kwargs):
+        frozen = self.conn.execute(*args, **kwargs).freeze()
+        self.rows += len(frozen.data)
+        return frozen()
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def rows_read(server, run_id: str, max_points: int) -> tuple[int, object]:
+    from monitor_server.db import reading
+    from monitor_server.store.series import read_series
+
+    with reading(server.app.state.engine) as conn:
+        counting = CountingConnection(conn)
+        _, count, downsampled, pts = read_series(counting, run_id, "batch", "loss", max_points, None, None)
+    return counting.rows, (count, downsampled, pts)
+
+
+@pytest.mark.parametrize("steps", [200, 20_000])
+def test_points_that_share_steps_are_read_a_step_at_a_time(api, server, steps):
+    """Many points on few steps (evaluations, several writers): the server reads one row
+    a step, not every point."""
+    shared, crowd = np.arange(steps), 50_000
+    step_of = np.concatenate([shared, np.full(crowd, steps - 1)])
+    values = np.concatenate([np.cos(shared / 30.0), np.linspace(-5, 5, crowd)])
+    create_run(api, "r")
+    upload(api, "r", values, steps=step_of)
+    rows, (count, downsampled, pts) = rows_read(server, "r", max_points=100)
+    assert count == steps + crowd and downsampled
+    assert rows <= 101 + 2 * steps + 1_000  # the head read, a row a step, summary blocks
+    assert {-5.0, 5.0} <= set(pts.values.tolist())  # the crowded step's extremes are drawn
+
+
+def test_reading_a_long_run_of_nan_is_bounded(api, server):
+    values = np.full(60_000, np.nan)
+    create_run(api, "r")
+    upload(api, "r", values)
+    rows, (count, downsampled, pts) = rows_read(server, "r", max_points=200)
+    assert count == 60_000 and downsampled
+    assert rows <= 201 + 1 + 3 * 99 + 99 + 1_000 and len(pts) <= 2 + 3 * 99
 
 
 def test_series_list_and_errors(api):

@@ -3,8 +3,6 @@ controls, zoom, non-finite markers, compare, the offline report, and data as tex
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.helpers import create_run, make_records, post_logs
@@ -37,9 +35,9 @@ def test_run_list_shows_runs_and_their_status_live(page, api):
     assert row.locator(".badge").inner_text() == "running"
 
     api.patch("/api/v1/runs/r1", json={"status": "finished", "reason": "all 3 epochs done"})
-    page.wait_for_selector("tr[data-id=r1][data-status=finished]", timeout=2000)
+    page.wait_for_selector("tr[data-id=r1][data-status=finished]")
     create_run(api, "r2", name="second", project="text")
-    page.wait_for_selector("tr[data-id=r2]", timeout=2000)
+    page.wait_for_selector("tr[data-id=r2]")
 
     page.select_option("#project", "text")
     assert page.locator("#runs tr").count() == 1
@@ -55,16 +53,14 @@ def test_empty_list_says_how_to_start(page):
     assert page.locator("#empty").is_visible()
 
 
-def test_run_page_draws_stored_points_and_a_new_point_within_a_second(page, api):
+def test_run_page_draws_stored_points_and_new_points_live(page, api):
     create_run(api, "r1", name="live")
     post_logs(api, "r1", make_records(50))
     open_run(page, "r1")
     assert len(plot_data(page, "loss (batch)")[0]["x"]) == 50
 
-    start = time.monotonic()
-    post_logs(api, "r1", make_records(1, start=50))
-    page.wait_for_function("() => document.querySelector('.plot').data[0].x.length === 51", timeout=1000)
-    assert time.monotonic() - start < 1.0
+    post_logs(api, "r1", make_records(1, start=50))  # bench/pages.py times this; here it must arrive
+    page.wait_for_function("() => document.querySelector('.plot').data[0].x.length === 51")
     assert plot_data(page, "loss (batch)")[0]["x"][-1] == 50
 
 
@@ -110,7 +106,7 @@ def test_stop_and_set_lr_send_commands_and_the_history_updates_live(page, api):
     api.get("/api/v1/runs/r1/commands", params={"status": "pending"})  # the training fetches them
     api.post(f"/api/v1/runs/r1/commands/{lr['id']}/ack", json={"status": "failed", "message": "the rate is a schedule"})
     row = page.locator(f"#commands tr[data-id='{lr['id']}']")
-    row.locator(".badge", has_text="failed").wait_for(timeout=2000)
+    row.locator(".badge", has_text="failed").wait_for()
     assert "the rate is a schedule" in row.inner_text()
     assert page.locator(f"#commands tr[data-id='{command['id']}'] .badge").inner_text() == "delivered"
 
@@ -129,7 +125,7 @@ def test_controls_are_disabled_with_a_reason_when_the_run_is_not_running(page, a
     open_run(page, "r1")
     assert page.locator("#stop").is_enabled()
     api.patch("/api/v1/runs/r1", json={"status": "finished"})
-    page.wait_for_selector("#stop:disabled", timeout=2000)
+    page.wait_for_selector("#stop:disabled")
     assert page.locator("#lr-value").is_disabled()
     assert page.locator("#controls-reason").inner_text() == "Controls are off: the run is finished."
 
@@ -181,7 +177,6 @@ def test_zoom_asks_the_server_for_the_range_at_full_resolution(page, api):
         const plot = [...document.querySelectorAll('.chart')].find(c => c.querySelector('h3').textContent === 'loss (batch)').querySelector('.plot');
         return plot.data[0].x.length === 301;
     }""",
-        timeout=3000,
     )
     assert badge.is_hidden()
 
@@ -224,7 +219,7 @@ def test_compare_overlays_two_runs(page, api):
     post_logs(
         api, "b", [{"seq": 9, "scope": "epoch", "step": 4, "epoch": 4, "wall_time": 9.0, "metrics": {"loss": 0.4}}]
     )
-    page.wait_for_function("() => document.querySelector('.plot').data[1].x.length === 5", timeout=2000)
+    page.wait_for_function("() => document.querySelector('.plot').data[1].x.length === 5")
 
 
 def test_list_selection_opens_compare(page, api):

@@ -9,7 +9,7 @@ const runId = decodeURIComponent(location.pathname.split("/")[2]);
 const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null };
 const charts = new Map(); // chart key -> Chart
 const seriesChart = new Map(); // "scope/name" -> chart key
-const commands = new Map(); // id -> command
+const commands = new Map(); // id -> command, in the furthest state seen
 let run = null;
 
 const $ = (id) => document.getElementById(id);
@@ -95,6 +95,16 @@ function renderLr() {
   $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
 }
 
+// A command only moves forward: pending -> delivered -> applied | failed | cancelled.
+const STAGE = { pending: 0, delivered: 1, applied: 2, failed: 2, cancelled: 2 };
+
+/** Keep `c` unless a later state of the same command is known already: the answer to
+ * the page's own POST often arrives after the events that the training's ack caused. */
+function remember(c) {
+  const known = commands.get(c.id);
+  if (!known || STAGE[c.status] >= STAGE[known.status]) commands.set(c.id, c);
+}
+
 function commandLabel(c) {
   return c.type === "set_lr" ? `set_lr ${fmtValue(num(c.args.value))}` : c.type;
 }
@@ -126,8 +136,7 @@ function renderCommands() {
 
 async function send(body) {
   try {
-    const command = await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands`, { method: "POST", body });
-    commands.set(command.id, command);
+    remember(await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands`, { method: "POST", body }));
     renderCommands();
   } catch (error) {
     showError(error);
@@ -195,7 +204,7 @@ async function main() {
       else onMetrics(data);
     },
     command: (c) => {
-      commands.set(c.id, c);
+      remember(c);
       renderCommands();
     },
     deleted: () => showError("This run was deleted."),
@@ -204,7 +213,7 @@ async function main() {
 
   let seriesList;
   [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
-  for (const c of await api(`${base}/commands`)) commands.set(c.id, c);
+  for (const c of await api(`${base}/commands`)) remember(c);
   renderHeader();
   const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
   seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));

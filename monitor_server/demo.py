@@ -1,0 +1,119 @@
+"""`fitwatch demo`: a server and an example training, supervised as one command.
+
+Both run as child processes in sessions of their own, so that only this process hears
+Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a process manager) and stops them in
+order: the training first (SIGINT, so that it ends its run as interrupted while the
+server can still hear it), then the server. On Linux the children are also told to stop
+if this process dies without a word (SIGKILL), so the port is never left taken.
+The console shows the dashboard's address, the run and errors, no request log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import webbrowser
+from contextlib import suppress
+
+import httpx
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+
+
+class Stop(Exception):
+    """A stop signal arrived."""
+
+
+def _raise_stop(signum, _frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the demo process dies (Linux)."""
+    with suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    linux = sys.platform.startswith("linux")
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent if linux else None)
+
+
+def _stop(proc: subprocess.Popen | None, first: int, wait: float) -> None:
+    """Send `first`, wait up to `wait` s, then kill."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(first)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def run(port: int, db: str, epochs: int, browser: bool, exit_after: bool) -> int:
+    """Serve on `port` with `db`, train the example, keep serving until a stop signal
+    (or, with `exit_after`, until the training ends)."""
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    server = training = None
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
+    try:
+        server = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "monitor_server",
+                "--port",
+                str(port),
+                "--db",
+                db,
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env,
+        )
+        if not _wait_ready(url, server):
+            print(f"fitwatch demo: the server did not start on port {port} (is it taken?)", file=sys.stderr)
+            return 1
+        print(f"\nfitwatch dashboard: {url}  (Ctrl-C to stop)\n", flush=True)
+        if browser:
+            webbrowser.open(url)
+        training = _spawn([sys.executable, "-m", "client_callbacks.demo", "--url", url, "--epochs", str(epochs)], env)
+        if training.wait() != 0:
+            print(
+                "fitwatch demo: the example training failed (it needs TensorFlow: pip install 'fitwatch[tensorflow]')",
+                file=sys.stderr,
+            )
+            if exit_after:
+                return 1
+        if not exit_after:
+            server.wait()
+        return 0
+    except Stop as stop:
+        print(f"\nfitwatch demo: {stop}, stopping", file=sys.stderr)
+        return 0
+    finally:
+        # Further signals must not cut the clean-up short.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        _stop(training, signal.SIGINT, 15)
+        _stop(server, signal.SIGTERM, 10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
