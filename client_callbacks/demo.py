@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pause", type=float, default=0.03, help="seconds each batch waits (default 0.03)")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # No start-up banners: TensorFlow prints its oneDNN notice whatever the log level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    sys.excepthook = _quiet_interrupt(sys.excepthook)
     import keras
     import numpy as np
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     callback = RemoteCallback(
         url=args.url, run_name="demo-mlp", project="demo", config={"dataset": "4 noisy gaussian blobs"}
     )
+    print(f"training run {callback.run_id}: {callback.client.url}/runs/{callback.run_id}", flush=True)
     model.fit(
         x,
         labels,
@@ -67,6 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.evaluate(x, labels, verbose=0, callbacks=[callback])
     print(f"demo training done: run {callback.run_id}")
+
+
+def _quiet_interrupt(previous):
+    """Ctrl-C (or the demo stopping it) ends the training with one line, not a traceback."""
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            print("demo training interrupted", file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+
+    return hook
 
 
 if __name__ == "__main__":

@@ -17,15 +17,21 @@ from sqlalchemy.engine import make_url
 from . import __version__, errors, stale
 from .access import Guard, RedactTokens
 from .api import commands, compat, events, export, health, logs, pages, runs, series
+from .api.compat import EpochLogs
 from .config import Settings, get_settings
 from .db import make_engine
 from .events import EventBus
 from .limits import BodyLimit
 from .migrations import upgrade
-from .schemas import ErrorBody, LogBatch
+from .schemas import MAX_INT64, ErrorBody, LogBatch
+from .shutdown import close_streams_on_stop
 
+# Errors are JSON on every route, event streams included, whatever the route's own answer is.
 ERROR_RESPONSES = {
-    status: {"model": ErrorBody, "description": text}
+    status: {
+        "description": text,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
     for status, text in (
         (400, "malformed JSON, or an unknown Host"),
         (401, "missing or wrong bearer token"),
@@ -52,9 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         await run_in_threadpool(app.state.bus.start, engine)
         watcher = asyncio.create_task(stale.watch(app))
+        restore_signals = close_streams_on_stop(app.state.bus)
         try:
             yield
         finally:
+            restore_signals()
             watcher.cancel()
             app.state.bus.stop()
             engine.dispose()
@@ -96,12 +104,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The generated schema, plus the log batch body that the ingest route parses itself."""
+    """The generated schema, plus the bodies that routes parse themselves and the limits
+    that are this server's settings: exactly what the server accepts."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        batch = LogBatch.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(batch.pop("$defs", {}))
-        components["LogBatch"] = batch
-        app.openapi_schema = schema
+        for model in (LogBatch, EpochLogs, ErrorBody):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        components["LogBatch"]["properties"]["records"]["maxItems"] = app.state.settings.max_records
+        components["SetLrArgs"]["properties"]["value"]["maximum"] = app.state.settings.max_lr
+        app.openapi_schema = _exact_integer_bounds(schema)
     return app.openapi_schema
+
+
+def _exact_integer_bounds(node: Any) -> Any:
+    """FastAPI's OpenAPI model holds bounds as floats, and 2**63 - 1 does not survive
+    that; put the exact integers back wherever the schema is of integers."""
+    if isinstance(node, list):
+        return [_exact_integer_bounds(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _exact_integer_bounds(v) for k, v in node.items()}
+    if out.get("type") == "integer":
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if isinstance(out.get(key), float):
+                out[key] = MAX_INT64 if out[key] >= MAX_INT64 else int(out[key])
+    return out

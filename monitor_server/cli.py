@@ -100,7 +100,6 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
-        # Event streams and command long-polls never end by themselves: cut them at shutdown.
         timeout_graceful_shutdown=3,
     )
     return 0
@@ -118,10 +117,12 @@ def sync(args: argparse.Namespace) -> int:
     from client_callbacks.spool import clean, default_dir, pending, sync_file
 
     folder = Path(args.dir) if args.dir else default_dir()
-    paths = [Path(p) for p in args.file] + (pending(folder) if args.all else [])
-    if not paths and not args.clean:
+    if not (args.file or args.all or args.clean):
         print("fitwatch sync: name spool files, or use --all or --clean", file=sys.stderr)
         return 2
+    paths = [Path(p) for p in args.file] + (pending(folder) if args.all else [])
+    if args.all and not paths:
+        print(f"nothing to upload in {folder}")
     undelivered = 0
     for path in paths:
         outcome = sync_file(path, url=args.url, token=args.token)

@@ -70,7 +70,7 @@ def run(port: int, db: str, epochs: int, browser: bool, exit_after: bool) -> int
     """Serve on `port` with `db`, train the example, keep serving until a stop signal
     (or, with `exit_after`, until the training ends)."""
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = training = None
     previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
     try:

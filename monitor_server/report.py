@@ -2,19 +2,22 @@
 
 The file opens from disk with no server and no network, so it can be mailed or archived.
 Charts are grouped as on the run page: batch metrics, epoch metrics with their `val_`
-twin, the learning rate, evaluation results. Every text from data is HTML-escaped.
+twin, the learning rate; evaluation results are a table, one row per `evaluate()`. Every
+text from data is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection
 
-from .schemas import RunPublic, SeriesInfo
+from .schemas import RunPublic, SeriesInfo, encode_float
+from .store.export import records
 from .store.runs import read_run
 from .store.series import list_series, read_series
 
@@ -26,6 +29,8 @@ def _groups(series: list[SeriesInfo]) -> dict[str, list[SeriesInfo]]:
     groups: dict[str, list[SeriesInfo]] = {}
     has_batch_lr = any(s.scope == "batch" and s.name == "lr" for s in series)
     for s in sorted(series, key=lambda s: ({"batch": 0, "epoch": 1, "eval": 2}[s.scope], s.name == "lr", s.name)):
+        if s.scope == "eval":
+            continue  # values, not curves: see _evaluations
         if s.name == "lr":
             if s.scope == "epoch" and has_batch_lr:
                 continue
@@ -36,6 +41,27 @@ def _groups(series: list[SeriesInfo]) -> dict[str, list[SeriesInfo]]:
             title = f"{s.name} ({s.scope})"
         groups.setdefault(title, []).append(s)
     return groups
+
+
+def _evaluations(conn: Connection, run_id: str) -> str:
+    """A table of the run's `evaluate()` results: the step each ran at, then each metric."""
+    rows = list(records(conn, run_id, "eval"))
+    if not rows:
+        return ""
+    names = sorted({n for r in rows for n in r["metrics"]}, key=lambda n: (n != "loss", n))
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in ["step", "epoch", *names])
+    body = []
+    for r in rows:
+        cells = [str(r["step"]), "" if r["epoch"] is None else str(r["epoch"] + 1)]
+        cells += [_number(r["metrics"].get(n)) for n in names]
+        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f'<h2>Evaluation</h2><table class="evals"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if math.isfinite(value) else str(encode_float(value))
 
 
 def _figure(conn: Connection, run_id: str, title: str, members: list[SeriesInfo]):
@@ -106,12 +132,14 @@ def render(conn: Connection, run_id: str, stale_after: float) -> str:
         ("last change", run.updated_at.isoformat()),
     ]
     latest = ", ".join(f"{k} {v}" for k, v in run.latest.items())
-    body = "\n".join(charts) if charts else "<p>No points were logged.</p>"
+    evaluations = _evaluations(conn, run_id)
+    body = "\n".join(charts) if charts or evaluations else "<p>No points were logged.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(run.name)} · fitwatch report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#1f2328}}
 table{{border-collapse:collapse}}td{{padding:3px 12px 3px 0;vertical-align:top}}td:first-child{{color:#656d76}}
-pre{{background:#f6f8fa;padding:10px;border-radius:6px;overflow:auto}}.note{{color:#656d76;font-size:13px}}</style>
+pre{{background:#f6f8fa;padding:10px;border-radius:6px;overflow:auto}}.note{{color:#656d76;font-size:13px}}
+.evals th,.evals td{{padding:3px 14px 3px 0;text-align:left;font-variant-numeric:tabular-nums}}</style>
 </head><body>
 <h1>{e(run.name)}</h1>
 <table>{"".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows)}
@@ -119,6 +147,7 @@ pre{{background:#f6f8fa;padding:10px;border-radius:6px;overflow:auto}}.note{{col
 <p class="note">Batch values are what Keras reports after each batch: running means over the epoch so far.
 Report made {e(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))} by fitwatch.</p>
 {body}
+{evaluations}
 <h2>Config</h2><pre>{e(json.dumps(run.config, indent=2))}</pre>
 </body></html>
 """

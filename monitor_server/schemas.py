@@ -3,6 +3,11 @@
 Metric values may be NaN or ±Infinity. They arrive as the bare JSON tokens or as the
 strings "NaN", "Infinity", "-Infinity", and always leave as those strings, so that every
 response is strict JSON.
+
+The published JSON schema is the contract the server enforces, no looser and no stricter:
+integers are JSON integers (an integral number such as 252.0 counts, as JSON Schema says),
+text that the database keeps cannot hold NUL (a pattern says so), bodies take no unknown
+fields, and bounds are exact integers.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    WithJsonSchema,
 )
 from typing_extensions import TypedDict
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 MAX_INT64 = 2**63 - 1
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
@@ -41,34 +48,57 @@ def encode_float(value: float | None) -> float | str | None:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text: refuse it here rather than fail at the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 def _json_safe(value: Any) -> Any:
-    """Config as strict JSON: non-finite floats become their names, NUL is refused."""
+    """Config as strict JSON: non-finite floats become their names."""
     if isinstance(value, float):
         return encode_float(value)
-    if isinstance(value, str):
-        return _no_nul(value)
     if isinstance(value, dict):
-        return {_no_nul(str(k)): _json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-Name = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+def json_int(lo: int, hi: int) -> Any:
+    """An integer in [lo, hi]: a JSON integer, or a number with no fraction (252.0), never
+    text or a boolean. The schema says `integer` with exact bounds."""
+
+    def integral(value: float) -> int:
+        # Compared as integers: 2**63 as a float would pass a float comparison with 2**63 - 1.
+        if not value.is_integer() or not lo <= int(value) <= hi:
+            raise ValueError(f"must be an integer from {lo} to {hi}")
+        return int(value)
+
+    return Annotated[
+        Annotated[StrictInt, Field(ge=lo, le=hi)] | Annotated[StrictFloat, AfterValidator(integral)],
+        WithJsonSchema({"type": "integer", "minimum": lo, "maximum": hi}),
+    ]
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    """Text the database keeps: bounded, and no NUL."""
+    return Annotated[str, StringConstraints(pattern=NO_NUL, min_length=min_length, max_length=max_length)]
+
+
+Name = text(200, min_length=1)
 RunId = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
 Config = Annotated[dict[str, Any], AfterValidator(_json_safe)]
 # A stored float that may be non-finite, written to JSON as a number or a name.
 OutFloat = Annotated[float, PlainSerializer(encode_float, return_type=float | str, when_used="json")]
 InValue = StrictFloat | StrictInt | Literal["NaN", "Infinity", "-Infinity"]
-Step = Annotated[StrictInt, Field(ge=0, le=MAX_INT64)]
+IN_VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}
+NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL}
+# Spelled out: pydantic would put the name pattern in patternProperties, which lets any
+# other name through.
+Metrics = Annotated[
+    dict[Name, InValue],
+    Field(max_length=1000),
+    WithJsonSchema(
+        {"type": "object", "maxProperties": 1000, "propertyNames": NAME_SCHEMA, "additionalProperties": IN_VALUE_SCHEMA}
+    ),
+]
+Step = json_int(0, MAX_INT64)
+Epoch = json_int(0, 2**31 - 1)
 
 
 class RunCreate(BaseModel):
@@ -84,7 +114,7 @@ class RunPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: RunStatus | None = None
-    reason: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+    reason: text(2000) | None = None
     name: Name | None = None
     config: Config | None = None
 
@@ -106,9 +136,9 @@ class LogRecord(TypedDict):
     seq: Step
     scope: Scope
     step: Step
-    epoch: NotRequired[Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None]
+    epoch: NotRequired[Epoch | None]
     wall_time: Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
-    metrics: Annotated[dict[Name, InValue], Field(max_length=1000)]
+    metrics: Metrics
 
 
 class LogBatch(BaseModel):
@@ -144,17 +174,42 @@ class SeriesData(BaseModel):
     wall_times: list[float]
 
 
+class NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StopTraining(BaseModel):
+    """Set `model.stop_training`: the batch under way is the last."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stop_training"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
 class SetLrArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    value: Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)]
+    value: Annotated[
+        StrictFloat | StrictInt,
+        Field(gt=0, allow_inf_nan=False),
+        AfterValidator(float),
+        WithJsonSchema({"type": "number", "exclusiveMinimum": 0}),
+    ] = Field(description="the new rate; at most the server's FITWATCH_MAX_LR")
 
 
-class CommandCreate(BaseModel):
+class SetLr(BaseModel):
+    """Assign the optimizer's learning rate."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: CommandType
-    args: dict[str, Any] = Field(default_factory=dict)
+    type: Literal["set_lr"]
+    args: SetLrArgs
+
+
+# Every command type with its arguments: validation, the OpenAPI schema and the page's
+# controls all come from this one union.
+CommandCreate = Annotated[StopTraining | SetLr, Field(discriminator="type")]
 
 
 class CommandAck(BaseModel):
@@ -163,7 +218,7 @@ class CommandAck(BaseModel):
     status: Literal["applied", "failed", "cancelled"] = Field(
         description="`cancelled`: the training withdrew it unapplied (a cancel reached it first)"
     )
-    message: Annotated[Text, StringConstraints(max_length=2000)] | None = None
+    message: text(2000) | None = None
     step: Step | None = None
 
 

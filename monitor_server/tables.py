@@ -43,7 +43,8 @@ runs = Table(
     Column("project", String(200), nullable=False),
     Column("status", String(16), nullable=False),
     Column("reason", Text),
-    Column("config", JSONType, nullable=False),
+    # Plain JSON, not JSONB, on PostgreSQL: a config is kept as sent, NUL characters included.
+    Column("config", JSON, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("last_seen", Double, nullable=False),

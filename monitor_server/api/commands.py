@@ -34,7 +34,8 @@ def create_command(
     run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep, role: Role
 ) -> CommandPublic:
     """Send `stop_training` or `set_lr` (`{"value": v}`) to a running training."""
-    args = store.validate_args(body.type, body.args, settings.max_lr)
+    store.check_limits(body, settings.max_lr)
+    args = body.args.model_dump()
     with writing(engine) as conn:
         command = store.create_command(conn, run_id, body.type, args, time.time(), settings.stale_after, role)
     announce(bus, command, wake=True)
@@ -76,7 +77,7 @@ async def list_commands(
             for command in delivered:
                 announce(bus, command)
             remaining = deadline - anyio.current_time()
-            if commands or remaining <= 0:
+            if commands or remaining <= 0 or woken.closed:
                 return commands
             await woken.get(remaining)
 

@@ -9,20 +9,19 @@ posts each get their own.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 
 from ..access import Ingester
 from ..db import reading, writing
 from ..errors import BadJson, Invalid
 from ..events import run_topic
-from ..schemas import RUN_ID_PATTERN, InValue, Name, RunCreate, RunPublic
+from ..schemas import IN_VALUE_SCHEMA, NAME_SCHEMA, NO_NUL, RUN_ID_PATTERN, Epoch, InValue, Name, RunCreate, RunPublic
 from ..store.logs import ingest
 from ..store.runs import create_run, get_run_row, read_run
 from ..tables import received
@@ -32,8 +31,27 @@ from .runs import announce
 
 router = APIRouter(tags=["compat"])
 
-EpochLogs = TypeAdapter(dict[Name, InValue])
 SERVER_SEQS = 2**32  # writer 0: clients draw writer ids from 1 up
+
+
+class EpochLogs(BaseModel):
+    """What RemoteMonitor sends: the epoch and the epoch's logs."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"propertyNames": NAME_SCHEMA, "additionalProperties": IN_VALUE_SCHEMA}
+    )
+    __pydantic_extra__: dict[Name, InValue] = Field(init=False)
+
+    epoch: Epoch | None = None
+
+
+EPOCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the epoch's logs as JSON (`send_as_json=True`), or RemoteMonitor's default form with that JSON in field `data`",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EpochLogs"}}},
+    }
+}
 
 
 class Published(BaseModel):
@@ -41,7 +59,7 @@ class Published(BaseModel):
     run_id: str
 
 
-async def _payload(request: Request) -> dict[str, Any]:
+async def _payload(request: Request) -> EpochLogs:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         form = await request.form()
@@ -49,31 +67,27 @@ async def _payload(request: Request) -> dict[str, Any]:
         if not isinstance(raw, str):
             raise Invalid("form field 'data' with the epoch's JSON is required")
     else:
-        raw = (await request.body()).decode("utf-8", "replace")
+        raw = await request.body()
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadJson("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise Invalid("expected a JSON object of epoch logs")
-    return data
+        return EpochLogs.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise BadJson("body is not valid JSON") from None
+        raise
 
 
-@router.post("/publish/epoch/end/", response_model=Published, dependencies=[Ingester])
+@router.post("/publish/epoch/end/", response_model=Published, dependencies=[Ingester], openapi_extra=EPOCH_BODY)
 async def publish_epoch_end(
     request: Request,
     engine: EngineDep,
     settings: SettingsDep,
     bus: BusDep,
     run: Annotated[str, Query(pattern=RUN_ID_PATTERN)] = "remote-monitor",
-    project: Annotated[str, Query(min_length=1, max_length=200)] = "default",
+    project: Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL)] = "default",
 ) -> Published:
     """Store one epoch posted by `keras.callbacks.RemoteMonitor` in run `run`."""
-    data = await _payload(request)
-    epoch = data.pop("epoch", None)
-    if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**31):
-        raise Invalid("'epoch' must be a non-negative integer")
-    metrics = EpochLogs.validate_python(data)
+    posted = await _payload(request)
+    epoch, metrics = posted.epoch, posted.__pydantic_extra__
 
     def store() -> tuple[list[dict[str, Any]], RunPublic | None]:
         now = time.time()

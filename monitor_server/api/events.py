@@ -25,7 +25,7 @@ async def _stream(bus: EventBus, topic: str, first: dict | None = None) -> Async
     with bus.subscribe(topic) as sub:
         if first is not None:
             yield ServerSentEvent(event="run", raw_data=orjson.dumps(first).decode())
-        while not sub.overflowed:
+        while not sub.done:
             item = await sub.get(IDLE_S)
             if item is not None:
                 event, data = item

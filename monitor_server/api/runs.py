@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
-from ..schemas import RunCreate, RunPatch, RunPublic, RunStatus
+from ..schemas import NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus
 from ..store import commands as command_store
 from ..store import runs as store
 from .commands import announce as announce_command
@@ -49,7 +49,7 @@ def create_run(body: RunCreate, response: Response, engine: EngineDep, settings:
 def list_runs(
     engine: EngineDep,
     settings: SettingsDep,
-    project: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    project: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,

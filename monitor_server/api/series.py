@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from ..access import Reader
 from ..db import reading
-from ..schemas import MAX_INT64, Scope, SeriesData, SeriesInfo, encode_float
+from ..schemas import MAX_INT64, NO_NUL, Scope, SeriesData, SeriesInfo, encode_float
 from ..store import series as store
 from .deps import EngineDep, RunIdPath
 
@@ -28,7 +28,7 @@ def list_series(run_id: RunIdPath, engine: EngineDep) -> list[SeriesInfo]:
 def read_series(
     run_id: RunIdPath,
     scope: Scope,
-    name: Annotated[str, Path(min_length=1, max_length=200)],
+    name: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)],
     engine: EngineDep,
     max_points: Annotated[int, Query(ge=10, le=200_000)] = 2000,
     since_step: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from ..errors import Conflict, Invalid, NotFound
-from ..schemas import CommandAck, CommandPublic, SetLrArgs, timestamp
+from ..schemas import CommandAck, CommandCreate, CommandPublic, SetLr, timestamp
 from ..tables import commands
 from .runs import effective_status, get_run_row
 
@@ -42,16 +42,10 @@ def to_public(row: Any) -> CommandPublic:
     )
 
 
-def validate_args(type_: str, args: dict[str, Any], max_lr: float) -> dict[str, Any]:
-    """The command's args in canonical form; raises ValidationError (422) when wrong."""
-    if type_ == "set_lr":
-        value = SetLrArgs.model_validate(args).value
-        if value > max_lr:
-            raise Invalid(f"set_lr value {value} is above the limit {max_lr}")
-        return {"value": float(value)}
-    if args:
-        raise Invalid(f"{type_} takes no args")
-    return {}
+def check_limits(command: CommandCreate, max_lr: float) -> None:
+    """Limits that are settings of this server, not part of the types (422 when passed)."""
+    if isinstance(command, SetLr) and command.args.value > max_lr:
+        raise Invalid(f"set_lr value {command.args.value} is above the limit {max_lr}")
 
 
 def create_command(

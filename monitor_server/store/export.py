@@ -54,6 +54,11 @@ def _records(rows: Iterator[Any]) -> Iterator[dict[str, Any]]:
         yield record
 
 
+def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator[dict[str, Any]]:
+    """The run's records (of `scope`) as they were logged; NaN is a float here."""
+    return _records(_rows(conn, run_id, scope))
+
+
 def check_run(engine: Engine, run_id: str) -> None:
     with reading(engine) as conn:
         get_run_row(conn, run_id)
@@ -61,7 +66,7 @@ def check_run(engine: Engine, run_id: str) -> None:
 
 def jsonl(engine: Engine, run_id: str, scope: str | None = None) -> Iterator[bytes]:
     with reading(engine) as conn:
-        for record in _records(_rows(conn, run_id, scope)):
+        for record in records(conn, run_id, scope):
             record["metrics"] = {k: encode_float(v) for k, v in record["metrics"].items()}
             yield orjson.dumps(record) + b"\n"
 
@@ -77,7 +82,7 @@ def csv_rows(engine: Engine, run_id: str, scope: str) -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(lead + names)
-        for record in _records(_rows(conn, run_id, scope)):
+        for record in records(conn, run_id, scope):
             first = [record["step"]] if scope == "epoch" else [record["step"], record["epoch"]]
             writer.writerow(first + [record["metrics"].get(name, "") for name in names])
             if buffer.tell() > 65536:

@@ -10,7 +10,7 @@ import pytest
 
 from client_callbacks import RemoteCallback
 
-from .conftest import STEPS, AtStep, batch_steps, fit, records, tiny_model, wait_for
+from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model, wait_for
 
 
 def send_and_wait(api, cb: RemoteCallback, command: dict) -> dict:
@@ -165,3 +165,93 @@ def test_monitor_client_hands_over_each_command_once_and_acks_it(server, api, sp
     [stored] = commands(api, client.run_id)
     assert stored["id"] == issued["id"]
     assert (stored["status"], stored["message"], stored["step"]) == ("applied", "stopped the loop", 7)
+
+
+def test_the_first_command_poll_comes_after_the_run_exists(server, api, spool_dir, monkeypatch):
+    """No request of the client is refused: the poller waits for the sender to create the run."""
+    from client_callbacks import transport
+
+    seen = []  # ("sent" | status, method, path) in the order they happened
+
+    def observed(*args, **kwargs):
+        client = transport.http_client(*args, **kwargs)
+        client.event_hooks["request"].append(lambda r: seen.append(("sent", r.method, r.url.path)))
+        client.event_hooks["response"].append(lambda r: seen.append((r.status_code, r.request.method, r.url.path)))
+        return client
+
+    monkeypatch.setattr("client_callbacks.client.http_client", observed)
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, poll_interval=0.05)
+
+    def polled(step):
+        wait_for(lambda: any(e[1:] == ("GET", f"/api/v1/runs/{cb.run_id}/commands") for e in seen), what="a poll")
+
+    fit([AtStep({1: polled}), cb], epochs=2)
+    first_poll = next(i for i, e in enumerate(seen) if e[1:] == ("GET", f"/api/v1/runs/{cb.run_id}/commands"))
+    created = seen.index((201, "POST", "/api/v1/runs"))
+    assert created < first_poll
+    assert [e for e in seen if e[0] != "sent" and e[0] >= 400] == []
+
+
+def test_a_command_that_comes_during_the_last_validation_is_cancelled_not_carried_over(server, api, spool_dir):
+    """It arrives after the last batch began: nothing applies it, the run's end cancels it,
+    and the next fit with the same callback does not apply it at its first batch."""
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    sent = {}
+
+    class DuringLastValidation(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_test_begin(self, logs=None):
+            if self.epoch == 1 and not sent:
+                sent.update(send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}}))
+
+    model = fit([DuringLastValidation(), cb], epochs=2, validation_data=data(64))
+    [command] = commands(api, cb.run_id)
+    assert command["status"] == "cancelled"
+    assert command["message"] == "not applied: the run ended (finished) before the training applied it"
+
+    fit([cb], epochs=1, model=model)  # the same callback, a second fit
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    assert api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()["values"] == [0.01]
+    assert commands(api, cb.run_id)[0]["status"] == "cancelled"
+
+
+def test_a_cancel_that_reaches_the_training_first_withdraws_the_command(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, poll_interval=0.05)
+    model = tiny_model(keras.optimizers.SGD(0.01))
+    outcome = {}
+
+    def send_then_cancel(step):
+        command = send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.5}})
+        # The training holds it, not yet applied: the cancel asks it to withdraw it.
+        answer = api.post(
+            f"/api/v1/runs/{cb.run_id}/commands/{command['id']}/cancel", headers={"content-type": "application/json"}
+        )
+        outcome["answer"] = answer.status_code
+        wait_for(lambda: commands(api, cb.run_id)[0]["status"] == "cancelled", what="the training to withdraw it")
+
+    fit([AtStep({3: send_then_cancel}), cb], epochs=1, model=model)
+    assert outcome["answer"] == 202
+    [command] = commands(api, cb.run_id)
+    assert (command["status"], command["message"]) == ("cancelled", "cancelled before the training applied it")
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)  # the model agrees with the page
+
+
+def test_a_cancel_that_comes_after_the_command_was_applied_leaves_it_applied(server, api, spool_dir):
+    from client_callbacks import MonitorClient
+
+    with MonitorClient(url=server.url, spool_dir=spool_dir, poll_interval=0.05) as client:
+        wait_for(lambda: api.get(f"/api/v1/runs/{client.run_id}").status_code == 200, what="the run")
+        issued = api.post(
+            f"/api/v1/runs/{client.run_id}/commands", json={"type": "set_lr", "args": {"value": 0.5}}
+        ).json()
+        [taken] = wait_for(client.take_commands, what="the command")
+        cancel = api.post(
+            f"/api/v1/runs/{client.run_id}/commands/{issued['id']}/cancel", headers={"content-type": "application/json"}
+        )
+        assert cancel.status_code == 202  # asked: the training may have applied it already
+        client.ack(taken["id"], "applied", "learning rate 0.01 -> 0.5", step=4)  # it had
+        assert client.flush(10)
+    [stored] = commands(api, client.run_id)
+    assert (stored["status"], stored["step"], stored["message"]) == ("applied", 4, "learning rate 0.01 -> 0.5")

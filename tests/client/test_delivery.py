@@ -18,7 +18,7 @@ from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
 from monitor_server.config import Settings
 from tests.conftest import free_port, serve
 
-from .conftest import STEPS, AtStep, batch_steps, fit, records
+from .conftest import STEPS, AtStep, batch_steps, fit, records, tiny_model
 
 UNREACHABLE = "fitwatch: cannot deliver to"
 
@@ -135,6 +135,33 @@ def test_later_fit_sends_what_an_earlier_one_spooled(database_url, spool_dir):
             assert_each_batch_once(url, first.run_id, STEPS)
             assert httpx.get(f"{url}/api/v1/runs/{first.run_id}").json()["status"] == "finished"
     assert not list(spool_dir.glob("*.jsonl"))
+    # The file the warning named is kept as uploaded: the command it gave still works.
+    again = fitwatch("sync", str(first.spool_file))
+    assert again.returncode == 0 and "already uploaded" in again.stdout
+
+
+def test_sync_all_uploads_every_file_left_in_the_spool_folder(database_url, spool_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    left = []
+    for _ in range(2):
+        cb = RemoteCallback(url=url, spool_dir=spool_dir, flush_timeout=0.2)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            fit([cb], epochs=1)
+        left.append(cb)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tests.conftest.free_port", lambda: port)
+        with serve(Settings(database_url=database_url)):
+            done = fitwatch("sync", "--all", "--dir", str(spool_dir))
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.count("records stored") == 2
+            for cb in left:
+                assert_each_batch_once(url, cb.run_id, STEPS)
+            nothing = fitwatch("sync", "--all", "--dir", str(spool_dir))
+            assert nothing.returncode == 0 and "nothing to upload" in nothing.stdout
+    down = fitwatch("sync", str(left[0].spool_file) + ".synced")
+    assert down.returncode == 0 and "already uploaded" in down.stdout
 
 
 class SilentServer:
@@ -210,3 +237,69 @@ def test_unwritable_spool_costs_a_warning_not_the_training(tmp_path):
     assert any(m.startswith(UNREACHABLE) for m in found)
     assert any("cannot write the spool file" in m for m in found)
     assert any(m.endswith("they are lost") and m.startswith(f"fitwatch: {2 * STEPS + 2 + 1} records") for m in found)
+
+
+def test_two_writers_on_one_run_never_merge_records(server, api, spool_dir):
+    """Two processes logging to one run id at the same time (or a clock that stepped back)
+    keep every record: seqs are unique per writer, not taken from the clock."""
+    clients = [
+        MonitorClient(url=server.url, run_id="shared", spool_dir=spool_dir, flush_interval=0.05) for _ in range(2)
+    ]
+    for client in clients:
+        client.start()
+    for step in range(3000):
+        for client in clients:
+            client.log("batch", step, {"loss": 1.0 / (step + 1)})
+    for client in clients:
+        assert client.close() is None
+    stored = [r for r in records(api, "shared") if r["scope"] == "batch"]
+    assert len(stored) == 6000 and len({r["seq"] for r in stored}) == 6000
+
+
+CRASH_AFTER_APPLY = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import httpx
+from tests.client.conftest import AtStep, fit, tiny_model
+from client_callbacks import RemoteCallback
+
+url, server_pid = {url!r}, {server_pid}
+cb = RemoteCallback(url=url, run_id="crash", spool_dir={spool!r}, flush_interval=0.05)
+
+def command_then_server_dies(step):
+    while httpx.get(f"{{url}}/api/v1/runs/crash").status_code != 200:
+        time.sleep(0.01)
+    httpx.post(f"{{url}}/api/v1/runs/crash/commands", json={{"type": "set_lr", "args": {{"value": 0.5}}}})
+    while not cb.client.commands:
+        time.sleep(0.01)
+    os.kill(server_pid, signal.SIGKILL)  # the ack of what step 3 applies cannot be delivered
+
+fit([AtStep({{3: command_then_server_dies, 5: lambda step: os.kill(os.getpid(), signal.SIGKILL)}}), cb], epochs=2)
+"""
+
+
+def test_a_command_applied_just_before_a_crash_is_not_applied_again_when_the_run_resumes(
+    server_process, spool_dir, tmp_path
+):
+    server_process.start()
+    script = tmp_path / "crash.py"
+    root = str(Path(__file__).parents[2])
+    script.write_text(
+        CRASH_AFTER_APPLY.format(
+            root=root, url=server_process.url, server_pid=server_process.proc.pid, spool=str(spool_dir)
+        )
+    )
+    died = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert died.returncode == -9, died.stderr
+    server_process.proc.wait(30)  # killed by the training
+    server_process.start()  # the same port, so the spool left behind is for this server
+    with httpx.Client(base_url=server_process.url, timeout=30) as api:
+        assert api.get("/api/v1/runs/crash/commands").json()[0]["status"] == "delivered"  # the ack never came
+
+        resumed = RemoteCallback(url=server_process.url, run_id="crash", spool_dir=spool_dir, poll_interval=0.05)
+        model = tiny_model()
+        fit([AtStep({}, pause=0.02), resumed], epochs=2, model=model)
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.01)  # not applied a second time
+        [command] = api.get("/api/v1/runs/crash/commands").json()
+        assert (command["status"], command["step"]) == ("applied", 3)  # the crashed process's ack, delivered now
+        assert command["message"] == "learning rate 0.01 -> 0.5 at step 3"

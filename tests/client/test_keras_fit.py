@@ -4,7 +4,6 @@ order, and how the run ends."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -185,38 +184,31 @@ def test_model_name_is_the_default_run_name(server, api, spool_dir):
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["name"] == model.name
 
 
-def test_fitwatch_demo_serves_and_trains_a_run(tmp_path):
-    from tests.conftest import free_port
+def test_history_csvlogger_and_evaluate_equal_what_the_server_stores_and_exports(server, api, spool_dir, tmp_path):
+    import csv
+    import io
 
-    port = free_port()
-    db = f"sqlite:///{tmp_path / 'demo.db'}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitor_server.cli",
-            "demo",
-            "--port",
-            str(port),
-            "--db",
-            db,
-            "--epochs",
-            "2",
-            "--no-browser",
-            "--exit",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"fitwatch dashboard: http://127.0.0.1:{port}" in done.stdout and "demo training done" in done.stdout
+    cb = callback(server, spool_dir)
+    log_file = tmp_path / "keras.csv"
+    model = tiny_model()
+    x, y = data()
+    history = model.fit(
+        x, y, batch_size=32, epochs=3, validation_data=data(64), verbose=0, shuffle=False,
+        callbacks=[cb, keras.callbacks.CSVLogger(str(log_file))],
+    )  # fmt: skip
+    result = model.evaluate(*data(64), callbacks=[cb], verbose=0, return_dict=True)
 
-    from sqlalchemy import create_engine, text
+    for name, values in history.history.items():
+        stored = api.get(f"/api/v1/runs/{cb.run_id}/series/epoch/{name}").json()
+        assert stored["values"] == [float(v) for v in values], name
 
-    with create_engine(db).connect() as conn:
-        status, reason = conn.execute(text("SELECT status, reason FROM runs WHERE name = 'demo-mlp'")).one()
-        scopes = dict(conn.execute(text("SELECT scope, count(*) FROM series GROUP BY scope")).all())
-    assert (status, reason) == ("finished", "all 2 epochs done")
-    assert set(scopes) == {"batch", "epoch", "eval"}
+    with open(log_file, newline="") as f:
+        theirs = list(csv.DictReader(f))
+    ours = list(csv.DictReader(io.StringIO(api.get(f"/api/v1/runs/{cb.run_id}/export.csv").text)))
+    assert len(ours) == len(theirs) == 3
+    for mine, keras_row in zip(ours, theirs, strict=True):
+        for column, value in keras_row.items():
+            assert float(mine[column]) == float(value), (column, mine, keras_row)
+
+    [evaluation] = [r for r in records(api, cb.run_id) if r["scope"] == "eval"]
+    assert evaluation["metrics"] == {k: float(v) for k, v in result.items()}

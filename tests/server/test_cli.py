@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.helpers import make_records
+from tests.conftest import free_port, wait_for
+from tests.helpers import create_run, make_records
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> dict:
@@ -103,3 +104,108 @@ def test_server_on_sqlite_needs_no_postgres_driver(tmp_path):
     )
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "logged"),
+    [
+        ([], {}, True),
+        (["--no-access-log"], {}, False),
+        ([], {"FITWATCH_ACCESS_LOG": "false"}, False),
+        (["--access-log"], {"FITWATCH_ACCESS_LOG": "false"}, True),
+    ],
+    ids=["default", "flag-off", "env-off", "flag-beats-env"],
+)
+def test_access_log_can_be_turned_off(tmp_path, args, env, logged):
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FITWATCH_")}
+    command = [shutil.which("fitwatch"), "serve", "--port", str(port), *args]
+    proc = subprocess.Popen(command, cwd=tmp_path, env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        httpx.get(f"{url}/api/v1/runs").raise_for_status()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert ('"GET /api/v1/runs HTTP/1.1" 200' in (out + err).decode()) is logged
+
+
+def fitwatch(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FITWATCH_")}
+    return subprocess.run(
+        [shutil.which("fitwatch"), *args], env={**clean, **(env or {})}, capture_output=True, timeout=60
+    )
+
+
+def test_export_writes_csv_jsonl_and_one_scope(start_server, tmp_path):
+    server = start_server(token="s3cret")
+    with server.client(headers={"authorization": "Bearer s3cret"}) as api:
+        create_run(api, "r")
+        epochs = [{**r, "scope": "epoch", "step": r["seq"], "epoch": r["seq"]} for r in make_records(3)]
+        api.post("/api/v1/runs/r/logs", json={"records": make_records(5, start=10) + epochs}).raise_for_status()
+        expected_csv = api.get("/api/v1/runs/r/export.csv").content
+        expected_jsonl = api.get("/api/v1/runs/r/export.jsonl").content
+    env = {"FITWATCH_URL": server.url, "FITWATCH_TOKEN": "s3cret"}
+
+    csv_out = fitwatch("export", "r", env=env)
+    assert csv_out.returncode == 0, csv_out.stderr
+    assert csv_out.stdout == expected_csv and csv_out.stdout.startswith(b"epoch,accuracy,loss\n")
+
+    target = tmp_path / "r.jsonl"
+    assert fitwatch("export", "r", "--format", "jsonl", "-o", str(target), env=env).returncode == 0
+    assert target.read_bytes() == expected_jsonl and len(target.read_bytes().splitlines()) == 8
+
+    batch = fitwatch("export", "r", "--format", "jsonl", "--scope", "batch", env=env)
+    assert [json.loads(line)["scope"] for line in batch.stdout.splitlines()] == ["batch"] * 5
+
+    flags = fitwatch("export", "r", "--url", server.url, "--token", "s3cret")
+    assert flags.returncode == 0 and flags.stdout == expected_csv
+
+
+def test_export_says_why_it_failed(start_server):
+    server = start_server(token="s3cret", protect_reads=True)
+    missing = fitwatch("export", "nope", env={"FITWATCH_URL": server.url, "FITWATCH_TOKEN": "s3cret"})
+    assert missing.returncode == 1 and b"HTTP 404" in missing.stderr and b"not found" in missing.stderr
+    refused = fitwatch("export", "r", env={"FITWATCH_URL": server.url, "FITWATCH_TOKEN": "wrong"})
+    assert refused.returncode == 1 and b"HTTP 401" in refused.stderr
+    away = fitwatch("export", "r", env={"FITWATCH_URL": f"http://127.0.0.1:{free_port()}"})
+    assert away.returncode == 1 and b"cannot reach" in away.stderr
+
+
+def test_a_stop_ends_open_event_streams_and_long_polls_cleanly(tmp_path):
+    """A browser's stream and a training's long-poll are open: SIGTERM still stops the
+    server without cancelling them after a grace period (an error and a traceback)."""
+    import threading
+
+    port = free_port()
+    proc = start([shutil.which("fitwatch"), "serve", "--port", str(port)], tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    events: list[str] = []
+    answers = {}
+    threads = []
+    try:
+        wait_healthy(url, proc)
+        created = httpx.post(f"{url}/api/v1/runs", json={"id": "r"}).json()
+
+        def stream() -> None:
+            with httpx.stream("GET", f"{url}/api/v1/runs/r/events", timeout=60) as response:
+                events.extend(line for line in response.iter_lines() if line.startswith("event:"))
+            answers["stream ended"] = True
+
+        def long_poll() -> None:
+            answers["poll"] = httpx.get(f"{url}/api/v1/runs/r/commands?status=pending&wait=30", timeout=60)
+
+        threads = [threading.Thread(target=stream), threading.Thread(target=long_poll)]
+        for t in threads:
+            t.start()
+        # The long-poll has read once when the run's last contact moves; the stream, when it has its first event.
+        wait_for(lambda: httpx.get(f"{url}/api/v1/runs/r").json()["last_seen"] != created["last_seen"], 30)
+        wait_for(lambda: events, 30, "the stream's first event")
+    finally:
+        err = stop(proc)
+    for t in threads:
+        t.join(60)
+    assert events == ["event: run"] and answers["stream ended"]  # it ended with the server
+    assert answers["poll"].status_code == 200 and answers["poll"].json() == []
+    assert "ERROR" not in err and "Traceback" not in err, err

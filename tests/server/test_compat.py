@@ -53,3 +53,32 @@ def test_remote_monitor_bad_posts_are_4xx(api):
     assert_error(api.post("/publish/epoch/end/", data={"data": "[1]"}), 422)
     assert_error(api.post("/publish/epoch/end/?run=bad%20name", json={"epoch": 0}), 422)
     assert api.get("/api/v1/runs").json() == []
+
+
+def test_concurrent_posts_to_one_run_are_each_stored(server):
+    """Several RemoteMonitors posting to one run at once: each post gets its own seq."""
+    import threading
+
+    import httpx
+
+    def post_epochs(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for epoch in range(10):
+                answer = client.post("/publish/epoch/end/?run=shared", json={"epoch": epoch, "worker": worker})
+                assert answer.status_code == 200 and answer.json()["accepted"] == 1
+
+    threads = [threading.Thread(target=post_epochs, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        stored = [line for line in api.get("/api/v1/runs/shared/export.jsonl").text.splitlines() if line]
+    assert len(stored) == 80
+
+
+def test_an_integral_epoch_number_is_an_epoch(api):
+    assert api.post("/publish/epoch/end/?run=r", json={"epoch": 2.0, "loss": 0.5}).status_code == 200
+    assert api.get("/api/v1/runs/r/series/epoch/loss").json()["steps"] == [2]
+    assert_error(api.post("/publish/epoch/end/?run=r", json={"epoch": 2.5, "loss": 0.5}), 422)
+    assert_error(api.post("/publish/epoch/end/?run=r"), 400)

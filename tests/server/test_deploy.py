@@ -5,6 +5,7 @@ processes on one database share live events, command long-polls and migrations."
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -118,10 +119,19 @@ def test_two_servers_on_one_database_share_events_and_commands():
                 stream = Stream(f"{b.url}/api/v1/runs/shared/events")
                 try:
                     stream.next("run")
-                    time.sleep(0.3)  # B's interest in the run reaches A
-                    post_logs(api_a, "shared", make_records(3))
-                    data, _ = stream.next("metrics", timeout=10)
-                    assert [r["step"] for r in data["records"]] == [0, 1, 2]
+                    # A sends a run's points only once B's interest in the run has reached it:
+                    # post batches until one arrives on B (within a second or two of the first).
+                    for batch in range(60):
+                        post_logs(api_a, "shared", make_records(3, start=3 * batch))
+                        try:
+                            data, _ = stream.next("metrics", timeout=0.5)
+                            break
+                        except queue.Empty:
+                            continue
+                    else:
+                        raise AssertionError("no point posted to A reached B's stream")
+                    steps = [r["step"] for r in data["records"]]
+                    assert steps == [3 * batch, 3 * batch + 1, 3 * batch + 2]
                 finally:
                     stream.close()
 

@@ -103,6 +103,12 @@ def test_silent_run_is_reported_interrupted_and_revives_when_it_talks(start_serv
         assert api.get("/api/v1/runs/quiet").json()["status"] == "running"
 
 
+def test_config_is_kept_as_sent_nul_characters_included(api):
+    config = {"a": "nul\x00", "nested": {"k\x00": [1, 2.5, None, True]}}
+    assert create_run(api, "r", config=config)["config"] == config
+    assert api.get("/api/v1/runs/r").json()["config"] == config
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -113,7 +119,7 @@ def test_silent_run_is_reported_interrupted_and_revives_when_it_talks(start_serv
         {"name": ""},
         {"project": 3},
         {"config": [1, 2]},
-        {"config": {"a": "nul\x00"}},
+        {"name": "nul\x00"},
         {"unknown": 1},
     ],
 )

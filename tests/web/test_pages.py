@@ -3,6 +3,8 @@ controls, zoom, non-finite markers, compare, the offline report, and data as tex
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import create_run, make_records, post_logs
@@ -236,7 +238,7 @@ def test_list_selection_opens_compare(page, api):
 
 def test_report_opens_from_a_file_with_no_network(browser, api, tmp_path):
     create_run(api, "r1", name="report <me>")
-    post_logs(api, "r1", make_records(30))
+    post_logs(api, "r1", [*make_records(30), evaluation(100, step=30, loss=0.25, accuracy="NaN")])
     response = api.get("/runs/r1/report.html")
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
     path = tmp_path / "report.html"
@@ -247,8 +249,73 @@ def test_report_opens_from_a_file_with_no_network(browser, api, tmp_path):
     page.goto(path.as_uri())
     page.wait_for_selector(".plotly-graph-div .main-svg", timeout=10000)
     assert page.locator("h1").inner_text() == "report <me>"
-    assert page.locator(".plotly-graph-div").count() == 2  # loss and accuracy
+    assert page.locator(".plotly-graph-div").count() == 2  # loss and accuracy; evaluations are a table
+    rows = page.locator("table.evals tr").all_inner_texts()
+    assert [r.split("\t") for r in rows] == [["step", "epoch", "loss", "accuracy"], ["30", "1", "0.25", "NaN"]]
     context.close()
+
+
+def evaluation(seq: int, step: int, **metrics) -> dict:
+    return {
+        "seq": seq,
+        "scope": "eval",
+        "step": step,
+        "epoch": 0,
+        "wall_time": 1_700_000_500.0 + seq,
+        "metrics": metrics,
+    }
+
+
+def test_evaluations_are_a_table_of_values_with_the_step_they_ran_at(page, api):
+    create_run(api, "r1")
+    post_logs(api, "r1", [*make_records(10), evaluation(100, step=10, loss=0.5, accuracy=0.75)])
+    open_run(page, "r1")
+    assert page.locator("h3", has_text="(eval)").count() == 0  # no one-point charts
+    head = page.locator("#eval-head th").all_inner_texts()
+    assert head == ["step", "epoch", "time", "loss", "accuracy"]
+    cells = page.locator("#eval-rows tr").first.locator("td").all_inner_texts()
+    assert (cells[0], cells[1], cells[3:]) == ("10", "1", ["0.5", "0.75"])
+
+    post_logs(api, "r1", [evaluation(101, step=20, loss=0.4, accuracy=0.8, auc=0.9)])  # live
+    page.wait_for_function("() => document.querySelectorAll('#eval-rows tr').length === 2")
+    assert page.locator("#eval-head th").all_inner_texts()[-1] == "auc"
+    assert page.locator("#eval-rows tr").nth(1).locator("td").all_inner_texts()[3:] == ["0.4", "0.8", "0.9"]
+
+
+@pytest.mark.parametrize("protect_reads", [False, True], ids=["open", "protected-reads"])
+def test_the_report_link_downloads_the_runs_report(browser, start_server, protect_reads):
+    server = start_server(token="s3cret", protect_reads=protect_reads)
+    with server.client(headers={"authorization": "Bearer s3cret"}) as api:
+        create_run(api, "r1", name="linked report")
+        post_logs(api, "r1", make_records(20))
+    context = browser.new_context(base_url=server.url, accept_downloads=True)
+    page = context.new_page()
+    page.on("dialog", lambda d: d.accept("s3cret"))
+    open_run(page, "r1")
+    with page.expect_download() as download:
+        page.click("#report")
+    assert download.value.suggested_filename == "r1-report.html"
+    assert "<h1>linked report</h1>" in Path(download.value.path()).read_text(encoding="utf-8")
+    context.close()
+
+
+def test_a_command_can_be_cancelled_from_its_row(page, api):
+    create_run(api, "r1")
+    command = api.post("/api/v1/runs/r1/commands", json={"type": "stop_training"}).json()
+    open_run(page, "r1")
+    row = page.locator(f"#commands tr[data-id='{command['id']}']")
+    row.locator("button", has_text="Cancel").click()
+    row.locator(".badge", has_text="cancelled").wait_for()
+    assert api.get("/api/v1/runs/r1/commands").json()[0]["status"] == "cancelled"
+
+    delivered = api.post("/api/v1/runs/r1/commands", json={"type": "stop_training"}).json()
+    api.get("/api/v1/runs/r1/commands", params={"status": "pending"})  # the training has it
+    row = page.locator(f"#commands tr[data-id='{delivered['id']}']")
+    row.locator(".badge", has_text="delivered").wait_for()
+    row.locator("button", has_text="Cancel").click()
+    row.locator("text=cancel asked").wait_for()  # the training decides: it withdraws or says it applied it
+    api.post(f"/api/v1/runs/r1/commands/{delivered['id']}/ack", json={"status": "cancelled"})
+    row.locator(".badge", has_text="cancelled").wait_for()
 
 
 @pytest.mark.parametrize("path", ["/", "/runs/r1", "/compare?runs=r1"])

@@ -46,11 +46,28 @@ export async function api(path, { method = "GET", body } = {}) {
   }
 }
 
+/** The token this browser keeps for the server, if it needed one. */
+export function token() {
+  return localStorage.getItem(TOKEN_KEY);
+}
+
+/** A URL the browser opens itself (a link, an EventSource): it cannot send headers, so a
+ * server that protects reads takes the token in the URL. */
+export function withToken(path) {
+  const kept = token();
+  return kept ? `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(kept)}` : path;
+}
+
+/** The run's records of one scope, as logged (the JSONL export). */
+export async function records(runId, scope) {
+  const response = await fetch(`/api/v1/runs/${encodeURIComponent(runId)}/export.jsonl?scope=${scope}`, { headers: headers("GET") });
+  if (!response.ok) throw new ApiError(response.status, response.statusText);
+  return (await response.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
+}
+
 /** Subscribe to an SSE stream: `handlers` maps event names to functions of the parsed data. */
 export function stream(path, handlers, onState) {
-  // EventSource sends no headers: a server that protects reads takes the token in the URL.
-  const token = localStorage.getItem(TOKEN_KEY);
-  const source = new EventSource(token ? `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}` : path);
+  const source = new EventSource(withToken(path));
   for (const [name, handle] of Object.entries(handlers)) {
     source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
   }

@@ -1,6 +1,6 @@
 // The run page: live curves over SSE, the control panel and the command history.
 
-import { api, num, seriesUrl, stream } from "./api.js";
+import { api, num, records, seriesUrl, stream, withToken } from "./api.js";
 import { Chart } from "./charts.js";
 import { toolbar } from "./controls.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
@@ -10,6 +10,7 @@ const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null
 const charts = new Map(); // chart key -> Chart
 const seriesChart = new Map(); // "scope/name" -> chart key
 const commands = new Map(); // id -> command, in the furthest state seen
+const evaluations = new Map(); // seq -> eval record, in the order logged
 let run = null;
 
 const $ = (id) => document.getElementById(id);
@@ -29,13 +30,14 @@ function chartTitle(key) {
 
 function ensureChart(scope, name) {
   const id = `${scope}/${name}`;
+  if (scope === "eval") return null; // evaluations are values, shown in their table
   if (seriesChart.has(id)) return charts.get(seriesChart.get(id));
   // The lr chart shows the batch-scope lr (every change) when there is one.
   if (name === "lr" && scope === "epoch" && seriesChart.has("batch/lr")) return null;
   const key = chartKeyOf(scope, name);
   let chart = charts.get(key);
   if (!chart) {
-    const section = key === "lr" ? $("lr-charts") : scope === "epoch" ? $("epoch-charts") : scope === "batch" ? $("batch-charts") : $("eval-charts");
+    const section = key === "lr" ? $("lr-charts") : scope === "epoch" ? $("epoch-charts") : $("batch-charts");
     section.closest("section").hidden = false;
     chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (since, until) => zoom(chart, since, until) });
     charts.set(key, chart);
@@ -95,14 +97,33 @@ function renderLr() {
   $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
 }
 
-// A command only moves forward: pending -> delivered -> applied | failed | cancelled.
-const STAGE = { pending: 0, delivered: 1, applied: 2, failed: 2, cancelled: 2 };
+// A command only moves forward: pending -> delivered (-> cancel asked) -> applied | failed | cancelled.
+const STAGE = { pending: 0, delivered: 1, applied: 3, failed: 3, cancelled: 3 };
+const stage = (c) => STAGE[c.status] + (c.status === "delivered" && c.cancel_requested_at ? 1 : 0);
 
 /** Keep `c` unless a later state of the same command is known already: the answer to
  * the page's own POST often arrives after the events that the training's ack caused. */
 function remember(c) {
   const known = commands.get(c.id);
-  if (!known || STAGE[c.status] >= STAGE[known.status]) commands.set(c.id, c);
+  if (!known || stage(c) >= stage(known)) commands.set(c.id, c);
+}
+
+async function cancel(c) {
+  try {
+    remember(await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands/${c.id}/cancel`, { method: "POST" }));
+    renderCommands();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function statusCell(c) {
+  const cell = el("td", {}, statusBadge(c.status));
+  if (c.status === "delivered" && c.cancel_requested_at) cell.append(el("span", { className: "muted", text: " cancel asked" }));
+  else if (c.status === "pending" || c.status === "delivered") {
+    cell.append(" ", el("button", { type: "button", className: "small", onclick: () => cancel(c), text: "Cancel" }));
+  }
+  return cell;
 }
 
 function commandLabel(c) {
@@ -118,7 +139,7 @@ function renderCommands() {
         { "data-id": String(c.id) },
         el("td", { text: String(c.id) }),
         el("td", { text: commandLabel(c) }),
-        el("td", {}, statusBadge(c.status)),
+        statusCell(c),
         el("td", { text: c.step === null ? "" : String(c.step) }),
         el("td", { text: c.message || "" }),
         el("td", { text: fmtDate(c.created_at) }),
@@ -162,10 +183,37 @@ function wireControls() {
   $("lr-value").addEventListener("input", (event) => event.target.setCustomValidity(""));
 }
 
-/** Live records into the charts; `replay` skips points the first read already had. */
+function renderEvaluations() {
+  $("evaluations").hidden = evaluations.size === 0;
+  const rows = [...evaluations.values()];
+  const names = [...new Set(rows.flatMap((r) => Object.keys(r.metrics)))];
+  names.sort((a, b) => (a !== "loss") - (b !== "loss") || a.localeCompare(b));
+  $("eval-head").replaceChildren(el("tr", {}, ...["step", "epoch", "time", ...names].map((n) => el("th", { text: n }))));
+  $("eval-rows").replaceChildren(
+    ...rows.map((r) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: String(r.step) }),
+        el("td", { text: r.epoch === null || r.epoch === undefined ? "" : String(r.epoch + 1) }),
+        el("td", { text: fmtDate(new Date(r.wall_time * 1000).toISOString()) }),
+        ...names.map((n) => el("td", { className: "num", text: n in r.metrics ? fmtValue(num(r.metrics[n])) : "" })),
+      ),
+    ),
+  );
+}
+
+/** Live records into the charts and the evaluation table; `replay` skips points the
+ * first read already had. */
 function onMetrics({ records }, replay = false) {
   const grouped = new Map();
+  let evaluated = false;
   for (const r of records) {
+    if (r.scope === "eval") {
+      evaluations.set(r.seq, r);
+      evaluated = true;
+      continue;
+    }
     for (const [name, value] of Object.entries(r.metrics)) {
       const chart = ensureChart(r.scope, name);
       if (!chart) continue;
@@ -180,6 +228,7 @@ function onMetrics({ records }, replay = false) {
     chart.extend(id, replay && last !== undefined ? points.filter((p) => p[0] > last) : points);
   }
   if (grouped.has("batch/lr") || grouped.has("epoch/lr")) renderLr();
+  if (evaluated) renderEvaluations();
 }
 
 async function main() {
@@ -218,13 +267,17 @@ async function main() {
   const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
   seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
   for (const s of seriesList) ensureChart(s.scope, s.name);
+  const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
   await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
+  for (const r of await evaluated) evaluations.set(r.seq, r);
   for (const data of held) onMetrics(data, true);
   held = null;
-  $("empty").hidden = charts.size > 0;
+  $("empty").hidden = charts.size > 0 || evaluations.size > 0;
   charts.forEach((c) => c.render());
   renderCommands();
   renderLr();
+  renderEvaluations();
+  $("report").href = withToken(`/runs/${encodeURIComponent(runId)}/report.html`);
   document.body.dataset.ready = "true";
   setInterval(() => {
     const span = $("run-duration");
