@@ -168,15 +168,18 @@ class MonitorClient:
             return None
         sender.stopping = True
         if sender.flush(self.flush_timeout if timeout is None else timeout):
-            left = 0
+            records = others = 0
         else:
             # What is unsent goes to the spool; a thread stuck in a request exits when it returns.
-            left = sender.abandon()
+            records, others = sender.abandon()
         self.report()
-        if not left:
+        if not (records or others):
             return None
+        what = f"{records} records" + (
+            f" and {others} other operations (the run's end, command acks)" if others else ""
+        )
         self._warn(
-            f"fitwatch: {left} records of run {self.run_id} could not be delivered to {self.url}; they are "
+            f"fitwatch: {what} of run {self.run_id} could not be delivered to {self.url}; they are "
             f"kept in {sender.spool.path}. Upload them with: fitwatch sync {sender.spool.path}"
         )
         return sender.spool.path
@@ -219,8 +222,10 @@ class MonitorClient:
             self.report()
 
     def ack(self, command_id: int, status: str, message: str | None = None, step: int | None = None) -> None:
-        """Acknowledge a command `applied`, `failed` or `cancelled`. The ack is on disk
-        before this returns, so a crash cannot lead a resumed run to apply it twice."""
+        """Acknowledge a command `applied`, `failed` or `cancelled`. While the client runs,
+        the ack is on disk before this returns (unless the disk refuses it), so a crash
+        cannot lead a resumed run to apply the command twice; otherwise it waits in memory
+        like a record."""
         body: dict[str, Any] = {"status": status}
         if message:
             body["message"] = message[:REASON_MAX]

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .spool import LockedError, Op, SpoolFile, count_records, deliver_file
+from .spool import LockedError, Op, SpoolFile, deliver_file, left_in
 from .transport import Rejected, Retry, send
 
 log = logging.getLogger("fitwatch")
@@ -100,8 +100,9 @@ class Sender(threading.Thread):
         finally:
             self._flushing = False
 
-    def abandon(self) -> int:
-        """Stop for good and move whatever is unsent into the spool; records left there."""
+    def abandon(self) -> tuple[int, int]:
+        """Stop for good and move whatever is unsent into the spool; (records, other
+        operations) left there."""
         with self._lock:
             self.abandoned = True
             self.stopping = True
@@ -116,7 +117,7 @@ class Sender(threading.Thread):
                     f"fitwatch: {lost} records could not be delivered nor written to {self.spool.path} ({exc}); they are lost",
                 )
         self.wake.set()
-        left = count_records(self.spool, self._spool_offset) if self.spool.size() else 0
+        left = left_in(self.spool, self._spool_offset) if self.spool.size() else (0, 0)
         self.spool.close()
         return left
 

@@ -24,6 +24,7 @@ client for the same server or by `fitwatch sync`; it is then kept, renamed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -85,16 +86,25 @@ class SpoolFile:
         """Lock the file (creating it with a header when `create`); False if absent."""
         if self._handle is not None:
             return True
-        if not create and not self.path.exists():
-            return False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+b")  # noqa: SIM115 (held open: the lock lives as long as the handle)
+        # Held open: the lock lives as long as the handle. An existing file is never created
+        # again: another process may have just uploaded it and renamed it .synced.
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+b")  # noqa: SIM115
+        else:
+            try:
+                handle = open(self.path, "r+b")  # noqa: SIM115
+            except FileNotFoundError:
+                return False
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 handle.close()
                 raise LockedError(f"{self.path} is in use by another process") from None
+        if not create and not _still_at(handle, self.path):  # renamed while we waited for the lock
+            handle.close()
+            return False
         _drop_torn_tail(handle)
         handle.seek(0)
         first = handle.readline()
@@ -108,6 +118,9 @@ class SpoolFile:
         elif create:
             handle.write(encode({"fitwatch_spool": FORMAT, "url": self.url, "run_id": self.run_id}))
             handle.flush()
+        else:
+            handle.close()
+            raise ValueError(f"{self.path} is empty: not a fitwatch spool file")
         self._handle = handle
         return True
 
@@ -156,7 +169,8 @@ class SpoolFile:
         """Keep the delivered file as `<name>.synced`, out of the way of the next client."""
         with self._lock:
             synced = synced_path(self.path)
-            self.path.replace(synced)
+            with contextlib.suppress(FileNotFoundError):  # another process marked it first
+                self.path.replace(synced)
             self.close()
             return synced
 
@@ -168,6 +182,15 @@ class SpoolFile:
         if self._handle is not None:
             self._handle.close()  # closing releases the lock
             self._handle = None
+
+
+def _still_at(handle, path: Path) -> bool:
+    """Whether the open file is still the one at `path`."""
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _drop_torn_tail(handle) -> None:
@@ -221,8 +244,15 @@ def acked_in(paths: list[Path], run_id: str) -> set[int]:
     return acked
 
 
-def count_records(spool: SpoolFile, start: int = 0) -> int:
-    return sum(len(op.get("records", ())) for _, op in spool.ops(start))
+def left_in(spool: SpoolFile, start: int = 0) -> tuple[int, int]:
+    """(records, other operations) in the file from byte `start` on."""
+    records = others = 0
+    for _, op in spool.ops(start):
+        if op["op"] == "logs":
+            records += len(op["records"])
+        else:
+            others += 1
+    return records, others
 
 
 @dataclass
@@ -303,7 +333,7 @@ def sync_file(path: Path, url: str | None = None, token: str | None = None, time
         return SyncOutcome(False, f"fitwatch sync: {path}: no such spool file")
     spool = SpoolFile(path)
     try:
-        if not spool.open(create=False):
+        if not spool.open(create=False):  # uploaded by another process a moment ago
             return SyncOutcome(synced.exists(), f"{path}: already uploaded ({synced})")
     except LockedError:
         return SyncOutcome(False, f"fitwatch sync: {path} is in use by a running training, which sends it itself")

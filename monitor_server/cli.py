@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
     for flag, var in flags.items():
         value = getattr(args, flag)
         if value is not None:
-            os.environ[var] = str(value).lower()
+            os.environ[var] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     settings = Settings()
     if settings.host not in LOOPBACK_HOSTS and settings.token is None:
         print(

@@ -21,7 +21,7 @@ from contextlib import suppress
 
 import httpx
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 PR_SET_PDEATHSIG = 1
 
 
@@ -33,15 +33,20 @@ def _raise_stop(signum, _frame):
     raise Stop(signal.Signals(signum).name)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the demo process dies (Linux)."""
-    with suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent():
+    """A function for the child to run before exec: SIGTERM when the demo process dies
+    (Linux). `prctl` is looked up here, in the parent, not in the forked child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    linux = sys.platform.startswith("linux")
-    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent if linux else None)
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent())
 
 
 def _stop(proc: subprocess.Popen | None, first: int, wait: float) -> None:

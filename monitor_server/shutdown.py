@@ -9,6 +9,7 @@ belong to the main thread: an app served from another thread (tests) keeps uvico
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from collections.abc import Callable
@@ -19,13 +20,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def close_streams_on_stop(bus: EventBus) -> Callable[[], None]:
-    """Put the bus's closing in front of the stop signals' handlers; undo with the result."""
+    """Put the bus's closing in front of the stop signals' handlers; undo with the result.
+    Call it on the event loop's thread: the close is scheduled there, never run inside the
+    handler, which may have interrupted code that holds the bus's lock."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    loop = asyncio.get_running_loop()
     previous = {}
 
     def handler(signum, frame) -> None:
-        bus.close()
+        loop.call_soon_threadsafe(bus.close)
         then = previous[signum]
         if callable(then):
             then(signum, frame)

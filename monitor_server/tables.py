@@ -63,6 +63,7 @@ series = Table(
     Column("first_step", BigInteger, nullable=False),
     Column("last_step", BigInteger, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
+    Column("last_wall", Double),  # with last_step: which point is the last (null: older rows)
     Column("last_value", Double),
     Column("min_value", Double),
     Column("max_value", Double),

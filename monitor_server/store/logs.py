@@ -8,6 +8,7 @@ appending, and the series' running stats and summaries are merged in the same pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -68,12 +69,14 @@ def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) 
     epoch = np.repeat(np.array([-1 if r.get("epoch") is None else r["epoch"] for r in records], np.int64), sizes_arr)
     wall = np.repeat(np.array([r["wall_time"] for r in records], np.float64), sizes_arr)
     key = np.asarray(key_col, np.int64)
-    order = np.lexsort((seq, step, key))
+    # By series and step; at one step, the point logged last comes last (seqs are ordered per
+    # writer only, and a resumed run may log a step again).
+    order = np.lexsort((seq, wall, step, key))
     key, step, seq, epoch, wall = key[order], step[order], seq[order], epoch[order], wall[order]
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
 
-    ids = _upsert_series(conn, run_id, list(keys), key, step, seq, value)
+    ids = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value)
     sid = ids[key]
     epoch_list = epoch.tolist() if epoch.min() >= 0 else [None if e < 0 else e for e in epoch.tolist()]
     rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
@@ -111,6 +114,7 @@ def _upsert_series(
     names: list[tuple[str, str]],
     key: np.ndarray,
     step: np.ndarray,
+    wall: np.ndarray,
     seq: np.ndarray,
     value: np.ndarray,
 ) -> np.ndarray:
@@ -127,6 +131,7 @@ def _upsert_series(
             "count": end - start + 1,
             "first_step": int(step[start]),
             "last_step": int(step[end]),
+            "last_wall": float(wall[end]),
             "last_seq": int(seq[end]),
             "last_value": float(value[end]),
             "min_value": float(finite.min()) if len(finite) else None,
@@ -140,8 +145,11 @@ def _upsert_series(
             ).scalar_one()
             continue
         ids[k] = old.id
-        if (old.last_step, old.last_seq) > (new["last_step"], new["last_seq"]):
-            new.update(last_step=old.last_step, last_seq=old.last_seq, last_value=old.last_value)
+        last_wall = -math.inf if old.last_wall is None else old.last_wall
+        if (old.last_step, last_wall, old.last_seq) > (new["last_step"], new["last_wall"], new["last_seq"]):
+            new.update(
+                last_step=old.last_step, last_wall=old.last_wall, last_seq=old.last_seq, last_value=old.last_value
+            )
         new["count"] += old.count
         new["first_step"] = min(new["first_step"], old.first_step)
         new["min_value"] = _pick(min, old.min_value, new["min_value"])

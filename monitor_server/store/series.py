@@ -63,10 +63,10 @@ def _raw(conn: Connection, series_id: int, lo: int, hi: int, limit: int) -> Poin
 def _per_step(conn: Connection, series_id: int, lo: int, hi: int) -> tuple[int, Points, Points]:
     """(points in [lo, hi], each step's lowest finite point, each step's highest): one row
     a step however many points share it, so the read is bounded by the steps."""
+    finite = f"CASE WHEN {FINITE} THEN value END"
     query = text(
-        f"SELECT step, min(value) FILTER (WHERE {FINITE}), max(value) FILTER (WHERE {FINITE}),"
-        " min(wall_time), count(*) FROM points WHERE series_id = :sid AND step BETWEEN :lo AND :hi"
-        " GROUP BY step ORDER BY step"
+        f"SELECT step, min({finite}), max({finite}), min(wall_time), count(*) FROM points"
+        " WHERE series_id = :sid AND step BETWEEN :lo AND :hi GROUP BY step ORDER BY step"
     )
     rows = conn.execute(query, {"sid": series_id, "lo": lo, "hi": hi}).all()
     lows = Points.of([(r[0], r[1], r[3]) for r in rows if r[1] is not None])
@@ -102,7 +102,7 @@ def _last(conn: Connection, series_id: int, lo: int, hi: int) -> Points:
     query = (
         select(points.c.step, points.c.value, points.c.wall_time)
         .where(points.c.series_id == series_id, points.c.step.between(lo, hi))
-        .order_by(points.c.step.desc(), points.c.seq.desc())
+        .order_by(points.c.step.desc(), points.c.wall_time.desc(), points.c.seq.desc())
         .limit(1)
     )
     return Points.of(conn.execute(query).all())

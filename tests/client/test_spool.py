@@ -70,3 +70,25 @@ def test_sync_keeps_the_file_when_the_server_is_down(tmp_path):
     outcome = sync_file(path, timeout=2)
     assert not outcome.delivered and "the file is kept" in outcome.message
     assert path.exists()
+
+
+def test_a_file_uploaded_by_another_process_is_not_made_again(tmp_path):
+    path = tmp_path / "a.jsonl"
+    owner = SpoolFile(path, "http://h:1", "run")
+    owner.append([op(0)])
+    with pytest.raises(LockedError):
+        SpoolFile(path).open(create=False)
+    synced = owner.mark_synced()  # the other process uploaded it
+    assert synced == tmp_path / "a.jsonl.synced" and synced.exists()
+    late = SpoolFile(path)
+    assert late.open(create=False) is False and not path.exists()  # no empty file in its place
+    assert late.mark_synced() == synced and synced.read_text().count("\n") == 2  # the upload is kept
+
+
+def test_an_empty_or_foreign_file_is_not_uploaded(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    outcome = sync_file(empty)
+    assert not outcome.delivered and "not a fitwatch spool file" in outcome.message
+    missing = sync_file(tmp_path / "missing.jsonl")
+    assert not missing.delivered and "no such spool file" in missing.message

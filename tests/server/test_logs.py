@@ -203,3 +203,19 @@ def test_concurrent_retries_of_one_batch_store_it_once(server):
     assert sorted(a["accepted"] for a in answers) == [0, 0, 0, 0, 0, 500]
     with server.client() as api:
         assert count(api) == 500
+
+
+def test_at_a_repeated_step_the_point_logged_last_is_the_last_value(api):
+    """A resumed run logs a step again from a new writer, whose seqs may be smaller."""
+    create_run(api, "r")
+    first = {"seq": 9 << 32, "scope": "epoch", "step": 5, "epoch": 5, "wall_time": 1000.0, "metrics": {"loss": 1.0}}
+    again = {**first, "seq": 3 << 32, "wall_time": 2000.0, "metrics": {"loss": 0.5}}
+    post_logs(api, "r", [first])
+    post_logs(api, "r", [again])
+    assert api.get("/api/v1/runs/r").json()["latest"] == {"loss": 0.5}
+    [info] = api.get("/api/v1/runs/r/series").json()
+    assert info["last_value"] == 0.5 and info["count"] == 2
+    # In one batch too, whatever the order of the records in it.
+    post_logs(api, "r", [{**again, "seq": 5 << 32, "wall_time": 4000.0, "metrics": {"loss": 0.25}},
+                         {**again, "seq": 7 << 32, "wall_time": 3000.0, "metrics": {"loss": 0.75}}])  # fmt: skip
+    assert api.get("/api/v1/runs/r").json()["latest"] == {"loss": 0.25}

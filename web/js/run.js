@@ -10,7 +10,7 @@ const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null
 const charts = new Map(); // chart key -> Chart
 const seriesChart = new Map(); // "scope/name" -> chart key
 const commands = new Map(); // id -> command, in the furthest state seen
-const evaluations = new Map(); // seq -> eval record, in the order logged
+const evaluations = new Map(); // "step/wall time" -> eval record, in the order logged (seqs pass 2**53)
 let run = null;
 
 const $ = (id) => document.getElementById(id);
@@ -102,10 +102,12 @@ const STAGE = { pending: 0, delivered: 1, applied: 3, failed: 3, cancelled: 3 };
 const stage = (c) => STAGE[c.status] + (c.status === "delivered" && c.cancel_requested_at ? 1 : 0);
 
 /** Keep `c` unless a later state of the same command is known already: the answer to
- * the page's own POST often arrives after the events that the training's ack caused. */
+ * the page's own POST often arrives after the events that the training's ack caused. Of two
+ * final states (an ack that came after a cancel), the one settled last is the truth. */
 function remember(c) {
   const known = commands.get(c.id);
-  if (!known || stage(c) >= stage(known)) commands.set(c.id, c);
+  const later = !known || stage(c) > stage(known) || (stage(c) === stage(known) && (c.done_at || "") >= (known.done_at || ""));
+  if (later) commands.set(c.id, c);
 }
 
 async function cancel(c) {
@@ -183,6 +185,8 @@ function wireControls() {
   $("lr-value").addEventListener("input", (event) => event.target.setCustomValidity(""));
 }
 
+const evalKey = (r) => `${r.step}/${r.wall_time}`;
+
 function renderEvaluations() {
   $("evaluations").hidden = evaluations.size === 0;
   const rows = [...evaluations.values()];
@@ -210,7 +214,7 @@ function onMetrics({ records }, replay = false) {
   let evaluated = false;
   for (const r of records) {
     if (r.scope === "eval") {
-      evaluations.set(r.seq, r);
+      evaluations.set(evalKey(r), r);
       evaluated = true;
       continue;
     }
@@ -269,7 +273,7 @@ async function main() {
   for (const s of seriesList) ensureChart(s.scope, s.name);
   const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
   await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
-  for (const r of await evaluated) evaluations.set(r.seq, r);
+  for (const r of await evaluated) evaluations.set(evalKey(r), r);
   for (const data of held) onMetrics(data, true);
   held = null;
   $("empty").hidden = charts.size > 0 || evaluations.size > 0;
