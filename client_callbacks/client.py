@@ -18,7 +18,6 @@ import functools
 import itertools
 import os
 import random
-import threading
 import time
 import uuid
 import warnings
@@ -26,6 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Self
 
+from .inbox import Inbox
 from .poller import Poller
 from .sender import Sender
 from .spool import SpoolFile, acked_in, default_dir, leftovers, normalize_url
@@ -98,13 +98,10 @@ class MonitorClient:
         self.flush_timeout = flush_timeout
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_dir()
         self.timeout = timeout
-        #: Commands received and not yet taken by the caller, oldest first, each id once.
-        self.commands: deque[dict[str, Any]] = deque()
+        self._inbox = Inbox(self.ack)
         self.writer = new_writer()
         self._seq = itertools.count(self.writer << WRITER_BITS)
         self._queue: deque[dict[str, Any]] = deque()
-        self._seen: set[int] = set()  # command ids ever handed over (or acknowledged before)
-        self._inbox_lock = threading.Lock()
         self._notices: deque[str] = deque()
         self._warned: set[str] = set()
         self._sender: Sender | None = None
@@ -123,11 +120,10 @@ class MonitorClient:
             body["name"] = self.run_name
         self._queue.appendleft({"op": "create", "body": body, "resume": resume})
         # Commands left from an earlier start were cancelled when that run ended.
-        with self._inbox_lock:
-            self.commands.clear()
+        self._inbox.clear()
         backlog = leftovers(self.spool_dir, self.url)
         # A process that crashed after applying a command kept its ack on disk: never apply it again.
-        self._seen |= acked_in(backlog, self.run_id)
+        self._inbox.seen |= acked_in(backlog, self.run_id)
         spool = SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id)
         connect = functools.partial(http_client, self.url, self.token, self.timeout)
         self._sender = Sender(
@@ -142,8 +138,12 @@ class MonitorClient:
         self._sender.adopt(backlog)
         self._sender.start()
         if self.poll_interval > 0:
-            self._poller = Poller(connect, self.run_id, self._receive, self.poll_interval, self._sender.created)
-            self._poller.start()
+            self._start_poller(self.poll_interval)
+
+    def _start_poller(self, interval: float) -> None:
+        connect = functools.partial(http_client, self.url, self.token, self.timeout)
+        self._poller = Poller(connect, self.run_id, self._receive, interval, self._sender.created)
+        self._poller.start()
 
     def end(self, status: str, reason: str | None = None) -> None:
         """Record how the run ended: `finished`, `stopped`, `failed` or `interrupted`."""
@@ -238,13 +238,37 @@ class MonitorClient:
             if sender is not None:
                 sender.wake.set()
 
-    def take_commands(self) -> list[dict[str, Any]]:
-        """The commands received since the last call, oldest first; each id comes once.
-        Apply them, then `ack()` each. A command cancelled before it was taken never comes."""
-        with self._inbox_lock:
-            taken = list(self.commands)
-            self.commands.clear()
-        return taken
+    @property
+    def commands(self) -> Inbox:
+        """The commands received and not yet taken (true when there are any)."""
+        return self._inbox
+
+    def take_commands(
+        self, step: int | None = None, epoch: int | None = None, epoch_start: bool = False
+    ) -> list[dict[str, Any]]:
+        """The commands due now, oldest first; each id comes once. Apply them, then `ack()`
+        each. Pass the caller's global `step` (and `epoch`, with `epoch_start` at its first
+        batch) to have commands scheduled with `at` held until exactly there; without a
+        step, such commands are acknowledged `failed`. A command cancelled before it is
+        taken never comes."""
+        return self._inbox.take(step, epoch, epoch_start)
+
+    def wait_for_commands(self, timeout: float) -> bool:
+        """Block up to `timeout` s until a command arrives (no busy loop); whether one did.
+        Polls for commands meanwhile even when `poll_interval` is 0."""
+        if self._poller is None and self._sender is not None:
+            self._start_poller(self.poll_interval or 1.0)
+        return self._inbox.wait(timeout)
+
+    def set_status(self, status: str) -> None:
+        """Tell the server the run is `paused` or `running` again (in order with the records)."""
+        self._queue.append({"op": "patch", "body": {"status": status}})
+        if self._sender is not None:
+            self._sender.wake.set()
+
+    def set_controls(self, controls: dict[str, Any]) -> None:
+        """Publish what can be steered: `{"params": {...}, "actions": [...], "checkpoint_dir": ...}`."""
+        self._queue.append({"op": "patch", "body": {"controls": controls}})
 
     @property
     def buffered(self) -> int:
@@ -254,30 +278,7 @@ class MonitorClient:
     # -- from the threads -----------------------------------------------------------------
 
     def _receive(self, commands: list[dict[str, Any]]) -> int:
-        """Take in what a poll or a log answer brought; the number of new commands. A cancel
-        asked for a command not yet taken is honoured here: it is never applied."""
-        new = 0
-        withdrawn = []
-        with self._inbox_lock:
-            for command in commands:
-                if command["status"] not in ("pending", "delivered"):
-                    continue
-                cancel = command.get("cancel_requested_at") is not None
-                if command["id"] not in self._seen:
-                    self._seen.add(command["id"])
-                    if cancel:
-                        withdrawn.append(command["id"])
-                    else:
-                        self.commands.append(command)
-                        new += 1
-                elif cancel:
-                    waiting = next((c for c in self.commands if c["id"] == command["id"]), None)
-                    if waiting is not None:
-                        self.commands.remove(waiting)
-                        withdrawn.append(command["id"])
-        for command_id in withdrawn:
-            self.ack(command_id, "cancelled", "cancelled before the training applied it")
-        return new
+        return self._inbox.receive(commands)
 
     def _notify(self, kind: str, message: str) -> None:
         if kind not in self._warned:

@@ -3,9 +3,9 @@
 Batch-end hooks only queue a record, so the callback is marked `async_safe`: Keras then
 keeps dispatching batch-end hooks to its worker threads (on backends that allow it, JAX)
 and the training loop does not wait on a device sync each step. Those hooks may run on
-several threads at once and finish out of order. Everything that touches the model (commands, the
-learning rate, `stop_training`) happens in the batch-begin and epoch hooks, which Keras
-always calls on the training thread.
+several threads at once and finish out of order. Everything that touches the model
+(commands, see `steering`; the learning rate; `stop_training`) happens in the batch-begin
+and epoch hooks, which Keras always calls on the training thread.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
 from .client import MonitorClient
-from .optimizers import current_lr, jsonable, set_learning_rate
+from .optimizers import current_lr, jsonable
 from .runguard import RunGuard
+from .steering import Steering
 
 # Callbacks Keras adds by itself; they never stop a training.
 _BUILTIN = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
@@ -45,11 +47,19 @@ class RemoteCallback(keras.callbacks.Callback):
             rest in the spool for `fitwatch sync`.
         spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
             `~/.cache/fitwatch/spool`.
+        knobs: parameters a `set_param` command may set, by name: `keras.Variable`s that
+            the model or the loss reads, so a new value takes effect in compiled steps.
+            On JAX a knob must be a variable of the model (a layer's `add_weight`).
+        actions: functions an `action` command may call by name, as `fn(model, step)`;
+            what they return is the command's message.
+        checkpoint_dir: where `checkpoint` commands save (`<name or step-N>.keras`),
+            default `./checkpoints/<run_id>/`.
 
     Example:
 
     ```python
-    model.fit(x, y, epochs=10, callbacks=[RemoteCallback(run_name="mnist-mlp")])
+    kl_weight = keras.Variable(1.0, trainable=False)  # read by the loss
+    model.fit(x, y, epochs=10, callbacks=[RemoteCallback(run_name="vae", knobs={"kl_weight": kl_weight})])
     ```
     """
 
@@ -68,6 +78,9 @@ class RemoteCallback(keras.callbacks.Callback):
         poll_interval: float = 1.0,
         flush_timeout: float = 10.0,
         spool_dir: str | os.PathLike | None = None,
+        knobs: dict[str, keras.Variable] | None = None,
+        actions: dict[str, Callable[[keras.Model, int], Any]] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if batch_frequency < 1:
@@ -93,7 +106,7 @@ class RemoteCallback(keras.callbacks.Callback):
         self._lr: float | None = None  # last value in the batch-scope `lr` series
         self._last_loss: tuple[int, float] | None = None  # (step, loss) of the latest batch
         self._loss_lock = threading.Lock()
-        self._stop: tuple[int, int] | None = None  # (command id, step) of an applied stop
+        self.steering = Steering(self.client, knobs, actions, checkpoint_dir, self._record_lr)
         self._others: list[keras.callbacks.Callback] = []
         self._guard: RunGuard | None = None
         self._trained = False
@@ -106,12 +119,12 @@ class RemoteCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._others = [cb for cb in _calling_callbacks() if cb is not self and not isinstance(cb, _BUILTIN)]
-        self._stop = None
         self._last_loss = None
         self._trained = True
         if not self.client.run_name:
             self.client.run_name = self.model.name
         self.client.start(config=self._run_config())
+        self.steering.begin(self.model)
         self._record_lr(self._next_step)
         self._guard = RunGuard(self.client, self.model, self.flush_timeout)
 
@@ -125,7 +138,7 @@ class RemoteCallback(keras.callbacks.Callback):
         step = self._step_base + batch
         self._next_step = step + 1
         if self.client.commands:
-            self._apply_commands(step)
+            self.steering.steer(step, self._epoch, epoch_start=batch == 0)
         if batch == 0:
             self._record_lr(step)  # a scheduler may have changed it at the epoch's start
 
@@ -148,6 +161,7 @@ class RemoteCallback(keras.callbacks.Callback):
             metrics["lr"] = lr
         self.client.log("epoch", epoch, metrics, epoch)
         self._record_lr(self._next_step)
+        self.steering.report_controls()  # knobs the training changes itself
 
     def on_train_end(self, logs=None):
         if self._guard is None or not self._guard.settle():
@@ -173,31 +187,7 @@ class RemoteCallback(keras.callbacks.Callback):
             self.client.end("finished", "evaluate() done")
         self.spool_file = self.client.close(self.flush_timeout)
 
-    # -- commands ---------------------------------------------------------------------------
-
-    def _apply_commands(self, step: int) -> None:
-        for command in self.client.take_commands():
-            try:
-                message = self._apply(command, step)
-            except Exception as exc:  # the reason goes back to whoever sent it
-                self.client.ack(command["id"], "failed", f"{type(exc).__name__}: {exc}", step)
-            else:
-                self.client.ack(command["id"], "applied", message, step)
-
-    def _apply(self, command: dict[str, Any], step: int) -> str:
-        kind = command["type"]
-        if kind == "stop_training":
-            self.model.stop_training = True
-            self._stop = (command["id"], step)
-            return f"training stops after step {step}"
-        if kind == "set_lr":
-            value = float(command["args"]["value"])
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"learning rate must be finite and > 0, got {value}")
-            old = set_learning_rate(self.model.optimizer, value)
-            self._record_lr(step)
-            return f"learning rate {old:.6g} -> {value:.6g} at step {step}"
-        raise ValueError(f"unknown command type {kind!r}")
+    # -- the learning rate --------------------------------------------------------------------
 
     def _record_lr(self, step: int) -> None:
         """Add a point to the batch-scope `lr` series when the rate has changed, whoever
@@ -206,12 +196,13 @@ class RemoteCallback(keras.callbacks.Callback):
         if lr is not None and lr != self._lr:
             self._lr = lr
             self.client.log("batch", step, {"lr": lr}, self._epoch)
+            self.steering.report_controls()
 
     # -- how it ended ---------------------------------------------------------------------
 
     def _outcome(self) -> tuple[str, str]:
-        if self._stop is not None:
-            command_id, step = self._stop
+        if self.steering.stopped_by is not None:
+            command_id, step = self.steering.stopped_by
             return "stopped", f"stop command {command_id} applied at step {step}"
         if self.model.stop_training:
             return self._stopped_by_callback()

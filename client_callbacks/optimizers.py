@@ -19,17 +19,28 @@ def leaf_optimizers(optimizer) -> list:
     return [optimizer]
 
 
-def set_learning_rate(optimizer, value: float) -> float:
-    """Assign `value` to every optimizer involved; the previous rate. Refuses schedules."""
-    leaves = leaf_optimizers(optimizer)
-    for opt in leaves:
+def _schedule(optimizer):
+    """The first schedule (or callable) among the optimizers' rates, else None."""
+    for opt in leaf_optimizers(optimizer):
         current = getattr(opt, "_learning_rate", None)
         if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or (
             callable(current) and not isinstance(current, keras.Variable)
         ):
-            raise TypeError(f"the learning rate is a {type(current).__name__}, a schedule; it cannot be set")
+            return current
+    return None
+
+
+def lr_is_settable(optimizer) -> bool:
+    return _schedule(optimizer) is None
+
+
+def set_learning_rate(optimizer, value: float) -> float:
+    """Assign `value` to every optimizer involved; the previous rate. Refuses schedules."""
+    schedule = _schedule(optimizer)
+    if schedule is not None:
+        raise TypeError(f"the learning rate is a {type(schedule).__name__}, a schedule; it cannot be set")
     old = current_lr(optimizer)
-    for opt in leaves:
+    for opt in leaf_optimizers(optimizer):
         opt.learning_rate = value
     return float("nan") if old is None else old
 

@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for module in (health, runs, logs, series, commands, events, export, compat):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(commands.several, responses=ERROR_RESPONSES)
     app.include_router(pages.router)
     app.mount("/static", pages.static, name="static")
     app.openapi = lambda: _openapi(app)
@@ -114,7 +115,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             components.update(body.pop("$defs", {}))
             components[model.__name__] = body
         components["LogBatch"]["properties"]["records"]["maxItems"] = app.state.settings.max_records
-        components["SetLrArgs"]["properties"]["value"]["maximum"] = app.state.settings.max_lr
+        max_lr = app.state.settings.max_lr
+        components["LrValue"]["properties"]["value"]["maximum"] = max_lr
+        components["ParamArgs"]["then"]["properties"]["value"]["maximum"] = max_lr
         app.openapi_schema = _exact_integer_bounds(schema)
     return app.openapi_schema
 

@@ -52,7 +52,7 @@ def _evaluations(conn: Connection, run_id: str) -> str:
     head = "".join(f"<th>{html.escape(n)}</th>" for n in ["step", "epoch", *names])
     body = []
     for r in rows:
-        cells = [str(r["step"]), "" if r["epoch"] is None else str(r["epoch"] + 1)]
+        cells = [str(r["step"]), "" if r["epoch"] is None else str(r["epoch"])]
         cells += [_number(r["metrics"].get(n)) for n in names]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f'<h2>Evaluation</h2><table class="evals"><tr>{head}</tr>{"".join(body)}</table>'

@@ -33,9 +33,10 @@ RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 MAX_INT64 = 2**63 - 1
 
-RunStatus = Literal["running", "finished", "stopped", "failed", "interrupted"]
+RunStatus = Literal["running", "paused", "finished", "stopped", "failed", "interrupted"]
+LIVE = ("running", "paused")  # a process is training it
 Scope = Literal["batch", "epoch", "eval"]
-CommandType = Literal["stop_training", "set_lr"]
+CommandType = Literal["stop_training", "set_lr", "set_param", "pause", "resume", "checkpoint", "action"]
 CommandStatus = Literal["pending", "delivered", "applied", "failed", "cancelled"]
 
 
@@ -110,6 +111,17 @@ class RunCreate(BaseModel):
     config: Config = Field(default_factory=dict)
 
 
+class Controls(BaseModel):
+    """What the training says can be steered: settable params with their current values,
+    the names of its actions, and where checkpoints go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: Annotated[Metrics, AfterValidator(_json_safe)] = Field(default_factory=dict)
+    actions: Annotated[list[Name], Field(max_length=1000)] = Field(default_factory=list)
+    checkpoint_dir: text(4096) | None = None
+
+
 class RunPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +129,7 @@ class RunPatch(BaseModel):
     reason: text(2000) | None = None
     name: Name | None = None
     config: Config | None = None
+    controls: Controls | None = None
 
 
 class RunPublic(BaseModel):
@@ -130,6 +143,7 @@ class RunPublic(BaseModel):
     updated_at: datetime
     last_seen: datetime
     latest: dict[str, OutFloat] = Field(description="last value of each epoch-scope series")
+    controls: dict[str, Any] | None = Field(None, description="what the training says can be steered")
 
 
 class LogRecord(TypedDict):
@@ -174,44 +188,6 @@ class SeriesData(BaseModel):
     wall_times: list[float]
 
 
-class NoArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StopTraining(BaseModel):
-    """Set `model.stop_training`: the batch under way is the last."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["stop_training"]
-    args: NoArgs = Field(default_factory=NoArgs)
-
-
-class SetLrArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    value: Annotated[
-        StrictFloat | StrictInt,
-        Field(gt=0, allow_inf_nan=False),
-        AfterValidator(float),
-        WithJsonSchema({"type": "number", "exclusiveMinimum": 0}),
-    ] = Field(description="the new rate; at most the server's FITWATCH_MAX_LR")
-
-
-class SetLr(BaseModel):
-    """Assign the optimizer's learning rate."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["set_lr"]
-    args: SetLrArgs
-
-
-# Every command type with its arguments: validation, the OpenAPI schema and the page's
-# controls all come from this one union.
-CommandCreate = Annotated[StopTraining | SetLr, Field(discriminator="type")]
-
-
 class CommandAck(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -233,12 +209,23 @@ class CommandPublic(BaseModel):
     done_at: datetime | None
     message: str | None
     step: int | None
+    at: dict[str, int] | None = Field(description="scheduled: `{step}` or `{epoch}` where it applies")
     issued_by: str | None = Field(
         description="role of the token that issued it (admin, or anonymous on an open server)"
     )
     cancel_requested_at: datetime | None = Field(
         description="when a cancel was asked after delivery; the training withdraws the command unless it applied it"
     )
+
+
+class Skipped(BaseModel):
+    run_id: str
+    reason: str
+
+
+class CommandsCreated(BaseModel):
+    commands: list[CommandPublic] = Field(description="one for each running or paused run among the targets")
+    skipped: list[Skipped] = Field(description="targets that took no command, and why")
 
 
 class ErrorItem(BaseModel):

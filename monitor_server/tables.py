@@ -45,6 +45,7 @@ runs = Table(
     Column("reason", Text),
     # Plain JSON, not JSONB, on PostgreSQL: a config is kept as sent, NUL characters included.
     Column("config", JSON, nullable=False),
+    Column("controls", JSON),  # what the training says can be steered: params, actions, checkpoint folder
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("last_seen", Double, nullable=False),
@@ -132,5 +133,6 @@ commands = Table(
     Column("issued_by", String(16)),  # role of the token that issued it: admin or anonymous
     # A cancel asked after delivery: the training withdraws the command if it has not applied it.
     Column("cancel_requested_at", Double),
+    Column("at", JSON),  # {"step": N} or {"epoch": N}: applied exactly there
     Index("ix_commands_run_status", "run_id", "status"),
 )

@@ -1,4 +1,5 @@
-"""Commands: issue, list or long-poll, acknowledge, cancel."""
+"""Commands: issue (to one run, or to several at once), list or long-poll, acknowledge,
+cancel."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from ..access import Controller, Ingester, Reader, Right, Role, authorize
 from ..db import reading, writing
 from ..events import EventBus, command_topic, run_topic
-from ..schemas import CommandAck, CommandCreate, CommandPublic
+from ..schemas import CommandAck, CommandPublic, CommandsCreated
 from ..store import commands as store
 from ..store.runs import get_run_row, touch
+from ..vocabulary import CommandCreate, MultiCommand, check_limits
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}/commands", tags=["commands"])
+several = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 
 CommandId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
@@ -33,13 +36,26 @@ def announce(bus: EventBus, command: CommandPublic, wake: bool = False) -> None:
 def create_command(
     run_id: RunIdPath, body: CommandCreate, engine: EngineDep, settings: SettingsDep, bus: BusDep, role: Role
 ) -> CommandPublic:
-    """Send `stop_training` or `set_lr` (`{"value": v}`) to a running training."""
-    store.check_limits(body, settings.max_lr)
-    args = body.args.model_dump()
+    """Send a command to a running (or paused) training; with `at`, for a given step or epoch."""
+    check_limits(body, settings.max_lr)
     with writing(engine) as conn:
-        command = store.create_command(conn, run_id, body.type, args, time.time(), settings.stale_after, role)
+        command = store.create_command(conn, run_id, body, time.time(), settings.stale_after, role)
     announce(bus, command, wake=True)
     return command
+
+
+@several.post("", response_model=CommandsCreated, status_code=201, dependencies=[Controller])
+def create_commands(
+    body: MultiCommand, engine: EngineDep, settings: SettingsDep, bus: BusDep, role: Role
+) -> CommandsCreated:
+    """Send one command to each running run of `runs` (ids) or of `project`; the others are
+    listed as skipped, with the reason."""
+    check_limits(body, settings.max_lr)
+    with writing(engine) as conn:
+        created, skipped = store.create_for_runs(conn, body, body, time.time(), settings.stale_after, role)
+    for command in created:
+        announce(bus, command, wake=True)
+    return CommandsCreated(commands=created, skipped=skipped)
 
 
 def _poll(engine, run_id: str) -> tuple[list[CommandPublic], list[CommandPublic]]:
@@ -61,7 +77,8 @@ async def list_commands(
     wait: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> list[CommandPublic]:
     """All commands of the run; with `status=pending`, the ones not yet acknowledged,
-    handed to the caller as the training (marked delivered), waiting up to `wait` s for one."""
+    handed to the caller as the training (marked delivered), waiting up to `wait` s for a
+    new one or a cancel. A waiting poll counts as contact: a paused training stays alive."""
     if status is None:
 
         def read() -> list[CommandPublic]:
@@ -71,22 +88,27 @@ async def list_commands(
         return await run_in_threadpool(read)
     authorize(request, Right.INGEST)  # taking pending commands is the training's part
     deadline = anyio.current_time() + min(wait, settings.max_wait)
+    heartbeat = settings.stale_after / 3
     with bus.subscribe(command_topic(run_id)) as woken:
+        woke = False
         while True:
             commands, delivered = await run_in_threadpool(_poll, engine, run_id)
             for command in delivered:
                 announce(bus, command)
             remaining = deadline - anyio.current_time()
-            if commands or remaining <= 0 or woken.closed:
+            # Commands the caller holds already (a scheduled one) do not end the wait: only
+            # a new one, a cancel, or the deadline do.
+            if delivered or woke or remaining <= 0 or woken.closed:
                 return commands
-            await woken.get(remaining)
+            woke = await woken.get(min(remaining, heartbeat)) is not None
 
 
 @router.post("/{command_id}/ack", response_model=CommandPublic, dependencies=[Ingester])
 def ack_command(
     run_id: RunIdPath, command_id: CommandId, body: CommandAck, engine: EngineDep, bus: BusDep
 ) -> CommandPublic:
-    """The training reports a command `applied` or `failed`; repeating it changes nothing."""
+    """The training reports a command `applied`, `failed` or `cancelled` (withdrawn
+    unapplied); repeating it changes nothing."""
     now = time.time()
     with writing(engine) as conn:
         touch(conn, run_id, now)

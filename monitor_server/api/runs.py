@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response, status
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
-from ..schemas import NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus
+from ..schemas import LIVE, NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus
 from ..store import commands as command_store
 from ..store import runs as store
 from .commands import announce as announce_command
@@ -73,7 +73,7 @@ def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: Se
     now = time.time()
     with writing(engine) as conn:
         store.patch_run(conn, run_id, body, now)
-        ended = body.status is not None and body.status != "running"
+        ended = body.status is not None and body.status not in LIVE
         cancelled = command_store.cancel_unapplied(conn, run_id, body.status, now) if ended else []
     with reading(engine) as conn:
         run = store.read_run(conn, run_id, settings.stale_after)

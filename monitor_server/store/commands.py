@@ -1,4 +1,4 @@
-"""Commands to a running training: issue, deliver, acknowledge, cancel.
+"""Commands to a running (or paused) training: issue, deliver, acknowledge, cancel.
 
 Delivery is at least once: every poll, and every log response, hands over all commands
 the client has not acknowledged; the client applies each id at most once.
@@ -17,9 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from ..errors import Conflict, Invalid, NotFound
-from ..schemas import CommandAck, CommandCreate, CommandPublic, SetLr, timestamp
-from ..tables import commands
+from ..errors import Conflict, NotFound
+from ..schemas import LIVE, CommandAck, CommandPublic, Skipped, timestamp
+from ..tables import commands, runs
+from ..vocabulary import Command, Targets
 from .runs import effective_status, get_run_row
 
 UNACKNOWLEDGED = ("pending", "delivered")
@@ -37,30 +38,59 @@ def to_public(row: Any) -> CommandPublic:
         done_at=timestamp(row.done_at),
         message=row.message,
         step=row.step,
+        at=row.at,
         issued_by=row.issued_by,
         cancel_requested_at=timestamp(row.cancel_requested_at),
     )
 
 
-def check_limits(command: CommandCreate, max_lr: float) -> None:
-    """Limits that are settings of this server, not part of the types (422 when passed)."""
-    if isinstance(command, SetLr) and command.args.value > max_lr:
-        raise Invalid(f"set_lr value {command.args.value} is above the limit {max_lr}")
+def _insert(conn: Connection, run_id: str, command: Command, now: float, issued_by: str) -> int:
+    values = {
+        "run_id": run_id,
+        "type": command.type,
+        "args": command.args.model_dump(exclude_none=True),
+        "at": None if command.at is None else command.at.model_dump(),
+        "status": "pending",
+        "created_at": now,
+        "issued_by": issued_by,
+    }
+    return conn.execute(insert(commands).values(values).returning(commands.c.id)).scalar_one()
 
 
 def create_command(
-    conn: Connection, run_id: str, type_: str, args: dict[str, Any], now: float, stale_after: float, issued_by: str
+    conn: Connection, run_id: str, command: Command, now: float, stale_after: float, issued_by: str
 ) -> CommandPublic:
     run = get_run_row(conn, run_id, lock=True)
     status = effective_status(run, stale_after, now)
-    if status != "running":
+    if status not in LIVE:
         raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
-    new_id = conn.execute(
-        insert(commands)
-        .values(run_id=run_id, type=type_, args=args, status="pending", created_at=now, issued_by=issued_by)
-        .returning(commands.c.id)
-    ).scalar_one()
-    return get_command(conn, run_id, new_id)
+    return get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by))
+
+
+def create_for_runs(
+    conn: Connection, targets: Targets, command: Command, now: float, stale_after: float, issued_by: str
+) -> tuple[list[CommandPublic], list[Skipped]]:
+    """One command for each running (or paused) run of `targets`; the runs skipped, and why."""
+    if targets.runs is not None:
+        rows = {r.id: r for r in conn.execute(select(runs).where(runs.c.id.in_(targets.runs)))}
+        status = {
+            run_id: "not found" if run_id not in rows else effective_status(rows[run_id], stale_after, now)
+            for run_id in targets.runs
+        }
+    else:
+        query = select(runs).where(runs.c.project == targets.project, runs.c.status.in_(LIVE))
+        status = {r.id: effective_status(r, stale_after, now) for r in conn.execute(query)}
+        status = {run_id: s for run_id, s in status.items() if s in LIVE}
+    created = []
+    for run_id in sorted(r for r, s in status.items() if s in LIVE):
+        get_run_row(conn, run_id, lock=True)
+        created.append(get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by)))
+    skipped = [
+        Skipped(run_id=r, reason=f"the run is {s}" if s != "not found" else s)
+        for r, s in status.items()
+        if s not in LIVE
+    ]
+    return created, skipped
 
 
 def _row(conn: Connection, run_id: str, command_id: int) -> Any:
@@ -139,13 +169,12 @@ def cancel_command(conn: Connection, run_id: str, command_id: int, now: float) -
 
 def cancel_unapplied(conn: Connection, run_id: str, status: str, now: float) -> list[CommandPublic]:
     """The run ended with `status`: cancel what it never acknowledged; those commands."""
-    query = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
-    ids = list(conn.execute(query).scalars())
-    if not ids:
-        return []
-    message = f"not applied: the run ended ({status}) before the training applied it"
-    conn.execute(
-        update(commands).where(commands.c.id.in_(ids)).values(status="cancelled", done_at=now, message=message)
-    )
-    rows = conn.execute(select(commands).where(commands.c.id.in_(ids)).order_by(commands.c.id))
-    return [to_public(r) for r in rows]
+    query = select(commands).where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
+    rows = list(conn.execute(query.order_by(commands.c.id)))
+    for row in rows:
+        when = "" if row.at is None else " at " + " ".join(f"{k} {v}" for k, v in row.at.items())
+        message = f"not applied: the run ended ({status}) before the training applied it{when}"
+        conn.execute(
+            update(commands).where(commands.c.id == row.id).values(status="cancelled", done_at=now, message=message)
+        )
+    return [get_command(conn, run_id, row.id) for row in rows]

@@ -1,8 +1,8 @@
 """Runs: create, read, list, change, delete, and the liveness that makes a silent run
 `interrupted`.
 
-A run whose process stops talking keeps `running` in the table; readers see it as
-`interrupted` once `last_seen` is older than the stale timeout, and it is `running` again
+A run whose process stops talking keeps `running` (or `paused`) in the table; readers see it
+as `interrupted` once `last_seen` is older than the stale timeout, and it is live again
 as soon as it talks. So nothing has to sweep the table, and a run that was only cut off
 from the server for a while comes back by itself.
 """
@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from ..errors import NotFound
-from ..schemas import RunCreate, RunPatch, RunPublic, timestamp
+from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
 from ..tables import commands, points, received, runs, series, summaries
 from .sql import insert_ignore
 
 
 def effective_status(row: Any, stale_after: float, now: float) -> str:
-    if row.status == "running" and row.last_seen < now - stale_after:
+    if row.status in LIVE and row.last_seen < now - stale_after:
         return "interrupted"
     return row.status
 
@@ -39,6 +39,7 @@ def to_public(row: Any, latest: dict[str, float], stale_after: float, now: float
         updated_at=timestamp(row.updated_at),
         last_seen=timestamp(row.last_seen),
         latest=latest,
+        controls=row.controls,
     )
 
 
@@ -103,11 +104,10 @@ def list_runs(
     if project is not None:
         query = query.where(runs.c.project == project)
     if status == "interrupted":
-        query = query.where(
-            or_(runs.c.status == "interrupted", and_(runs.c.status == "running", runs.c.last_seen < cutoff))
-        )
-    elif status == "running":
-        query = query.where(runs.c.status == "running", runs.c.last_seen >= cutoff)
+        stale = and_(runs.c.status.in_(LIVE), runs.c.last_seen < cutoff)
+        query = query.where(or_(runs.c.status == "interrupted", stale))
+    elif status in LIVE:
+        query = query.where(runs.c.status == status, runs.c.last_seen >= cutoff)
     elif status is not None:
         query = query.where(runs.c.status == status)
     rows = conn.execute(query).all()
@@ -116,10 +116,10 @@ def list_runs(
 
 
 def newly_stale(conn: Connection, stale_after: float, since: float, now: float) -> list[RunPublic]:
-    """Running runs whose silence passed the stale timeout between `since` and `now`:
-    the ones that readers see turn `interrupted` in that time."""
+    """Running or paused runs whose silence passed the stale timeout between `since` and
+    `now`: the ones that readers see turn `interrupted` in that time."""
     query = select(runs).where(
-        runs.c.status == "running", runs.c.last_seen >= since - stale_after, runs.c.last_seen < now - stale_after
+        runs.c.status.in_(LIVE), runs.c.last_seen >= since - stale_after, runs.c.last_seen < now - stale_after
     )
     rows = conn.execute(query).all()
     latest = latest_epoch_values(conn, [row.id for row in rows])
@@ -133,9 +133,9 @@ def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None
         k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "reason"
     }
     if body.status is not None:
-        # A run that says it is running is alive; any other status ends it, with its reason.
+        # A run that says it is running (or paused) is alive; any other status ends it, with its reason.
         values.setdefault("reason", None)
-        if body.status == "running":
+        if body.status in LIVE:
             values["last_seen"] = now
     values["updated_at"] = now
     conn.execute(update(runs).where(runs.c.id == run_id).values(values))
@@ -159,4 +159,4 @@ def delete_run(conn: Connection, run_id: str) -> None:
 
 def was_stale(row: Any, stale_after: float, now: float) -> bool:
     """Whether this contact revives a run that readers saw as interrupted."""
-    return effective_status(row, stale_after, now) == "interrupted" and row.status == "running"
+    return effective_status(row, stale_after, now) == "interrupted" and row.status in LIVE

@@ -29,7 +29,7 @@ def test_migrations_create_the_schema_once(database_url):
     names = set(inspect(engine).get_table_names())
     assert {"runs", "series", "points", "summaries", "received", "commands", "alembic_version"} <= names
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     assert {"issued_by", "cancel_requested_at"} <= {c["name"] for c in inspect(engine).get_columns("commands")}
     engine.dispose()
 

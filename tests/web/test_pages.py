@@ -251,7 +251,7 @@ def test_report_opens_from_a_file_with_no_network(browser, api, tmp_path):
     assert page.locator("h1").inner_text() == "report <me>"
     assert page.locator(".plotly-graph-div").count() == 2  # loss and accuracy; evaluations are a table
     rows = page.locator("table.evals tr").all_inner_texts()
-    assert [r.split("\t") for r in rows] == [["step", "epoch", "loss", "accuracy"], ["30", "1", "0.25", "NaN"]]
+    assert [r.split("\t") for r in rows] == [["step", "epoch", "loss", "accuracy"], ["30", "0", "0.25", "NaN"]]
     context.close()
 
 
@@ -274,7 +274,7 @@ def test_evaluations_are_a_table_of_values_with_the_step_they_ran_at(page, api):
     head = page.locator("#eval-head th").all_inner_texts()
     assert head == ["step", "epoch", "time", "loss", "accuracy"]
     cells = page.locator("#eval-rows tr").first.locator("td").all_inner_texts()
-    assert (cells[0], cells[1], cells[3:]) == ("10", "1", ["0.5", "0.75"])
+    assert (cells[0], cells[1], cells[3:]) == ("10", "0", ["0.5", "0.75"])
 
     post_logs(api, "r1", [evaluation(101, step=20, loss=0.4, accuracy=0.8, auc=0.9)])  # live
     page.wait_for_function("() => document.querySelectorAll('#eval-rows tr').length === 2")

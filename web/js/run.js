@@ -199,7 +199,7 @@ function renderEvaluations() {
         "tr",
         {},
         el("td", { text: String(r.step) }),
-        el("td", { text: r.epoch === null || r.epoch === undefined ? "" : String(r.epoch + 1) }),
+        el("td", { text: r.epoch === null || r.epoch === undefined ? "" : String(r.epoch) }),
         el("td", { text: fmtDate(new Date(r.wall_time * 1000).toISOString()) }),
         ...names.map((n) => el("td", { className: "num", text: n in r.metrics ? fmtValue(num(r.metrics[n])) : "" })),
       ),

@@ -1,0 +1,139 @@
+"""How a Keras training takes commands: at each batch edge, on the training thread.
+
+`Steering.steer` takes the commands due at this step from the client (scheduled ones are
+held there until their step), puts JAX's live state back into the variables, runs each
+through the handler table and acknowledges it once. A pause holds the training thread
+right there, waiting on the client's inbox (no busy loop) and taking commands as they
+come, until `resume`, `stop_training` or its timeout; the client keeps polling, which
+keeps the run alive on the server. `controls()` is what the run reports as steerable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from .client import FitwatchWarning, MonitorClient
+from .handlers import HANDLERS, Context, Refused, sync_state
+from .optimizers import current_lr, lr_is_settable
+
+LONGEST_WAIT = 3600.0  # seconds one wait for a command may last while paused
+
+
+class Steering:
+    def __init__(
+        self,
+        client: MonitorClient,
+        knobs: dict[str, Any] | None,
+        actions: dict[str, Callable[[keras.Model, int], Any]] | None,
+        checkpoint_dir: str | Path | None,
+        lr_changed: Callable[[int], None],
+    ) -> None:
+        self.client = client
+        self.knobs = dict(knobs or {})
+        if "learning_rate" in self.knobs:
+            raise ValueError("'learning_rate' is the optimizer's; name the knob otherwise")
+        self.actions = dict(actions or {})
+        self._checkpoint_dir = checkpoint_dir
+        self.lr_changed = lr_changed
+        self.model: keras.Model | None = None
+        self.stopped_by: tuple[int, int] | None = None  # (command id, step) of an applied stop
+        self._paused_until: float | None = None  # time.monotonic() deadline, inf for none
+        self._live_knobs: set[str] = set()
+        self._reported: dict[str, Any] | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self._checkpoint_dir or Path("checkpoints") / self.client.run_id).resolve()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_until is not None
+
+    def begin(self, model: keras.Model) -> None:
+        """A fit starts: find which knobs a compiled step reads, and report the controls."""
+        self.model = model
+        self.stopped_by = None
+        self._paused_until = None
+        if keras.backend.backend() == "jax":
+            tracked = {id(v) for v in model.variables}
+            self._live_knobs = {name for name, v in self.knobs.items() if id(v) in tracked}
+            for name in sorted(set(self.knobs) - self._live_knobs):
+                warnings.warn(
+                    f"fitwatch: knob {name!r} is not a variable of the model; on JAX a compiled step reads it as "
+                    "a constant, so set_param cannot change it (create it with add_weight() on a layer)",
+                    FitwatchWarning,
+                    stacklevel=3,
+                )
+        else:
+            self._live_knobs = set(self.knobs)
+        self.report_controls()
+
+    def knob_takes_effect(self, name: str) -> bool:
+        return name in self._live_knobs
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def steer(self, step: int, epoch: int | None, epoch_start: bool) -> None:
+        """Apply what is due at this batch edge; stay here while paused."""
+        self._apply(step, epoch, epoch_start)
+        if self._paused_until is None:
+            return
+        self.client.set_status("paused")
+        while self._paused_until is not None and not self.model.stop_training:
+            left = self._paused_until - time.monotonic()
+            if left <= 0:
+                break
+            if self.client.wait_for_commands(min(left, LONGEST_WAIT)):
+                self._apply(step, epoch, epoch_start)
+        self._paused_until = None
+        self.client.set_status("running")
+
+    def _apply(self, step: int, epoch: int | None, epoch_start: bool) -> None:
+        commands = self.client.take_commands(step, epoch, epoch_start)
+        if commands:
+            sync_state(self.model)
+        for command in commands:
+            handler = HANDLERS.get(command["type"])
+            try:
+                if handler is None:
+                    raise Refused(f"this training does not know {command['type']!r} commands")
+                message = handler(Context(self, step, command["id"]), command["args"])
+            except Refused as exc:
+                self.client.ack(command["id"], "failed", str(exc), step)
+            except Exception as exc:  # an action that raised: say so, and train on
+                self.client.ack(command["id"], "failed", f"{type(exc).__name__}: {exc}", step)
+            else:
+                self.client.ack(command["id"], "applied", message, step)
+
+    def pause(self, timeout: float | None) -> None:
+        self._paused_until = time.monotonic() + (timeout if timeout else math.inf)
+
+    def resume(self) -> None:
+        self._paused_until = None
+
+    # -- what can be steered -----------------------------------------------------------------
+
+    def controls(self) -> dict[str, Any]:
+        params: dict[str, float] = {}
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and lr_is_settable(optimizer):
+            lr = current_lr(optimizer)
+            if lr is not None:
+                params["learning_rate"] = lr
+        for name, knob in self.knobs.items():
+            params[name] = float(keras.ops.convert_to_numpy(knob))
+        return {"params": params, "actions": sorted(self.actions), "checkpoint_dir": str(self.checkpoint_dir)}
+
+    def report_controls(self) -> None:
+        """Tell the server what can be steered, when it changed since the last time."""
+        controls = self.controls()
+        if controls != self._reported:
+            self._reported = controls
+            self.client.set_controls(controls)
