@@ -6,7 +6,9 @@ The backend is `KERAS_BACKEND`'s. Nothing slows the training down. `--at STEP CO
 issues COMMAND (JSON) to the run just before global step STEP and holds that step until
 the callback has received it, so the test knows the batch edge where it takes effect.
 `--report FILE` writes what the process saw as JSON: the threads that ran the batch-end
-hooks, the optimizer's final learning rate and the History.
+hooks, the optimizer's final learning rate, the knob and the History. `--knob` puts a
+`Scale` layer on the logits whose non-trainable weight is the knob `scale` (0 makes every
+loss ln 3); `--action` registers an action `note`.
 """
 
 from __future__ import annotations
@@ -40,11 +42,22 @@ class IssueAt(keras.callbacks.Callback):
             while httpx.get(run).status_code != 200:  # the sender creates the run
                 assert time.monotonic() < deadline, "the run was never created"
                 time.sleep(0.01)
-            httpx.post(f"{run}/commands", json=command).raise_for_status()
-            while not self.callback.client.commands:
+            issued = httpx.post(f"{run}/commands", json=command)
+            issued.raise_for_status()
+            while issued.json()["id"] not in self.callback.client.commands.seen:
                 assert time.monotonic() < deadline, "the command never reached the client"
                 time.sleep(0.005)
         self.step += 1
+
+
+class Scale(keras.layers.Layer):
+    """Multiplies its input by a non-trainable weight: a knob a compiled step reads."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="scale")
+
+    def call(self, inputs):
+        return inputs * self.scale
 
 
 class Threads(keras.callbacks.Callback):
@@ -68,19 +81,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="batches an epoch")
     parser.add_argument("--at", nargs=2, action="append", default=[], metavar=("STEP", "COMMAND"))
     parser.add_argument("--report")
+    parser.add_argument("--project", default="default")
+    parser.add_argument("--knob", action="store_true")
+    parser.add_argument("--action", action="store_true")
+    parser.add_argument("--checkpoint-dir")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32 * args.steps, 8)).astype("float32")
     y = rng.integers(0, 3, len(x))
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    layers = [keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    model = keras.Sequential(layers + ([Scale()] if args.knob else []))
     model.compile(
         optimizer=keras.optimizers.SGD(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callback = RemoteCallback(url=args.url, run_id=args.run_id, run_name=args.run_id, flush_interval=0.1)
+    callback = RemoteCallback(
+        url=args.url,
+        run_id=args.run_id,
+        run_name=args.run_id,
+        project=args.project,
+        flush_interval=0.1,
+        knobs={"scale": model.layers[-1].scale} if args.knob else None,
+        actions={"note": lambda model, step: f"noted {model.name} at step {step}"} if args.action else None,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     plan: dict[int, list[dict]] = {}
     for step, command in args.at:
         plan.setdefault(int(step), []).append(json.loads(command))
@@ -99,6 +126,7 @@ def main() -> None:
             "backend": keras.backend.backend(),
             "batch_end_threads": len(threads.seen),
             "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "scale": float(keras.ops.convert_to_numpy(model.layers[-1].scale)) if args.knob else None,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         }
         with open(args.report, "w") as f:
