@@ -94,3 +94,138 @@ def test_commands_clicked_during_a_full_speed_fit_each_read_applied_without_a_re
 
 def status_of(api, run_id: str, command_id: int) -> str:
     return next(c["status"] for c in api.get(f"/api/v1/runs/{run_id}/commands").json() if c["id"] == command_id)
+
+
+def row_of(page, command_id: int):
+    return page.locator(f"#commands tr[data-id='{command_id}']")
+
+
+def newest_command(api, run_id: str) -> dict:
+    return api.get(f"/api/v1/runs/{run_id}/commands").json()[-1]
+
+
+def commands_of(api, run_id: str) -> list[dict]:
+    return api.get(f"/api/v1/runs/{run_id}/commands").json()
+
+
+def issued_by_page(api, run_id: str, before: int) -> dict:
+    """The command the page just sent: the first after the `before` that existed."""
+    return wait_for(lambda: commands_of(api, run_id)[before:], 30, "the page's command")[0]
+
+
+def click_and_see_applied(page, api, run_id: str, click) -> dict:
+    """Do `click()`; the command it sent reads `applied` in its row, live; as the API has it."""
+    before = len(commands_of(api, run_id))
+    click()
+    command = issued_by_page(api, run_id, before)
+    row_of(page, command["id"]).locator(".badge", has_text="applied").wait_for(timeout=60_000)
+    return next(c for c in commands_of(api, run_id) if c["id"] == command["id"])
+
+
+def last_step(api, run_id: str) -> int:
+    return next(
+        s["last_step"]
+        for s in api.get(f"/api/v1/runs/{run_id}/series").json()
+        if s["name"] == "loss" and s["scope"] == "batch"
+    )
+
+
+def test_every_control_built_from_the_runs_controls_works_on_a_full_speed_fit(page, api, server, tmp_path):
+    folder = tmp_path / "ckpt"
+    with training(server.url, "steer", "--knob", "--action", "--checkpoint-dir", str(folder)) as proc:
+        wait_for(lambda: has_points(api, "steer"), 120, "the training to log")
+        page.goto("/runs/steer")
+        page.wait_for_selector(READY)
+        page.evaluate("() => { window.sameDocument = true; }")
+        page.wait_for_selector("form[data-param=scale]")  # built from the run's controls
+        assert page.locator("#actions button").all_inner_texts() == ["note"]
+
+        page.fill("form[data-param=scale] input", "0.5")
+        knob = click_and_see_applied(page, api, "steer", lambda: page.click("form[data-param=scale] button"))
+        assert knob["message"].startswith("scale 1 -> 0.5 at step ")
+        page.locator("form[data-param=scale] .current", has_text="now 0.5").wait_for()
+
+        halved = click_and_see_applied(page, api, "steer", lambda: page.click("#lr-half"))
+        assert halved["message"].startswith("learning rate 0.01 -> 0.005 at step ")
+
+        noted = click_and_see_applied(page, api, "steer", lambda: page.click("#actions button[data-action=note]"))
+        assert noted["message"].startswith("noted ")
+
+        page.fill("#checkpoint-name", "from-page")
+        saved = click_and_see_applied(page, api, "steer", lambda: page.click("#checkpoint-form button"))
+        assert saved["message"].startswith(f"saved {folder.resolve() / 'from-page.keras'}")
+        assert (folder / "from-page.keras").exists()
+
+        # Scheduled a few thousand steps ahead: held, listed, then applied exactly there.
+        target = last_step(api, "steer") + 3000
+        page.select_option("#when", "step")
+        page.fill("#when-value", str(target))
+        page.fill("#lr-value", "0.02")
+        before = len(commands_of(api, "steer"))
+        page.click("#lr-set")
+        scheduled = issued_by_page(api, "steer", before)
+        assert row_of(page, scheduled["id"]).locator("td").nth(1).inner_text() == f"set_lr 0.02 at step {target}"
+        row_of(page, scheduled["id"]).locator(".badge", has_text="applied").wait_for(timeout=60_000)
+        assert next(c for c in commands_of(api, "steer") if c["id"] == scheduled["id"])["step"] == target
+        page.select_option("#when", "now")
+
+        page.click("#pause")
+        page.wait_for_selector("#run-status .badge.status-paused", timeout=60_000)
+        assert page.locator("#pause").inner_text() == "Resume"
+        paused_at = last_step(api, "steer")
+        page.click("#pause")  # now Resume
+        page.wait_for_selector("#run-status .badge.status-running", timeout=60_000)
+        pause, resume = api.get("/api/v1/runs/steer/commands").json()[-2:]
+        assert (pause["type"], pause["status"], resume["type"], resume["status"]) == (
+            "pause",
+            "applied",
+            "resume",
+            "applied",
+        )
+        assert pause["step"] == resume["step"] and pause["step"] >= paused_at
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#stop")
+        page.wait_for_selector("#run-status .badge.status-stopped", timeout=60_000)
+        _, errors = proc.communicate(timeout=60)
+        assert proc.returncode == 0, errors
+
+    assert page.evaluate("() => window.sameDocument") is True
+    markers = page.evaluate("() => document.querySelector('.plot').layout.annotations.map(a => a.text)")
+    assert set(markers) >= {
+        "scale = 0.5",
+        "lr \u00d70.5",
+        "note",
+        "ckpt from-page",
+        "lr 0.02",
+        "pause",
+        "resume",
+        "stop",
+    }
+
+
+def test_the_run_list_and_compare_steer_several_runs_at_once(page, api, server):
+    with training(server.url, "a", "--project", "fleet") as a, training(server.url, "b", "--project", "fleet") as b:
+        wait_for(lambda: has_points(api, "a") and has_points(api, "b"), 120, "both trainings to log")
+        page.goto("/compare?runs=a,b")
+        page.wait_for_selector(READY)
+        page.fill("#fleet-lr", "0.03")
+        page.click("#fleet-lr-set")
+        page.locator("#fleet-result", has_text="sent to 2 run(s)").wait_for()
+        for run_id in ("a", "b"):
+            wait_for(lambda r=run_id: newest_command(api, r)["status"] == "applied", 60, "the rate to be set")
+
+        page.goto("/")
+        page.wait_for_selector(READY)
+        page.check("tr[data-id=a] input")
+        page.check("tr[data-id=b] input")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#fleet-stop")
+        page.locator("#fleet-result", has_text="sent to 2 run(s)").wait_for()
+        page.wait_for_selector("tr[data-id=a][data-status=stopped]", timeout=60_000)
+        page.wait_for_selector("tr[data-id=b][data-status=stopped]", timeout=60_000)
+        for proc in (a, b):
+            proc.communicate(timeout=60)
+            assert proc.returncode == 0
+    lr = api.get("/api/v1/runs/a/series/batch/lr").json()
+    assert lr["values"][-1] == 0.03

@@ -3,6 +3,7 @@
 import { api, seriesUrl, stream } from "./api.js";
 import { Chart, colorAt } from "./charts.js";
 import { toolbar } from "./controls.js";
+import { fleetControls, LIVE } from "./steer.js";
 import { el, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -55,6 +56,7 @@ async function main() {
     const run = runs.get(id);
     return el("li", {}, el("span", { className: "swatch", style: `background:${colorAt(i)}` }), el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
   }));
+  fleetControls($("fleet"), () => ids)([...runs.values()].some((run) => LIVE.includes(run.status)));
   const metrics = [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))].sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
   const select = $("metric");
   select.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));

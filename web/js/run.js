@@ -3,13 +3,18 @@
 import { api, num, records, seriesUrl, stream, withToken } from "./api.js";
 import { Chart } from "./charts.js";
 import { toolbar } from "./controls.js";
+import { Steering } from "./steer.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
 
 const runId = decodeURIComponent(location.pathname.split("/")[2]);
 const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null };
 const charts = new Map(); // chart key -> Chart
 const seriesChart = new Map(); // "scope/name" -> chart key
-const commands = new Map(); // id -> command, in the furthest state seen
+const steering = new Steering(runId, (markers) => {
+  for (const chart of charts.values()) {
+    if ([...chart.series.values()].some((s) => s.scope === "batch")) chart.setMarkers(markers);
+  }
+});
 const evaluations = new Map(); // "step/wall time" -> eval record, in the order logged (seqs pass 2**53)
 let run = null;
 
@@ -73,9 +78,7 @@ function renderHeader() {
   );
   $("run-reason").textContent = run.reason || "";
   $("run-reason").hidden = !run.reason;
-  const running = run.status === "running";
-  for (const id of ["stop", "lr-value", "lr-set"]) $(id).disabled = !running;
-  $("controls-reason").textContent = running ? "" : `Controls are off: the run is ${run.status}.`;
+  steering.update(run);
   const config = $("config");
   config.textContent = JSON.stringify(run.config, null, 2);
   settings.stepsPerEpoch = run.config?.fit?.steps || null;
@@ -93,96 +96,9 @@ function currentLr() {
 }
 
 function renderLr() {
+  if (run?.controls?.params?.learning_rate !== undefined) return; // the training says it itself
   const lr = currentLr();
   $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
-}
-
-// A command only moves forward: pending -> delivered (-> cancel asked) -> applied | failed | cancelled.
-const STAGE = { pending: 0, delivered: 1, applied: 3, failed: 3, cancelled: 3 };
-const stage = (c) => STAGE[c.status] + (c.status === "delivered" && c.cancel_requested_at ? 1 : 0);
-
-/** Keep `c` unless a later state of the same command is known already: the answer to
- * the page's own POST often arrives after the events that the training's ack caused. Of two
- * final states (an ack that came after a cancel), the one settled last is the truth. */
-function remember(c) {
-  const known = commands.get(c.id);
-  const later = !known || stage(c) > stage(known) || (stage(c) === stage(known) && (c.done_at || "") >= (known.done_at || ""));
-  if (later) commands.set(c.id, c);
-}
-
-async function cancel(c) {
-  try {
-    remember(await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands/${c.id}/cancel`, { method: "POST" }));
-    renderCommands();
-  } catch (error) {
-    showError(error);
-  }
-}
-
-function statusCell(c) {
-  const cell = el("td", {}, statusBadge(c.status));
-  if (c.status === "delivered" && c.cancel_requested_at) cell.append(el("span", { className: "muted", text: " cancel asked" }));
-  else if (c.status === "pending" || c.status === "delivered") {
-    cell.append(" ", el("button", { type: "button", className: "small", onclick: () => cancel(c), text: "Cancel" }));
-  }
-  return cell;
-}
-
-function commandLabel(c) {
-  return c.type === "set_lr" ? `set_lr ${fmtValue(num(c.args.value))}` : c.type;
-}
-
-function renderCommands() {
-  const rows = [...commands.values()].sort((a, b) => b.id - a.id);
-  $("commands").replaceChildren(
-    ...rows.map((c) =>
-      el(
-        "tr",
-        { "data-id": String(c.id) },
-        el("td", { text: String(c.id) }),
-        el("td", { text: commandLabel(c) }),
-        statusCell(c),
-        el("td", { text: c.step === null ? "" : String(c.step) }),
-        el("td", { text: c.message || "" }),
-        el("td", { text: fmtDate(c.created_at) }),
-      ),
-    ),
-  );
-  $("no-commands").hidden = rows.length > 0;
-  const markers = rows
-    .filter((c) => c.status === "applied" && c.step !== null)
-    .map((c) => ({ step: c.step, label: c.type === "stop_training" ? "stop" : `lr ${fmtValue(num(c.args.value))}` }));
-  for (const chart of charts.values()) {
-    if ([...chart.series.values()].some((s) => s.scope === "batch")) chart.setMarkers(markers);
-  }
-}
-
-async function send(body) {
-  try {
-    remember(await api(`/api/v1/runs/${encodeURIComponent(runId)}/commands`, { method: "POST", body }));
-    renderCommands();
-  } catch (error) {
-    showError(error);
-  }
-}
-
-function wireControls() {
-  $("stop").addEventListener("click", () => {
-    if (window.confirm(`Stop the training of "${run.name}" after its current batch?`)) send({ type: "stop_training" });
-  });
-  $("lr-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const input = $("lr-value");
-    const value = Number(input.value);
-    if (!input.value.trim() || !Number.isFinite(value) || value <= 0) {
-      input.setCustomValidity("A learning rate is a number greater than 0.");
-      input.reportValidity();
-      return;
-    }
-    input.setCustomValidity("");
-    send({ type: "set_lr", args: { value } });
-  });
-  $("lr-value").addEventListener("input", (event) => event.target.setCustomValidity(""));
 }
 
 const evalKey = (r) => `${r.step}/${r.wall_time}`;
@@ -236,7 +152,6 @@ function onMetrics({ records }, replay = false) {
 }
 
 async function main() {
-  wireControls();
   toolbar($("toolbar"), settings, () => charts.forEach((c) => c.render()));
   const base = `/api/v1/runs/${encodeURIComponent(runId)}`;
   // Subscribe first and hold live events until the stored points are drawn, so that no
@@ -257,8 +172,8 @@ async function main() {
       else onMetrics(data);
     },
     command: (c) => {
-      remember(c);
-      renderCommands();
+      steering.remember(c);
+      steering.render();
     },
     deleted: () => showError("This run was deleted."),
   }, (live) => ($("live").hidden = !live));
@@ -266,7 +181,7 @@ async function main() {
 
   let seriesList;
   [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
-  for (const c of await api(`${base}/commands`)) remember(c);
+  for (const c of await api(`${base}/commands`)) steering.remember(c);
   renderHeader();
   const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
   seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
@@ -278,7 +193,7 @@ async function main() {
   held = null;
   $("empty").hidden = charts.size > 0 || evaluations.size > 0;
   charts.forEach((c) => c.render());
-  renderCommands();
+  steering.render();
   renderLr();
   renderEvaluations();
   $("report").href = withToken(`/runs/${encodeURIComponent(runId)}/report.html`);

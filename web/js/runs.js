@@ -1,11 +1,13 @@
 // The run list: filters, live rows over SSE, and the selection to compare.
 
 import { api, stream } from "./api.js";
+import { fleetControls } from "./steer.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 const runs = new Map(); // id -> run
 const selected = new Set();
+let enableFleet = () => {};
 
 function visible(run) {
   const project = $("project").value;
@@ -24,6 +26,7 @@ function row(run) {
   box.addEventListener("change", () => {
     box.checked ? selected.add(run.id) : selected.delete(run.id);
     $("compare").disabled = selected.size < 2;
+    enableFleet(selected.size > 0);
   });
   return el(
     "tr",
@@ -50,6 +53,8 @@ function render() {
 }
 
 async function main() {
+  enableFleet = fleetControls($("fleet"), () => [...selected]);
+  enableFleet(false);
   $("project").addEventListener("change", render);
   $("status").addEventListener("change", render);
   $("compare").addEventListener("click", () => {
@@ -63,6 +68,7 @@ async function main() {
     deleted: ({ id }) => {
       runs.delete(id);
       selected.delete(id);
+      enableFleet(selected.size > 0);
       render();
     },
   }, (live) => ($("live").hidden = !live));

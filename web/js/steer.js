@@ -1,0 +1,215 @@
+// The run page's control panel and command history. The controls are built from what the
+// training reports it can steer (`run.controls`): a field per param, a button per action,
+// Pause/Resume, Checkpoint, and "when" to schedule any of them at a step or an epoch.
+// Each command is shown in the furthest state seen, whichever of the answer to the page's
+// own POST or the stream's events comes first.
+
+import { api, num } from "./api.js";
+import { el, fmtDate, fmtValue, showError, statusBadge } from "./util.js";
+
+const $ = (id) => document.getElementById(id);
+export const LIVE = ["running", "paused"];
+
+// A command only moves forward: pending -> delivered (-> cancel asked) -> applied | failed | cancelled.
+const STAGE = { pending: 0, delivered: 1, applied: 3, failed: 3, cancelled: 3 };
+const stage = (c) => STAGE[c.status] + (c.status === "delivered" && c.cancel_requested_at ? 1 : 0);
+
+export class Steering {
+  /** `onMarkers(markers)` gets `[{step, label}]` of the applied commands. */
+  constructor(runId, onMarkers) {
+    this.runId = runId;
+    this.onMarkers = onMarkers;
+    this.commands = new Map(); // id -> command, in the furthest state seen
+    this.run = null;
+    this.shownControls = null;
+    this.wire();
+  }
+
+  get base() {
+    return `/api/v1/runs/${encodeURIComponent(this.runId)}`;
+  }
+
+  /** Keep `c` unless a later state of the same command is known already. Of two final
+   * states (an ack that came after a cancel), the one settled last is the truth. */
+  remember(c) {
+    const known = this.commands.get(c.id);
+    const later = !known || stage(c) > stage(known) || (stage(c) === stage(known) && (c.done_at || "") >= (known.done_at || ""));
+    if (later) this.commands.set(c.id, c);
+  }
+
+  async send(command) {
+    const when = $("when").value;
+    const body = when === "now" ? command : { ...command, at: { [when]: Number($("when-value").value) } };
+    try {
+      this.remember(await api(`${this.base}/commands`, { method: "POST", body }));
+      this.render();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  async cancel(c) {
+    try {
+      this.remember(await api(`${this.base}/commands/${c.id}/cancel`, { method: "POST" }));
+      this.render();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  wire() {
+    $("stop").addEventListener("click", () => {
+      if (window.confirm(`Stop the training of "${this.run.name}" after its current batch?`)) this.send({ type: "stop_training" });
+    });
+    $("pause").addEventListener("click", () => this.send({ type: this.run.status === "paused" ? "resume" : "pause" }));
+    numberForm($("lr-form"), $("lr-value"), (value) => this.send({ type: "set_lr", args: { value } }), "A learning rate is a number greater than 0.", (v) => v > 0);
+    $("lr-half").addEventListener("click", () => this.send({ type: "set_lr", args: { factor: 0.5 } }));
+    $("checkpoint-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const name = $("checkpoint-name").value.trim();
+      this.send(name ? { type: "checkpoint", args: { name } } : { type: "checkpoint" });
+    });
+    $("when").addEventListener("change", () => {
+      $("when-value").hidden = $("when").value === "now";
+      $("when-value").required = $("when").value !== "now";
+    });
+  }
+
+  /** The run changed: its status enables the controls, its `controls` shapes them. */
+  update(run) {
+    this.run = run;
+    const live = LIVE.includes(run.status);
+    const controls = run.controls || null;
+    const key = JSON.stringify(controls && { params: Object.keys(controls.params), actions: controls.actions });
+    if (key !== this.shownControls) {
+      this.shownControls = key;
+      this.buildParams(controls);
+    }
+    $("pause").textContent = run.status === "paused" ? "Resume" : "Pause";
+    $("checkpoint-form").hidden = !controls;
+    $("checkpoint-form").title = controls?.checkpoint_dir ? `saves into ${controls.checkpoint_dir}` : "";
+    for (const node of document.querySelectorAll("#controls button, #controls input, #controls select")) node.disabled = !live;
+    $("controls-reason").textContent = live ? "" : `Controls are off: the run is ${run.status}.`;
+    const lr = controls?.params?.learning_rate;
+    if (lr !== undefined) $("lr-current").textContent = `current rate: ${fmtValue(num(lr))}`;
+    for (const [name, value] of Object.entries(controls?.params || {})) {
+      const current = document.querySelector(`[data-param="${CSS.escape(name)}"] .current`);
+      if (current) current.textContent = `now ${fmtValue(num(value))}`;
+    }
+  }
+
+  buildParams(controls) {
+    const params = Object.keys(controls?.params || {}).filter((name) => name !== "learning_rate");
+    $("params").replaceChildren(
+      ...params.map((name) => {
+        const input = el("input", { type: "text", inputmode: "decimal", size: "8", "aria-label": name });
+        const form = el("form", { className: "inline", "data-param": name }, el("label", {}, `${name} `, input), el("button", { type: "submit", text: "Set" }), el("span", { className: "muted current" }));
+        numberForm(form, input, (value) => this.send({ type: "set_param", args: { name, value } }), "A finite number.", () => true);
+        return form;
+      }),
+    );
+    $("actions").replaceChildren(
+      ...(controls?.actions || []).map((name) => el("button", { type: "button", "data-action": name, text: name, onclick: () => this.send({ type: "action", args: { name } }) })),
+    );
+  }
+
+  render() {
+    const rows = [...this.commands.values()].sort((a, b) => b.id - a.id);
+    $("commands").replaceChildren(
+      ...rows.map((c) =>
+        el(
+          "tr",
+          { "data-id": String(c.id) },
+          el("td", { text: String(c.id) }),
+          el("td", { text: label(c) }),
+          this.statusCell(c),
+          el("td", { text: c.step === null ? "" : String(c.step) }),
+          el("td", { text: c.message || "" }),
+          el("td", { text: fmtDate(c.created_at) }),
+        ),
+      ),
+    );
+    $("no-commands").hidden = rows.length > 0;
+    this.onMarkers(rows.filter((c) => c.status === "applied" && c.step !== null).map((c) => ({ step: c.step, label: marker(c) })));
+  }
+
+  statusCell(c) {
+    const cell = el("td", {}, statusBadge(c.status));
+    if (c.status === "delivered" && c.cancel_requested_at) cell.append(el("span", { className: "muted", text: " cancel asked" }));
+    else if (c.status === "pending" || c.status === "delivered") {
+      cell.append(" ", el("button", { type: "button", className: "small", onclick: () => this.cancel(c), text: "Cancel" }));
+    }
+    return cell;
+  }
+}
+
+/** Submit `form` with the number in `input` when `ok(value)`; else say why in the field. */
+function numberForm(form, input, submit, why, ok) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = Number(input.value);
+    if (!input.value.trim() || !Number.isFinite(value) || !ok(value)) {
+      input.setCustomValidity(why);
+      input.reportValidity();
+      return;
+    }
+    input.setCustomValidity("");
+    submit(value);
+  });
+  input.addEventListener("input", () => input.setCustomValidity(""));
+}
+
+function args(c) {
+  const a = c.args || {};
+  switch (c.type) {
+    case "set_lr":
+      return "factor" in a ? `×${fmtValue(num(a.factor))}` : fmtValue(num(a.value));
+    case "set_param":
+      return `${a.name} = ${fmtValue(num(a.value))}`;
+    case "pause":
+      return a.timeout ? `${a.timeout} s` : "";
+    case "checkpoint":
+    case "action":
+      return a.name || "";
+    default:
+      return "";
+  }
+}
+
+function label(c) {
+  const at = c.at ? ` at ${Object.entries(c.at).map(([k, v]) => `${k} ${v}`).join(" ")}` : "";
+  return `${c.type} ${args(c)}`.trim() + at;
+}
+
+function marker(c) {
+  const short = { stop_training: "stop", set_lr: "lr", set_param: "", pause: "pause", resume: "resume", checkpoint: "ckpt", action: "" };
+  return `${short[c.type] ?? c.type} ${args(c)}`.trim();
+}
+
+
+/** Stop, or set the learning rate of, several runs at once (`ids()` gives them): the run
+ * list's ticked runs, or the compared ones. One command per running run; the answer says
+ * which runs were skipped and why. */
+export function fleetControls(parent, ids) {
+  const result = el("span", { className: "muted", id: "fleet-result" });
+  const send = async (command) => {
+    try {
+      const answer = await api("/api/v1/commands", { method: "POST", body: { runs: ids(), ...command } });
+      const skipped = answer.skipped.map((s) => `${s.run_id} (${s.reason})`).join(", ");
+      result.textContent = `sent to ${answer.commands.length} run(s)` + (skipped ? `; skipped ${skipped}` : "");
+    } catch (error) {
+      showError(error);
+    }
+  };
+  const stop = el("button", { type: "button", className: "danger", id: "fleet-stop", text: "Stop these runs" });
+  stop.addEventListener("click", () => {
+    if (window.confirm(`Stop ${ids().length} run(s) after their current batch?`)) send({ type: "stop_training" });
+  });
+  const input = el("input", { type: "text", inputmode: "decimal", size: "8", id: "fleet-lr", "aria-label": "learning rate", placeholder: "e.g. 0.001" });
+  const form = el("form", { className: "inline" }, el("label", {}, "Learning rate ", input), el("button", { type: "submit", id: "fleet-lr-set", text: "Set" }));
+  numberForm(form, input, (value) => send({ type: "set_lr", args: { value } }), "A learning rate is a number greater than 0.", (v) => v > 0);
+  parent.append(stop, form, result);
+  return (enabled) => {
+    for (const node of [stop, input, ...form.querySelectorAll("button")]) node.disabled = !enabled;
+  };
+}
