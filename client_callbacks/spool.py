@@ -17,9 +17,8 @@ send the same file at once.
 
 A running client deletes its own file once everything in it is delivered. A file left
 behind (the training ended before the server came back) is uploaded later by another
-client for the same server or by `fitwatch sync`; it is then kept, renamed
-`<name>.jsonl.synced`, so that syncing it again says it is already uploaded, and
-`fitwatch sync --clean` deletes such files.
+client for the same server or by `fitwatch sync` (see `sync`); it is then kept, renamed
+`<name>.jsonl.synced`, so that syncing it again says it is already uploaded.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from .transport import Rejected, Retry, http_client, send
+from .transport import Rejected, send
 
 try:
     import fcntl
@@ -296,58 +295,3 @@ def deliver_file(
 
 def synced_path(path: Path) -> Path:
     return path if path.name.endswith(SYNCED) else path.with_name(path.name + SYNCED)
-
-
-def pending(folder: Path) -> list[Path]:
-    """Spool files in `folder` not uploaded yet, for any server, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
-
-
-def clean(folder: Path) -> list[Path]:
-    """Delete the uploaded files in `folder`; the ones deleted."""
-    removed = sorted(folder.glob(f"*.jsonl{SYNCED}")) if folder.is_dir() else []
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
-
-
-@dataclass
-class SyncOutcome:
-    delivered: bool  # everything in the file is on the server (now or before)
-    message: str
-
-
-def sync_file(path: Path, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> SyncOutcome:
-    """`fitwatch sync FILE`: upload a spool file to its server (or `url`) and mark it synced.
-
-    Safe to repeat: a file uploaded before is reported as such, and whatever the server
-    already has is counted as duplicates.
-    """
-    path = Path(path)
-    synced = synced_path(path)
-    if not path.exists() or path == synced:
-        if synced.exists():
-            return SyncOutcome(True, f"{path}: already uploaded ({synced})")
-        return SyncOutcome(False, f"fitwatch sync: {path}: no such spool file")
-    spool = SpoolFile(path)
-    try:
-        if not spool.open(create=False):  # uploaded by another process a moment ago
-            return SyncOutcome(synced.exists(), f"{path}: already uploaded ({synced})")
-    except LockedError:
-        return SyncOutcome(False, f"fitwatch sync: {path} is in use by a running training, which sends it itself")
-    except (OSError, ValueError) as exc:
-        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
-    token = token or os.environ.get("FITWATCH_TOKEN") or None
-    target = normalize_url(url or spool.url)
-    try:
-        with http_client(target, token, timeout) as http:
-            done = deliver_file(http, spool)
-    except Retry as exc:
-        return SyncOutcome(False, f"fitwatch sync: {path}: {target} did not take it ({exc}); the file is kept")
-    except (OSError, ValueError) as exc:
-        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
-    return SyncOutcome(
-        True, f"{path}: {done.accepted} records stored, {done.duplicates} already there; marked uploaded ({synced})"
-    )

@@ -114,7 +114,8 @@ def demo(args: argparse.Namespace) -> int:
 def sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from client_callbacks.spool import clean, default_dir, pending, sync_file
+    from client_callbacks.spool import default_dir
+    from client_callbacks.sync import clean, pending, sync_file
 
     folder = Path(args.dir) if args.dir else default_dir()
     if not (args.file or args.all or args.clean):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client_callbacks.spool import LockedError, SpoolFile, leftovers, sync_file
+from client_callbacks.spool import LockedError, SpoolFile, leftovers
+from client_callbacks.sync import sync_file
 from tests.conftest import free_port
 
 

@@ -401,3 +401,15 @@ def test_on_jax_set_param_scheduling_and_pause_take_effect(start_server, tmp_pat
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_checkpoints_go_to_checkpoints_run_id_in_the_working_folder_by_default(
+    server, api, spool_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    fit([AtStep({2: lambda s: send_and_wait(api, cb, {"type": "checkpoint"})}), cb], epochs=1)
+    saved = tmp_path / "checkpoints" / cb.run_id / "step-2.keras"
+    assert saved.exists() and keras.models.load_model(saved, compile=False).count_params() > 0
+    [command] = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
+    assert command["message"] == f"saved {saved} at step 2"

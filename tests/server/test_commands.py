@@ -155,6 +155,24 @@ def test_poll_counts_as_contact(api):
         {"type": "set_lr", "args": {"value": 0.1, "extra": 1}},
         {"type": "stop_training", "args": {"now": True}},
         {"args": {}},
+        {"type": "set_lr", "args": {"value": 0.1, "factor": 2}},
+        {"type": "set_lr", "args": {"factor": 0}},
+        {"type": "set_lr", "args": {"factor": 1001}},
+        {"type": "set_param", "args": {"name": "beta"}},
+        {"type": "set_param", "args": {"name": "beta", "value": "0.5"}},
+        {"type": "set_param", "args": {"name": "", "value": 0.5}},
+        {"type": "set_param", "args": {"name": "learning_rate", "value": 0}},
+        {"type": "set_param", "args": {"name": "learning_rate", "value": 11}},
+        {"type": "pause", "args": {"timeout": 0}},
+        {"type": "pause", "args": {"timeout": -5}},
+        {"type": "resume", "args": {"now": True}},
+        {"type": "checkpoint", "args": {"name": "../up"}},
+        {"type": "checkpoint", "args": {"name": "a b"}},
+        {"type": "action", "args": {}},
+        {"type": "stop_training", "at": {"step": -1}},
+        {"type": "stop_training", "at": {"step": 3, "epoch": 1}},
+        {"type": "stop_training", "at": {"minute": 3}},
+        {"type": "stop_training", "at": {"step": 2.5}},
     ],
 )
 def test_bad_commands_are_422(api, body):
@@ -164,10 +182,65 @@ def test_bad_commands_are_422(api, body):
 
 
 @pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
-def test_set_lr_must_be_finite(api, token):
+@pytest.mark.parametrize("args", [b'{"value": %s}', b'{"factor": %s}', b'{"name": "beta", "value": %s}'])
+def test_values_must_be_finite(api, token, args):
     create_run(api, "r")
-    body = b'{"type": "set_lr", "args": {"value": ' + token + b"}}"
+    type_ = b"set_param" if b"name" in args else b"set_lr"
+    body = b'{"type": "' + type_ + b'", "args": ' + args % token + b"}"
     assert_error(api.post("/api/v1/runs/r/commands", content=body, headers=JSON), 422)
+
+
+def test_every_command_type_is_stored_as_sent_with_its_schedule(api):
+    create_run(api, "r")
+    bodies = [
+        {"type": "stop_training"},
+        {"type": "set_lr", "args": {"factor": 0.5}, "at": {"epoch": 3}},
+        {"type": "set_param", "args": {"name": "kl_weight", "value": 0.2}},
+        {"type": "pause", "args": {"timeout": 30}},
+        {"type": "resume"},
+        {"type": "checkpoint", "args": {"name": "best-1.0"}},
+        {"type": "checkpoint"},
+        {"type": "action", "args": {"name": "dump_samples"}, "at": {"step": 700}},
+    ]
+    for body in bodies:
+        assert issue_body(api, "r", body).status_code == 201
+    stored = api.get("/api/v1/runs/r/commands").json()
+    assert [(c["type"], c["args"], c["at"]) for c in stored] == [
+        (b["type"], {k: float(v) if isinstance(v, int) else v for k, v in b.get("args", {}).items()}, b.get("at"))
+        for b in bodies
+    ]
+
+
+def issue_body(api, run_id: str, body: dict):
+    return api.post(f"/api/v1/runs/{run_id}/commands", json=body)
+
+
+def test_a_paused_run_takes_commands_and_reads_paused_until_it_falls_silent(start_server):
+    server = start_server(stale_after=1.0)
+    with server.client() as api:
+        create_run(api, "r")
+        api.patch("/api/v1/runs/r", json={"status": "paused"})
+        assert api.get("/api/v1/runs/r").json()["status"] == "paused"
+        assert [r["id"] for r in api.get("/api/v1/runs", params={"status": "paused"}).json()] == ["r"]
+        assert issue_body(api, "r", {"type": "resume"}).status_code == 201
+        assert api.get("/api/v1/runs/r/commands").json()[0]["status"] == "pending"  # pausing ended nothing
+        time.sleep(1.2)
+        assert api.get("/api/v1/runs/r").json()["status"] == "interrupted"  # no poll kept it alive
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "stop_training"},
+        {"type": "stop_training", "runs": [], "args": {}},
+        {"type": "stop_training", "runs": ["a"], "project": "p"},
+        {"type": "stop_training", "runs": None, "project": "p"},
+        {"type": "stop_training", "runs": ["not an id!"]},
+        {"type": "set_lr", "args": {"value": 99}, "project": "p"},
+    ],
+)
+def test_bad_commands_for_several_runs_are_422(api, body):
+    assert_error(api.post("/api/v1/commands", json=body), 422)
 
 
 def test_commands_need_a_running_run(api):

@@ -1,0 +1,70 @@
+"""`fitwatch sync`: upload spool files that a training left behind, mark them uploaded,
+and clean the uploaded ones away.
+
+An uploaded file is kept, renamed `<name>.jsonl.synced`, so that syncing it again says it
+is already uploaded (the way `wandb sync` marks synced runs); `--clean` deletes those.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spool import SYNCED, LockedError, SpoolFile, deliver_file, normalize_url, synced_path
+from .transport import Retry, http_client
+
+
+def pending(folder: Path) -> list[Path]:
+    """Spool files in `folder` not uploaded yet, for any server, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+
+
+def clean(folder: Path) -> list[Path]:
+    """Delete the uploaded files in `folder`; the ones deleted."""
+    removed = sorted(folder.glob(f"*.jsonl{SYNCED}")) if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+@dataclass
+class SyncOutcome:
+    delivered: bool  # everything in the file is on the server (now or before)
+    message: str
+
+
+def sync_file(path: Path, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> SyncOutcome:
+    """`fitwatch sync FILE`: upload a spool file to its server (or `url`) and mark it synced.
+
+    Safe to repeat: a file uploaded before is reported as such, and whatever the server
+    already has is counted as duplicates.
+    """
+    path = Path(path)
+    synced = synced_path(path)
+    if not path.exists() or path == synced:
+        if synced.exists():
+            return SyncOutcome(True, f"{path}: already uploaded ({synced})")
+        return SyncOutcome(False, f"fitwatch sync: {path}: no such spool file")
+    spool = SpoolFile(path)
+    try:
+        if not spool.open(create=False):  # uploaded by another process a moment ago
+            return SyncOutcome(synced.exists(), f"{path}: already uploaded ({synced})")
+    except LockedError:
+        return SyncOutcome(False, f"fitwatch sync: {path} is in use by a running training, which sends it itself")
+    except (OSError, ValueError) as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
+    token = token or os.environ.get("FITWATCH_TOKEN") or None
+    target = normalize_url(url or spool.url)
+    try:
+        with http_client(target, token, timeout) as http:
+            done = deliver_file(http, spool)
+    except Retry as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {target} did not take it ({exc}); the file is kept")
+    except (OSError, ValueError) as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
+    return SyncOutcome(
+        True, f"{path}: {done.accepted} records stored, {done.duplicates} already there; marked uploaded ({synced})"
+    )
