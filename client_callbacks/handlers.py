@@ -51,7 +51,12 @@ def set_lr(ctx: Context, args: dict[str, Any]) -> str:
         old = current_lr(ctx.model.optimizer)
         if old is None:
             raise Refused("the optimizer has no learning rate to multiply")
-        return _set_rate(ctx, old * _finite(args["factor"], "factor"))
+        value = old * _finite(args["factor"], "factor")
+        if value > args.get("at_most", math.inf):
+            raise Refused(
+                f"{old:.6g} x {args['factor']:g} = {value:.6g} is above the server's limit {args['at_most']:g}"
+            )
+        return _set_rate(ctx, value)
     return _set_rate(ctx, _finite(args["value"], "learning rate"))
 
 

@@ -67,11 +67,11 @@ class Inbox:
         oldest first; later ones stay held."""
         due, missed = [], []
         with self._lock:
-            waiting = self.held + list(self.new)
+            waiting = [(c, True) for c in self.held] + [(c, False) for c in self.new]
             self.new.clear()
             self.held = []
-            for command in waiting:
-                when = _when(command.get("at"), step, epoch, epoch_start)
+            for command, held in waiting:
+                when = _when(command.get("at"), step, epoch, epoch_start, held)
                 if when == "now":
                     due.append(command)
                 elif when == "later":
@@ -93,21 +93,22 @@ class Inbox:
             self.held = []
 
 
-def _when(at: dict[str, int] | None, step: int | None, epoch: int | None, epoch_start: bool) -> str:
-    """ "now", "later", or why the command can never be applied where it asks."""
+def _when(at: dict[str, int] | None, step: int | None, epoch: int | None, epoch_start: bool, held: bool) -> str:
+    """`now`, `later`, or why the command can never be applied where it asks. A held
+    command is due at the first edge at or past its place; a new one must not be late."""
     if at is None:
         return "now"
     if step is None:
         return f"not applied: this training takes commands without a step, so it cannot hold one for {_place(at)}"
     if "step" in at:
-        target, here = at["step"], step
-        if target == here:
+        target = at["step"]
+        if target == step or (held and target < step):
             return "now"
-        return "later" if target > here else f"not applied: step {target} had passed (the training is at step {step})"
+        return "later" if target > step else f"not applied: step {target} had passed (the training is at step {step})"
     if epoch is None:
         return f"not applied: this training has no epochs, so it cannot hold a command for {_place(at)}"
     target = at["epoch"]
-    if target == epoch and epoch_start:
+    if (target == epoch and epoch_start) or (held and target <= epoch):
         return "now"
     if target > epoch:
         return "later"

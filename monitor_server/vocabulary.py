@@ -119,10 +119,11 @@ class Pause(Command):
 
 
 class Resume(Command):
-    """End a pause."""
+    """End a pause. It cannot be scheduled: a paused training stays at its step."""
 
     type: Literal["resume"]
     args: NoArgs = Field(default_factory=NoArgs)
+    at: None = None
 
 
 class CheckpointArgs(Strict):
@@ -174,6 +175,15 @@ class Targets(BaseModel):
 # The same commands, each with its targets, for `POST /api/v1/commands`.
 _FOR_RUNS = tuple(type(f"{c.__name__}ForRuns", (c, Targets), {"__doc__": c.__doc__}) for c in COMMANDS)
 MultiCommand = Annotated[Union[_FOR_RUNS], Field(discriminator="type")]  # noqa: UP007 (built from a tuple)
+
+
+def stored_args(command: Command, max_lr: float) -> dict[str, Any]:
+    """The args as the training gets them. A factor carries the server's limit along, since
+    only the training knows the rate it multiplies."""
+    args = command.args.model_dump(exclude_none=True)
+    if isinstance(command, SetLr) and isinstance(command.args, LrFactor):
+        args["at_most"] = max_lr
+    return args
 
 
 def check_limits(command: Command, max_lr: float) -> None:

@@ -39,7 +39,7 @@ def create_command(
     """Send a command to a running (or paused) training; with `at`, for a given step or epoch."""
     check_limits(body, settings.max_lr)
     with writing(engine) as conn:
-        command = store.create_command(conn, run_id, body, time.time(), settings.stale_after, role)
+        command = store.create_command(conn, run_id, body, time.time(), settings, role)
     announce(bus, command, wake=True)
     return command
 
@@ -52,7 +52,7 @@ def create_commands(
     listed as skipped, with the reason."""
     check_limits(body, settings.max_lr)
     with writing(engine) as conn:
-        created, skipped = store.create_for_runs(conn, body, body, time.time(), settings.stale_after, role)
+        created, skipped = store.create_for_runs(conn, body, body, time.time(), settings, role)
     for command in created:
         announce(bus, command, wake=True)
     return CommandsCreated(commands=created, skipped=skipped)
@@ -96,9 +96,10 @@ async def list_commands(
             for command in delivered:
                 announce(bus, command)
             remaining = deadline - anyio.current_time()
-            # Commands the caller holds already (a scheduled one) do not end the wait: only
-            # a new one, a cancel, or the deadline do.
-            if delivered or woke or remaining <= 0 or woken.closed:
+            # Commands the caller holds already (a scheduled one) do not end the wait: only a
+            # new one, a cancel asked (also one asked between two polls), or the deadline do.
+            cancel = any(c.cancel_requested_at is not None for c in commands)
+            if delivered or woke or cancel or remaining <= 0 or woken.closed:
                 return commands
             woke = await woken.get(min(remaining, heartbeat)) is not None
 

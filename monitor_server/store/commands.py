@@ -17,10 +17,11 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from ..config import Settings
 from ..errors import Conflict, NotFound
 from ..schemas import LIVE, CommandAck, CommandPublic, Skipped, timestamp
 from ..tables import commands, runs
-from ..vocabulary import Command, Targets
+from ..vocabulary import Command, Targets, stored_args
 from .runs import effective_status, get_run_row
 
 UNACKNOWLEDGED = ("pending", "delivered")
@@ -44,11 +45,11 @@ def to_public(row: Any) -> CommandPublic:
     )
 
 
-def _insert(conn: Connection, run_id: str, command: Command, now: float, issued_by: str) -> int:
+def _insert(conn: Connection, run_id: str, command: Command, now: float, issued_by: str, max_lr: float) -> int:
     values = {
         "run_id": run_id,
         "type": command.type,
-        "args": command.args.model_dump(exclude_none=True),
+        "args": stored_args(command, max_lr),
         "at": None if command.at is None else command.at.model_dump(),
         "status": "pending",
         "created_at": now,
@@ -58,38 +59,35 @@ def _insert(conn: Connection, run_id: str, command: Command, now: float, issued_
 
 
 def create_command(
-    conn: Connection, run_id: str, command: Command, now: float, stale_after: float, issued_by: str
+    conn: Connection, run_id: str, command: Command, now: float, settings: Settings, issued_by: str
 ) -> CommandPublic:
     run = get_run_row(conn, run_id, lock=True)
-    status = effective_status(run, stale_after, now)
+    status = effective_status(run, settings.stale_after, now)
     if status not in LIVE:
         raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
-    return get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by))
+    return get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by, settings.max_lr))
 
 
 def create_for_runs(
-    conn: Connection, targets: Targets, command: Command, now: float, stale_after: float, issued_by: str
+    conn: Connection, targets: Targets, command: Command, now: float, settings: Settings, issued_by: str
 ) -> tuple[list[CommandPublic], list[Skipped]]:
-    """One command for each running (or paused) run of `targets`; the runs skipped, and why."""
+    """One command for each running (or paused) run of `targets`; the runs skipped, and why.
+    Each run's status is read again under its lock: a run that ends meanwhile is skipped."""
     if targets.runs is not None:
-        rows = {r.id: r for r in conn.execute(select(runs).where(runs.c.id.in_(targets.runs)))}
-        status = {
-            run_id: "not found" if run_id not in rows else effective_status(rows[run_id], stale_after, now)
-            for run_id in targets.runs
-        }
+        candidates = sorted(set(targets.runs))
     else:
-        query = select(runs).where(runs.c.project == targets.project, runs.c.status.in_(LIVE))
-        status = {r.id: effective_status(r, stale_after, now) for r in conn.execute(query)}
-        status = {run_id: s for run_id, s in status.items() if s in LIVE}
-    created = []
-    for run_id in sorted(r for r, s in status.items() if s in LIVE):
-        get_run_row(conn, run_id, lock=True)
-        created.append(get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by)))
-    skipped = [
-        Skipped(run_id=r, reason=f"the run is {s}" if s != "not found" else s)
-        for r, s in status.items()
-        if s not in LIVE
-    ]
+        query = select(runs.c.id).where(runs.c.project == targets.project, runs.c.status.in_(LIVE))
+        candidates = sorted(conn.execute(query).scalars())
+    created, skipped = [], []
+    for run_id in candidates:
+        query = select(runs).where(runs.c.id == run_id)
+        row = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).first()
+        status = "not found" if row is None else effective_status(row, settings.stale_after, now)
+        if status in LIVE:
+            new_id = _insert(conn, run_id, command, now, issued_by, settings.max_lr)
+            created.append(get_command(conn, run_id, new_id))
+        else:
+            skipped.append(Skipped(run_id=run_id, reason=status if row is None else f"the run is {status}"))
     return created, skipped
 
 

@@ -132,6 +132,8 @@ def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None
     values: dict[str, Any] = {
         k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "reason"
     }
+    if body.controls is not None:  # whole, defaults included: the page reads every key
+        values["controls"] = body.controls.model_dump()
     if body.status is not None:
         # A run that says it is running (or paused) is alive; any other status ends it, with its reason.
         values.setdefault("reason", None)

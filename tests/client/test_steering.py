@@ -413,3 +413,32 @@ def test_checkpoints_go_to_checkpoints_run_id_in_the_working_folder_by_default(
     assert saved.exists() and keras.models.load_model(saved, compile=False).count_params() > 0
     [command] = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
     assert command["message"] == f"saved {saved} at step 2"
+
+
+def test_with_several_steps_per_call_a_scheduled_command_applies_at_the_first_edge_past_its_step(
+    server, api, spool_dir
+):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    model = tiny_model(keras.optimizers.SGD(0.01))
+    model.compile(
+        optimizer=model.optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=4,
+    )
+    sent = {}
+    at6 = {"type": "set_lr", "args": {"value": 0.03}, "at": {"step": 6}}
+    fit([AtStep({0: lambda s: sent.update(send_and_wait(api, cb, at6))}), cb], epochs=2, model=model)
+    command = the_command(api, cb.run_id, sent["id"])
+    assert (command["status"], command["step"]) == ("applied", 8)  # the edges are 0, 4, 8, ...
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.03)
+
+
+def test_a_factor_that_would_pass_the_servers_limit_fails(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+    model = tiny_model(keras.optimizers.SGD(4.0))
+    sent = {}
+    factor = {"type": "set_lr", "args": {"factor": 3}}
+    fit([AtStep({1: lambda s: sent.update(send_and_wait(api, cb, factor))}), cb], epochs=1, model=model)
+    command = the_command(api, cb.run_id, sent["id"])
+    assert (command["status"], command["message"]) == ("failed", "4 x 3 = 12 is above the server's limit 10")
+    assert float(model.optimizer.learning_rate) == pytest.approx(4.0)

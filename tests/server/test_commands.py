@@ -173,6 +173,7 @@ def test_poll_counts_as_contact(api):
         {"type": "stop_training", "at": {"step": 3, "epoch": 1}},
         {"type": "stop_training", "at": {"minute": 3}},
         {"type": "stop_training", "at": {"step": 2.5}},
+        {"type": "resume", "at": {"step": 5}},
     ],
 )
 def test_bad_commands_are_422(api, body):
@@ -205,10 +206,22 @@ def test_every_command_type_is_stored_as_sent_with_its_schedule(api):
     for body in bodies:
         assert issue_body(api, "r", body).status_code == 201
     stored = api.get("/api/v1/runs/r/commands").json()
-    assert [(c["type"], c["args"], c["at"]) for c in stored] == [
-        (b["type"], {k: float(v) if isinstance(v, int) else v for k, v in b.get("args", {}).items()}, b.get("at"))
-        for b in bodies
-    ]
+    expected = [(b["type"], {k: float(v) if isinstance(v, int) else v for k, v in b.get("args", {}).items()}, b.get("at"))
+                for b in bodies]  # fmt: skip
+    expected[1][1]["at_most"] = 10.0  # a factor carries the server's limit
+    assert [(c["type"], c["args"], c["at"]) for c in stored] == expected
+
+
+def test_a_factor_carries_the_servers_limit_to_the_training(api):
+    create_run(api, "r")
+    command = issue_body(api, "r", {"type": "set_lr", "args": {"factor": 2}}).json()
+    assert command["args"] == {"factor": 2.0, "at_most": 10.0}
+
+
+def test_controls_are_kept_whole_when_a_client_sends_part_of_them(api):
+    create_run(api, "r")
+    api.patch("/api/v1/runs/r", json={"controls": {"actions": ["sample"]}}).raise_for_status()
+    assert api.get("/api/v1/runs/r").json()["controls"] == {"params": {}, "actions": ["sample"], "checkpoint_dir": None}
 
 
 def issue_body(api, run_id: str, body: dict):
@@ -261,3 +274,34 @@ def test_bad_ack_and_unknown_command(api):
     assert_error(api.post(f"/api/v1/runs/other/commands/{command['id']}/ack", json={"status": "applied"}), 404)
     assert_error(api.get("/api/v1/runs/r/commands", params={"status": "applied"}), 422)
     assert_error(api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 31}), 422)
+
+
+def test_a_long_poll_answers_at_once_for_a_cancel_asked_between_two_polls(api, server):
+    create_run(api, "r")
+    command = issue(api).json()
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # the training has it
+    api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)  # no poll is waiting
+    got = {}
+    poll = threading.Thread(
+        target=lambda: got.update(r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}))
+    )
+    poll.start()
+    poll.join(20)
+    assert not poll.is_alive(), "the poll waited instead of handing over the cancel"
+    [held] = got["r"].json()
+    assert held["id"] == command["id"] and held["cancel_requested_at"] is not None
+
+
+def test_a_long_poll_does_not_answer_early_for_commands_the_training_holds_already(api, server):
+    create_run(api, "r")
+    command = api.post("/api/v1/runs/r/commands", json={"type": "stop_training", "at": {"step": 100}}).json()
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # delivered, held by the training
+    got = {}
+    poll = threading.Thread(
+        target=lambda: got.update(r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 1}))
+    )
+    poll.start()
+    poll.join(20)
+    # It waited its second out (no busy polling for a held command), then answered with it.
+    assert got["r"].elapsed.total_seconds() >= 0.9
+    assert [c["id"] for c in got["r"].json()] == [command["id"]]

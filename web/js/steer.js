@@ -37,9 +37,23 @@ export class Steering {
     if (later) this.commands.set(c.id, c);
   }
 
+  /** Send `command`, scheduled as "when" says (it applies to this one command, then goes
+   * back to "now"). Resume is never scheduled: a paused training stays at its step. */
   async send(command) {
     const when = $("when").value;
-    const body = when === "now" ? command : { ...command, at: { [when]: Number($("when-value").value) } };
+    let body = command;
+    if (when !== "now" && command.type !== "resume") {
+      const input = $("when-value");
+      const place = Number(input.value);
+      if (!input.value.trim() || !Number.isInteger(place) || place < 0) {
+        input.setCustomValidity(`An ${when} is a whole number from 0.`);
+        input.reportValidity();
+        return;
+      }
+      body = { ...command, at: { [when]: place } };
+      $("when").value = "now";
+      input.hidden = true;
+    }
     try {
       this.remember(await api(`${this.base}/commands`, { method: "POST", body }));
       this.render();
@@ -69,10 +83,8 @@ export class Steering {
       const name = $("checkpoint-name").value.trim();
       this.send(name ? { type: "checkpoint", args: { name } } : { type: "checkpoint" });
     });
-    $("when").addEventListener("change", () => {
-      $("when-value").hidden = $("when").value === "now";
-      $("when-value").required = $("when").value !== "now";
-    });
+    $("when").addEventListener("change", () => ($("when-value").hidden = $("when").value === "now"));
+    $("when-value").addEventListener("input", () => $("when-value").setCustomValidity(""));
   }
 
   /** The run changed: its status enables the controls, its `controls` shapes them. */
@@ -80,7 +92,7 @@ export class Steering {
     this.run = run;
     const live = LIVE.includes(run.status);
     const controls = run.controls || null;
-    const key = JSON.stringify(controls && { params: Object.keys(controls.params), actions: controls.actions });
+    const key = JSON.stringify(controls && { params: Object.keys(controls.params || {}), actions: controls.actions || [] });
     if (key !== this.shownControls) {
       this.shownControls = key;
       this.buildParams(controls);

@@ -42,9 +42,9 @@ export function fmtDuration(seconds) {
   return `${s}s`;
 }
 
-/** Seconds a run has lasted: until now while running, else until its last change. */
+/** Seconds a run has lasted: until now while it trains (or is paused), else until its last change. */
 export function runSeconds(run) {
-  const end = run.status === "running" ? Date.now() : Date.parse(run.updated_at);
+  const end = run.status === "running" || run.status === "paused" ? Date.now() : Date.parse(run.updated_at);
   return (end - Date.parse(run.created_at)) / 1000;
 }
 
