@@ -338,7 +338,7 @@ def test_commands_for_several_runs_at_once(server, api, spool_dir):
     assert sorted(c["run_id"] for c in created["commands"]) == sorted(c.run_id for c in clients[:2])
     for client in clients[:2]:
         [taken] = wait_for(client.take_commands, what="the command")
-        assert (taken["type"], taken["args"]) == ("set_lr", {"factor": 0.5})
+        assert (taken["type"], taken["args"]) == ("set_lr", {"factor": 0.5, "at_most": 10.0})
 
     ids = [clients[0].run_id, clients[2].run_id, "nope"]
     answer = api.post("/api/v1/commands", json={"runs": ids, "type": "stop_training"}).json()
