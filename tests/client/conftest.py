@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from tests.conftest import ServerProcess, wait_for  # noqa: F401
+from tests.conftest import ServerProcess, wait_for
 
 STEPS = 10  # batches an epoch in `data()`: 320 samples of 32
 
@@ -75,6 +75,16 @@ class AtStep(keras.callbacks.Callback):
         self.step += 1
         if self.pause:
             time.sleep(self.pause)  # stretch the training so that the network has time to act
+
+
+def send_and_wait(api: httpx.Client, cb, command: dict) -> dict:
+    """Issue a command and hold the training (this runs on its thread) until the client
+    has received it, so the test knows at which batch edge it takes effect."""
+    wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").status_code == 200, what="the run to exist")
+    response = api.post(f"/api/v1/runs/{cb.run_id}/commands", json=command)
+    assert response.status_code == 201, response.text
+    wait_for(lambda: response.json()["id"] in cb.client.commands.seen, what="the command to reach the client")
+    return response.json()
 
 
 @pytest.fixture

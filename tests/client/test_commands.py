@@ -10,17 +10,7 @@ import pytest
 
 from client_callbacks import RemoteCallback
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model, wait_for
-
-
-def send_and_wait(api, cb: RemoteCallback, command: dict) -> dict:
-    """Issue a command and hold the training until the client has received it, so the
-    test knows at which batch edge it takes effect."""
-    wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").status_code == 200, what="the run to exist")
-    response = api.post(f"/api/v1/runs/{cb.run_id}/commands", json=command)
-    assert response.status_code == 201, response.text
-    wait_for(lambda: cb.client.commands, what="the command to reach the client")
-    return response.json()
+from .conftest import STEPS, AtStep, batch_steps, data, fit, records, send_and_wait, tiny_model, wait_for
 
 
 def commands(api, run_id: str) -> list[dict]:

@@ -15,18 +15,9 @@ import pytest
 from client_callbacks import RemoteCallback
 from client_callbacks.handlers import Context, Refused, checkpoint
 
-from .conftest import STEPS, AtStep, batch_steps, fit, records, tiny_model, wait_for
+from .conftest import STEPS, AtStep, batch_steps, fit, records, send_and_wait, tiny_model, wait_for
 
 JSON = {"content-type": "application/json"}
-
-
-def send_and_wait(api, cb: RemoteCallback, command: dict) -> dict:
-    """Issue a command and hold the training until the client has it."""
-    wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").status_code == 200, what="the run to exist")
-    response = api.post(f"/api/v1/runs/{cb.run_id}/commands", json=command)
-    assert response.status_code == 201, response.text
-    wait_for(lambda: response.json()["id"] in cb.client.commands.seen, what="the command to reach the client")
-    return response.json()
 
 
 def the_command(api, run_id: str, command_id: int) -> dict:
