@@ -33,7 +33,7 @@ class Refused(Exception):
 class Context:
     steering: Steering
     step: int
-    command_id: int
+    command: dict[str, Any]
 
     @property
     def model(self) -> keras.Model:
@@ -42,7 +42,7 @@ class Context:
 
 def stop_training(ctx: Context, args: dict[str, Any]) -> str:
     ctx.model.stop_training = True
-    ctx.steering.stopped_by = (ctx.command_id, ctx.step)
+    ctx.steering.stopped_by = ctx.command, ctx.step
     return f"training stops after step {ctx.step}"
 
 

@@ -202,8 +202,10 @@ class RemoteCallback(keras.callbacks.Callback):
 
     def _outcome(self) -> tuple[str, str]:
         if self.steering.stopped_by is not None:
-            command_id, step = self.steering.stopped_by
-            return "stopped", f"stop command {command_id} applied at step {step}"
+            command, step = self.steering.stopped_by
+            issuer = command.get("issued_by") or ""
+            by = f" (rule {issuer.removeprefix('rule:')})" if issuer.startswith("rule:") else ""
+            return "stopped", f"stop command {command['id']}{by} applied at step {step}"
         if self.model.stop_training:
             return self._stopped_by_callback()
         epochs = self.params.get("epochs")

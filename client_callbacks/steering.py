@@ -43,7 +43,7 @@ class Steering:
         self._checkpoint_dir = checkpoint_dir
         self.lr_changed = lr_changed
         self.model: keras.Model | None = None
-        self.stopped_by: tuple[int, int] | None = None  # (command id, step) of an applied stop
+        self.stopped_by: tuple[dict[str, Any], int] | None = None  # (command, step) of an applied stop
         self._paused_until: float | None = None  # time.monotonic() deadline, inf for none
         self._live_knobs: set[str] = set()
         self._reported: dict[str, Any] | None = None
@@ -104,7 +104,7 @@ class Steering:
             try:
                 if handler is None:
                     raise Refused(f"this training does not know {command['type']!r} commands")
-                message = handler(Context(self, step, command["id"]), command["args"])
+                message = handler(Context(self, step, command), command["args"])
             except Refused as exc:
                 self.client.ack(command["id"], "failed", str(exc), step)
             except Exception as exc:  # an action that raised: say so, and train on

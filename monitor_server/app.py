@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
 from .access import Guard, RedactTokens
-from .api import commands, compat, events, export, health, logs, pages, runs, series
+from .api import commands, compat, events, export, health, logs, pages, rules, runs, series
 from .api.compat import EpochLogs
 from .config import Settings, get_settings
 from .db import make_engine
@@ -25,6 +25,7 @@ from .limits import BodyLimit
 from .migrations import upgrade
 from .schemas import MAX_INT64, ErrorBody, LogBatch
 from .shutdown import close_streams_on_stop
+from .webhooks import Webhooks
 
 # Errors are JSON on every route, event streams included, whatever the route's own answer is.
 ERROR_RESPONSES = {
@@ -36,7 +37,7 @@ ERROR_RESPONSES = {
         (400, "malformed JSON, or an unknown Host"),
         (401, "missing or wrong bearer token"),
         (403, "the token lacks the right"),
-        (404, "no such run or command"),
+        (404, "no such run, command or rule"),
         (409, "the run or command is not in a state that allows it"),
         (413, "body over the limit"),
         (415, "a write that is not JSON"),
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(upgrade, engine)
         app.state.engine = engine
         await run_in_threadpool(app.state.bus.start, engine)
+        app.state.webhooks.start(engine)
         watcher = asyncio.create_task(stale.watch(app))
         restore_signals = close_streams_on_stop(app.state.bus)
         try:
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             restore_signals()
             watcher.cancel()
+            await run_in_threadpool(app.state.webhooks.stop)
             app.state.bus.stop()
             engine.dispose()
 
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.bus = PostgresBus(settings.database_url, settings.stale_after)
     else:
         app.state.bus = EventBus()
+    app.state.webhooks = Webhooks(settings.webhook_url)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Guard, settings=settings)
@@ -95,9 +99,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    for module in (health, runs, logs, series, commands, events, export, compat):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
-    app.include_router(commands.several, responses=ERROR_RESPONSES)
+    for router in (
+        health.router,
+        runs.router,
+        logs.router,
+        series.router,
+        commands.router,
+        commands.several,
+        rules.router,
+        rules.for_run,
+        events.router,
+        export.router,
+        compat.router,
+    ):
+        app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(pages.router)
     app.mount("/static", pages.static, name="static")
     app.openapi = lambda: _openapi(app)
@@ -118,6 +133,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         max_lr = app.state.settings.max_lr
         components["LrValue"]["properties"]["value"]["maximum"] = max_lr
         components["ParamArgs"]["then"]["properties"]["value"]["maximum"] = max_lr
+        if app.state.settings.webhook_url is None:
+            components["RuleCreate"]["properties"]["notify"]["const"] = False  # nothing to notify
         app.openapi_schema = _exact_integer_bounds(schema)
     return app.openapi_schema
 

@@ -33,10 +33,13 @@ class Settings(BaseSettings):
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
     max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://", description="where rules with `notify` POST their firings (JSON)"
+    )
     access_log: bool = Field(True, description="log every request (fitwatch serve)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("token", "ingest_token", "read_token", mode="before")
+    @field_validator("token", "ingest_token", "read_token", "webhook_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         # `FITWATCH_TOKEN=` (as compose passes an unset variable) means no token.

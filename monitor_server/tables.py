@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -135,4 +136,48 @@ commands = Table(
     Column("cancel_requested_at", Double),
     Column("at", JSON),  # {"step": N} or {"epoch": N}: applied exactly there
     Index("ix_commands_run_status", "run_id", "status"),
+)
+
+# A rule watches one series of every run in its scope (a run, a project, or all runs).
+rules = Table(
+    "rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project", String(200)),
+    Column("run_id", String(64)),  # no foreign key: deleting the run deletes its rules
+    Column("when", JSON, nullable=False),  # {"scope", "name", "op", "value"?, "patience"?, "mode"?}
+    Column("then", JSON),  # a command of the vocabulary, issued when it fires
+    Column("notify", Boolean, nullable=False),
+    Column("once_per_run", Boolean, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("notified_at", Double),  # the last webhook that went through
+    Column("notify_error", Text),  # the last webhook that did not, when it was the latest
+    Column("notify_error_at", Double),
+)
+
+# What a rule remembers of a run between log posts: a few numbers, read once a post.
+rule_states = Table(
+    "rule_states",
+    metadata,
+    Column("rule_id", Integer, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("state", JSON, nullable=False),
+)
+
+# Each time a rule fired for a run. The unique key makes a firing happen once, whichever
+# server process stores the point: "run" for a rule that fires once a run, else the step.
+rule_firings = Table(
+    "rule_firings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_id", Integer, ForeignKey("rules.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(32), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("value", Double),  # NULL: NaN on SQLite, as in points
+    Column("command_id", Integer, ForeignKey("commands.id", ondelete="SET NULL")),
+    Column("message", Text),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("rule_id", "run_id", "key", name="uq_rule_firings_once"),
+    Index("ix_rule_firings_run", "run_id", "id"),
 )

@@ -28,7 +28,7 @@ CHECKPOINT_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # a file name in the checkpoint fol
 MAX_PAUSE = 7 * 24 * 3600.0
 
 
-def _number(*, exclusive_minimum: float | None = None, maximum: float | None = None) -> Any:
+def finite_number(*, exclusive_minimum: float | None = None, maximum: float | None = None) -> Any:
     """A finite JSON number (an integer counts) as a float; the schema says exactly that."""
     constraints: dict[str, Any] = {"allow_inf_nan": False}
     schema: dict[str, Any] = {"type": "number"}
@@ -71,11 +71,11 @@ class StopTraining(Command):
 
 
 class LrValue(Strict):
-    value: _number(exclusive_minimum=0) = Field(description="the new rate; at most the server's FITWATCH_MAX_LR")
+    value: finite_number(exclusive_minimum=0) = Field(description="the new rate; at most the server's FITWATCH_MAX_LR")
 
 
 class LrFactor(Strict):
-    factor: _number(exclusive_minimum=0, maximum=1000.0) = Field(description="multiply the current rate")
+    factor: finite_number(exclusive_minimum=0, maximum=1000.0) = Field(description="multiply the current rate")
 
 
 class SetLr(Command):
@@ -95,7 +95,7 @@ class ParamArgs(Strict):
     )
 
     name: Name = Field(description="`learning_rate`, or a knob the callback registered")
-    value: _number()
+    value: finite_number()
 
 
 class SetParam(Command):
@@ -106,7 +106,7 @@ class SetParam(Command):
 
 
 class PauseArgs(Strict):
-    timeout: _number(exclusive_minimum=0, maximum=MAX_PAUSE) | None = Field(
+    timeout: finite_number(exclusive_minimum=0, maximum=MAX_PAUSE) | None = Field(
         None, description="seconds after which the training resumes by itself"
     )
 

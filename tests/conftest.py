@@ -27,7 +27,7 @@ from monitor_server.pgbus import libpq_url
 
 PG_URL = os.environ.get("FITWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
-TABLES = "runs, series, points, summaries, received, commands"
+TABLES = "runs, series, points, summaries, received, commands, rules, rule_states, rule_firings"
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ posts each get their own.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,11 +22,12 @@ from ..db import reading, writing
 from ..errors import BadJson, Invalid
 from ..events import run_topic
 from ..schemas import IN_VALUE_SCHEMA, NAME_SCHEMA, NO_NUL, RUN_ID_PATTERN, Epoch, InValue, Name, RunCreate, RunPublic
-from ..store.logs import ingest
+from ..store.logs import IngestResult, ingest
 from ..store.runs import create_run, get_run_row, read_run
 from ..tables import received
-from .deps import BusDep, EngineDep, SettingsDep
+from .deps import BusDep, EngineDep, SettingsDep, WebhooksDep
 from .logs import event_records
+from .rules import announce_fired
 from .runs import announce
 
 router = APIRouter(tags=["compat"])
@@ -82,6 +83,7 @@ async def publish_epoch_end(
     engine: EngineDep,
     settings: SettingsDep,
     bus: BusDep,
+    webhooks: WebhooksDep,
     run: Annotated[str, Query(pattern=RUN_ID_PATTERN)] = "remote-monitor",
     project: Annotated[str, Query(min_length=1, max_length=200, pattern=NO_NUL)] = "default",
 ) -> Published:
@@ -89,7 +91,7 @@ async def publish_epoch_end(
     posted = await _payload(request)
     epoch, metrics = posted.epoch, posted.__pydantic_extra__
 
-    def store() -> tuple[list[dict[str, Any]], RunPublic | None]:
+    def store() -> tuple[IngestResult, RunPublic | None]:
         now = time.time()
         with writing(engine) as conn:
             _, created = create_run(conn, RunCreate(id=run, name=run, project=project), now)
@@ -99,14 +101,15 @@ async def publish_epoch_end(
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
-            accepted = ingest(conn, run, [record], now, settings.stale_after).accepted
+            result = ingest(conn, run, [record], now, settings.stale_after, settings.max_lr)
         if not created:
-            return accepted, None
+            return result, None
         with reading(engine) as conn:
-            return accepted, read_run(conn, run, settings.stale_after)
+            return result, read_run(conn, run, settings.stale_after)
 
-    accepted, new_run = await run_in_threadpool(store)
+    result, new_run = await run_in_threadpool(store)
     if new_run is not None:
         announce(bus, new_run)
-    bus.publish(run_topic(run), "metrics", {"records": event_records(accepted)})
-    return Published(accepted=len(accepted), run_id=run)
+    bus.publish(run_topic(run), "metrics", {"records": event_records(result.accepted)})
+    announce_fired(bus, webhooks, result.fired)
+    return Published(accepted=len(result.accepted), run_id=run)

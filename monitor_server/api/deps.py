@@ -1,4 +1,4 @@
-"""What handlers get from the app: engine, settings and event bus."""
+"""What handlers get from the app: engine, settings, event bus and webhooks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from ..config import Settings
 from ..events import EventBus
 from ..schemas import RUN_ID_PATTERN
+from ..webhooks import Webhooks
 
 
 def _engine(request: Request) -> Engine:
@@ -24,7 +25,12 @@ def _bus(request: Request) -> EventBus:
     return request.app.state.bus
 
 
+def _webhooks(request: Request) -> Webhooks:
+    return request.app.state.webhooks
+
+
 EngineDep = Annotated[Engine, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 BusDep = Annotated[EventBus, Depends(_bus)]
+WebhooksDep = Annotated[Webhooks, Depends(_webhooks)]
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="run id, [A-Za-z0-9_.-]{1,64}")]

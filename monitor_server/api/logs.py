@@ -22,7 +22,8 @@ from ..store import commands as command_store
 from ..store.logs import ingest
 from ..store.runs import read_run
 from .commands import announce as announce_command
-from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
+from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, WebhooksDep
+from .rules import announce_fired
 from .runs import announce
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["logs"])
@@ -42,7 +43,12 @@ def event_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @router.post("/logs", response_model=LogResult, dependencies=[Ingester], openapi_extra=LOG_BODY)
 async def post_logs(
-    run_id: RunIdPath, request: Request, engine: EngineDep, settings: SettingsDep, bus: BusDep
+    run_id: RunIdPath,
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    webhooks: WebhooksDep,
 ) -> LogResult:
     """Store a batch of records, each `(run, seq)` once; answer with the commands the
     training has not acknowledged yet."""
@@ -54,7 +60,7 @@ async def post_logs(
             raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
         now = time.time()
         with writing(engine) as conn:
-            result = ingest(conn, run_id, batch.records, now, settings.stale_after)
+            result = ingest(conn, run_id, batch.records, now, settings.stale_after, settings.max_lr)
             commands, delivered = command_store.deliver(conn, run_id, now)
         answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
         revived = None
@@ -64,11 +70,12 @@ async def post_logs(
         return answer, result, delivered, revived
 
     answer, result, delivered, revived = await run_in_threadpool(store)
-    for command in delivered:
-        announce_command(bus, command)
     topic = run_topic(run_id)
     if result.accepted and bus.has_subscribers(topic):
         bus.publish(topic, "metrics", {"records": event_records(result.accepted)})
+    announce_fired(bus, webhooks, result.fired)
+    for command in delivered:
+        announce_command(bus, command)
     if revived is not None:
         announce(bus, revived)
     return answer

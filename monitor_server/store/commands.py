@@ -45,7 +45,7 @@ def to_public(row: Any) -> CommandPublic:
     )
 
 
-def _insert(conn: Connection, run_id: str, command: Command, now: float, issued_by: str, max_lr: float) -> int:
+def insert_command(conn: Connection, run_id: str, command: Command, now: float, issued_by: str, max_lr: float) -> int:
     values = {
         "run_id": run_id,
         "type": command.type,
@@ -65,7 +65,7 @@ def create_command(
     status = effective_status(run, settings.stale_after, now)
     if status not in LIVE:
         raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
-    return get_command(conn, run_id, _insert(conn, run_id, command, now, issued_by, settings.max_lr))
+    return get_command(conn, run_id, insert_command(conn, run_id, command, now, issued_by, settings.max_lr))
 
 
 def create_for_runs(
@@ -84,7 +84,7 @@ def create_for_runs(
         row = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).first()
         status = "not found" if row is None else effective_status(row, settings.stale_after, now)
         if status in LIVE:
-            new_id = _insert(conn, run_id, command, now, issued_by, settings.max_lr)
+            new_id = insert_command(conn, run_id, command, now, issued_by, settings.max_lr)
             created.append(get_command(conn, run_id, new_id))
         else:
             skipped.append(Skipped(run_id=run_id, reason=status if row is None else f"the run is {status}"))

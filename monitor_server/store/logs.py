@@ -3,13 +3,15 @@
 The run's row is locked for the transaction (SQLite's write transactions are exclusive
 anyway), so two requests for one run cannot interleave between the duplicate check and
 the insert. Points go in sorted by (series, step), which keeps SQLite's clustered index
-appending, and the series' running stats and summaries are merged in the same pass.
+appending, and the series' running stats and summaries are merged in the same pass. The
+rules watching the run are judged on the new points of their series in the same
+transaction (see `store.rules`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
@@ -18,6 +20,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..downsample import group_starts
 from ..tables import points, received, series
+from . import rules as rule_store
 from .runs import get_run_row, touch, was_stale
 from .sql import bulk_insert
 from .summaries import block_rows, merge_blocks
@@ -28,19 +31,24 @@ class IngestResult:
     accepted: list[dict[str, Any]]
     duplicates: int
     revived: bool
+    fired: rule_store.Fired = field(default_factory=rule_store.Fired)
 
 
 def ingest(
-    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float
+    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float, max_lr: float
 ) -> IngestResult:
-    """Store the records not stored before; the run must exist."""
+    """Store the records not stored before and judge the rules on them; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
     fresh = _fresh(conn, run_id, records)
+    result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, stale_after, now))
     if fresh:
         bulk_insert(conn, received, [(run_id, r["seq"]) for r in fresh])
-        _store_points(conn, run_id, fresh)
+        watched = rule_store.watching(conn, run)
+        points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched))
+        if points:
+            result.fired = rule_store.judge_post(conn, run, watched, points, now, max_lr)
     touch(conn, run_id, now)
-    return IngestResult(fresh, len(records) - len(fresh), was_stale(run, stale_after, now))
+    return result
 
 
 def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,10 +66,13 @@ def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list
     return fresh
 
 
-def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> None:
+def _store_points(
+    conn: Connection, run_id: str, records: list[dict[str, Any]], watched: set[tuple[str, str]]
+) -> rule_store.Points:
+    """Insert the points; give back those of the `watched` series, in step order."""
     keys, key_col, values, sizes = _flatten(records)
     if not values:
-        return
+        return {}
     # Per-record columns, repeated once for each metric of the record.
     sizes_arr = np.array(sizes)
     step = np.repeat(np.array([r["step"] for r in records], np.int64), sizes_arr)
@@ -82,6 +93,11 @@ def _store_points(conn: Connection, run_id: str, records: list[dict[str, Any]]) 
     rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
     bulk_insert(conn, points, rows)
     merge_blocks(conn, block_rows(sid, step, wall, value))
+    out = {}
+    for name in watched & keys.keys():
+        at = np.flatnonzero(key == keys[name])
+        out[name] = (step[at], value[at])
+    return out
 
 
 def _flatten(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], int], Any, list[Any], list[int]]:

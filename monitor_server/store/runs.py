@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from ..errors import NotFound
 from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
-from ..tables import commands, points, received, runs, series, summaries
+from ..tables import commands, points, received, rule_firings, rule_states, rules, runs, series, summaries
 from .sql import insert_ignore
 
 
@@ -154,6 +154,11 @@ def delete_run(conn: Connection, run_id: str) -> None:
     conn.execute(delete(points).where(points.c.series_id.in_(series_ids)))
     conn.execute(delete(summaries).where(summaries.c.series_id.in_(series_ids)))
     conn.execute(delete(received).where(received.c.run_id == run_id))
+    # Its rules' firings and states, and the rules that watched only this run.
+    own_rules = select(rules.c.id).where(rules.c.run_id == run_id).scalar_subquery()
+    for table in (rule_firings, rule_states):
+        conn.execute(delete(table).where(or_(table.c.run_id == run_id, table.c.rule_id.in_(own_rules))))
+    conn.execute(delete(rules).where(rules.c.run_id == run_id))
     conn.execute(delete(commands).where(commands.c.run_id == run_id))
     conn.execute(delete(series).where(series.c.run_id == run_id))
     conn.execute(delete(runs).where(runs.c.id == run_id))

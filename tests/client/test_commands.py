@@ -127,7 +127,7 @@ def test_each_command_is_applied_once(server, api, spool_dir, monkeypatch):
     applied = []
 
     def counting(ctx, args):
-        applied.append(ctx.command_id)
+        applied.append(ctx.command["id"])
         return set_lr(ctx, args)
 
     monkeypatch.setitem(HANDLERS, "set_lr", counting)
