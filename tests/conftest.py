@@ -3,6 +3,8 @@ FITWATCH_TEST_POSTGRES_URL is set) and a real server on a free port."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import socket
@@ -175,3 +177,50 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class Receiver:
+    """A local HTTP endpoint that records the JSON it gets and answers with the statuses
+    it is given in turn (then 200); `hold` keeps it from answering until released."""
+
+    def __init__(self, statuses: list[int] | None = None, hold: bool = False) -> None:
+        self.bodies: list[dict] = []
+        self.statuses = list(statuses or [])
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.bodies.append(body)
+                outer.release.wait(60)
+                self.send_response(outer.statuses.pop(0) if outer.statuses else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(**kwargs) -> Receiver:
+        made.append(Receiver(**kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
