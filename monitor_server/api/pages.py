@@ -64,6 +64,12 @@ def compare_page() -> FileResponse:
     return page("compare.html")
 
 
+@router.get("/rules")
+def rules_page() -> FileResponse:
+    """Rules: what the server watches for, and what it does."""
+    return page("rules.html")
+
+
 @router.get("/runs/{run_id}/report.html", dependencies=[Reader])
 def report(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Response:
     """The run's charts and config in one HTML file that opens offline."""

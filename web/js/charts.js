@@ -1,6 +1,7 @@
 // Plotly charts: several series on one chart, EMA smoothing (raw line kept faint), log-y,
 // x by step / epoch / wall time, zoom that asks the server for the range, live points
-// with Plotly.extendTraces, visible markers for NaN and ±Infinity, and command markers.
+// with Plotly.extendTraces, visible markers for NaN and ±Infinity, and markers where commands
+// applied and rules fired.
 
 import { num } from "./api.js";
 import { el } from "./util.js";
@@ -32,7 +33,7 @@ export class Chart {
     this.settings = settings;
     this.onZoom = onZoom;
     this.series = new Map();
-    this.markers = [];
+    this.markers = new Map(); // source (commands, rules) -> [{step, label, scope?, color?, wall?}]
     this.badge = el("span", { className: "badge downsampled", hidden: true });
     this.plot = el("div", { className: "plot" });
     this.node = el("section", { className: "chart" }, el("header", {}, el("h3", { text: title }), this.badge), this.plot);
@@ -73,8 +74,9 @@ export class Chart {
     if (s.steps.length > LIVE_LIMIT && !this.zoomed && this.onZoom) this.onZoom(null, null);
   }
 
-  setMarkers(markers) {
-    this.markers = markers;
+  /** Replace the markers of one `source`; a marker's `scope` (default batch) places it. */
+  setMarkers(markers, source = "commands") {
+    this.markers.set(source, markers);
     this.scheduleRender();
   }
 
@@ -155,12 +157,13 @@ export class Chart {
     const epochs = [...this.series.values()].every((s) => s.scope !== "batch");
     const shapes = [];
     const annotations = [];
-    for (const m of this.markers) {
+    for (const m of [...this.markers.values()].flat()) {
       if (xmode === "wall" && m.wall === undefined) continue;
-      const s = { scope: "batch", steps: [m.step], walls: [m.wall] };
+      const s = { scope: m.scope || "batch", steps: [m.step], walls: [m.wall] };
       const x = this.x(s, 0);
-      shapes.push({ type: "line", x0: x, x1: x, yref: "paper", y0: 0, y1: 1, line: { color: "#6e7781", width: 1, dash: "dot" } });
-      annotations.push({ x, yref: "paper", y: 1, text: m.label, showarrow: false, yanchor: "bottom", font: { size: 10, color: "#57606a" } });
+      const color = m.color || "#6e7781";
+      shapes.push({ type: "line", x0: x, x1: x, yref: "paper", y0: 0, y1: 1, line: { color, width: 1, dash: "dot" } });
+      annotations.push({ x, yref: "paper", y: 1, text: m.label, showarrow: false, yanchor: "bottom", font: { size: 10, color } });
     }
     return {
       margin: { l: 48, r: 12, t: 18, b: 36 },

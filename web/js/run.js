@@ -3,6 +3,7 @@
 import { api, num, records, seriesUrl, stream, withToken } from "./api.js";
 import { Chart } from "./charts.js";
 import { toolbar } from "./controls.js";
+import { Firings, marker } from "./firings.js";
 import { Steering } from "./steer.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
 
@@ -14,6 +15,12 @@ const steering = new Steering(runId, (markers) => {
   for (const chart of charts.values()) {
     if ([...chart.series.values()].some((s) => s.scope === "batch")) chart.setMarkers(markers);
   }
+});
+// Each firing is marked on the chart of the series its rule watches.
+const firings = new Firings((list) => {
+  const byChart = new Map([...charts.keys()].map((key) => [key, []]));
+  for (const f of list) byChart.get(seriesChart.get(`${f.scope}/${f.name}`))?.push(marker(f));
+  for (const [key, markers] of byChart) charts.get(key).setMarkers(markers, "rules");
 });
 const evaluations = new Map(); // "step/wall time" -> eval record, in the order logged (seqs pass 2**53)
 let run = null;
@@ -175,13 +182,19 @@ async function main() {
       steering.remember(c);
       steering.render();
     },
+    rule: (f) => {
+      firings.remember(f);
+      if (!held) firings.render(); // else drawn with the first read
+    },
     deleted: () => showError("This run was deleted."),
   }, (live) => ($("live").hidden = !live));
   await Promise.race([opened, new Promise((resolve) => setTimeout(resolve, 3000))]);
 
   let seriesList;
   [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
-  for (const c of await api(`${base}/commands`)) steering.remember(c);
+  const [commands, fired] = await Promise.all([api(`${base}/commands`), api(`${base}/firings`)]);
+  for (const c of commands) steering.remember(c);
+  for (const f of fired) firings.remember(f);
   renderHeader();
   const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
   seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
@@ -194,6 +207,7 @@ async function main() {
   $("empty").hidden = charts.size > 0 || evaluations.size > 0;
   charts.forEach((c) => c.render());
   steering.render();
+  firings.render();
   renderLr();
   renderEvaluations();
   $("report").href = withToken(`/runs/${encodeURIComponent(runId)}/report.html`);

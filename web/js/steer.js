@@ -190,7 +190,8 @@ function args(c) {
 
 function label(c) {
   const at = c.at ? ` at ${Object.entries(c.at).map(([k, v]) => `${k} ${v}`).join(" ")}` : "";
-  return `${c.type} ${args(c)}`.trim() + at;
+  const by = c.issued_by?.startsWith("rule:") ? ` (by rule ${c.issued_by.slice(5)})` : "";
+  return `${c.type} ${args(c)}`.trim() + at + by;
 }
 
 function marker(c) {

@@ -1,0 +1,46 @@
+// The run page's list of rule firings: what each rule saw, where, and the command it
+// issued. Firings arrive from the first read and then live as `rule` events.
+
+import { num } from "./api.js";
+import { el, fmtDate, fmtValue } from "./util.js";
+
+const $ = (id) => document.getElementById(id);
+export const FIRING_COLOR = "#d62728";
+
+export class Firings {
+  /** `onMarkers(firings)` gets every firing, to mark on the chart of its series. */
+  constructor(onMarkers) {
+    this.onMarkers = onMarkers;
+    this.firings = new Map(); // id -> firing
+  }
+
+  remember(firing) {
+    this.firings.set(firing.id, firing);
+  }
+
+  render() {
+    const rows = [...this.firings.values()].sort((a, b) => b.id - a.id);
+    $("firings").replaceChildren(
+      ...rows.map((f) =>
+        el(
+          "tr",
+          { "data-id": String(f.id) },
+          el("td", {}, el("a", { href: "/rules", text: `rule ${f.rule_id}` })),
+          el("td", { text: f.description }),
+          el("td", { text: String(f.step) }),
+          el("td", { className: "num", text: fmtValue(typeof f.value === "string" ? f.value : num(f.value)) }),
+          el("td", { text: f.command_id === null ? f.message || "notified" : `command ${f.command_id}` }),
+          el("td", { text: fmtDate(f.created_at) }),
+        ),
+      ),
+    );
+    $("rules-fired").hidden = rows.length === 0;
+    $("rules-fired-count").textContent = String(rows.length);
+    this.onMarkers(rows);
+  }
+}
+
+/** A firing as a chart marker. */
+export function marker(f) {
+  return { step: f.step, scope: f.scope, wall: Date.parse(f.created_at) / 1000, label: `rule ${f.rule_id}`, color: FIRING_COLOR };
+}

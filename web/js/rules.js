@@ -1,0 +1,157 @@
+// The rules page: list, create and delete rules; each rule's firings, counted live from
+// the `rule` events of the run-list stream.
+
+import { api, ApiError, num, stream } from "./api.js";
+import { el, fmtDate, fmtValue, showError } from "./util.js";
+
+const $ = (id) => document.getElementById(id);
+const rules = new Map(); // id -> rule
+const open = new Map(); // id -> firings shown under the rule's row
+
+function target(rule) {
+  if (rule.run_id) return el("a", { href: `/runs/${encodeURIComponent(rule.run_id)}`, text: `run ${rule.run_id}` });
+  return rule.project ? `project ${rule.project}` : "every run";
+}
+
+function webhook(rule) {
+  if (!rule.notify) return "";
+  if (rule.notify_error) return el("span", { className: "rule-error", text: `failed ${fmtDate(rule.notify_error_at)}: ${rule.notify_error}` });
+  return rule.notified_at ? `sent ${fmtDate(rule.notified_at)}` : "none sent yet";
+}
+
+function firingRows(rule) {
+  const list = open.get(rule.id);
+  if (!list) return [];
+  const rows = list.map((f) =>
+    el(
+      "li",
+      {},
+      el("a", { href: `/runs/${encodeURIComponent(f.run_id)}`, text: f.run_id }),
+      ` step ${f.step}, ${f.name} = ${fmtValue(typeof f.value === "string" ? f.value : num(f.value))}, `,
+      f.command_id === null ? f.message || "notified" : `command ${f.command_id}`,
+      `, ${fmtDate(f.created_at)}`,
+    ),
+  );
+  return [el("tr", { className: "firings-of", "data-rule": String(rule.id) }, el("td", { colspan: "7" }, el("ul", {}, ...rows)))];
+}
+
+function render() {
+  const list = [...rules.values()].sort((a, b) => a.id - b.id);
+  $("rules").replaceChildren(
+    ...list.flatMap((rule) => [
+      el(
+        "tr",
+        { "data-id": String(rule.id) },
+        el("td", { text: String(rule.id) }),
+        el("td", {}, target(rule)),
+        el("td", { text: `${rule.description}${rule.once_per_run ? " (once per run)" : ""}` }),
+        el("td", {}, el("button", { type: "button", className: "small fired-count", onclick: () => toggle(rule.id), text: `${rule.firings}×` })),
+        el("td", {}, webhook(rule)),
+        el("td", { text: fmtDate(rule.created_at) }),
+        el("td", {}, el("button", { type: "button", className: "small", onclick: () => remove(rule), text: "Delete" })),
+      ),
+      ...firingRows(rule),
+    ]),
+  );
+  $("no-rules").hidden = list.length > 0;
+}
+
+async function load() {
+  rules.clear();
+  for (const rule of await api("/api/v1/rules")) rules.set(rule.id, rule);
+  render();
+}
+
+async function toggle(id) {
+  if (open.has(id)) open.delete(id);
+  else open.set(id, await api(`/api/v1/rules/${id}/firings`));
+  render();
+}
+
+async function remove(rule) {
+  if (!window.confirm(`Delete rule ${rule.id}: ${rule.description}? Its firings go with it.`)) return;
+  try {
+    await api(`/api/v1/rules/${rule.id}`, { method: "DELETE" });
+    rules.delete(rule.id);
+    open.delete(rule.id);
+    render();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+/** A number field: null when blank or not a number, so that the server names it. */
+const number = (input) => (input.value.trim() === "" || Number.isNaN(Number(input.value)) ? null : Number(input.value));
+
+/** The form as a rule body; the server checks it and names any field that is wrong. */
+function body() {
+  const when = { scope: $("scope").value, name: $("series").value.trim(), op: $("op").value };
+  if (when.op === "above" || when.op === "below") when.value = number($("value"));
+  if (when.op === "no_improvement") Object.assign(when, { patience: number($("patience")), mode: $("mode").value });
+  const rule = { when, notify: $("notify").checked, once_per_run: $("once").checked };
+  const kind = $("target").value;
+  if (kind !== "all") rule[kind === "run" ? "run_id" : "project"] = $("target-value").value.trim();
+  const then = $("then").value;
+  const value = $("then-value").value.trim();
+  if (then === "lr_factor") rule.then = { type: "set_lr", args: { factor: number($("then-value")) } };
+  else if (then === "set_lr") rule.then = { type: "set_lr", args: { value: number($("then-value")) } };
+  else if (then === "action") rule.then = { type: "action", args: { name: value } };
+  else if (then === "checkpoint") rule.then = value ? { type: "checkpoint", args: { name: value } } : { type: "checkpoint" };
+  else if (then) rule.then = { type: then };
+  return rule;
+}
+
+function explain(error) {
+  if (!(error instanceof ApiError)) return String(error);
+  try {
+    const detail = JSON.parse(error.message);
+    return detail.map((d) => `${d.loc.filter((p) => p !== "body").join(".")}: ${d.msg}`).join("; ");
+  } catch (_) {
+    return error.message;
+  }
+}
+
+function wireForm() {
+  const sync = () => {
+    $("target-value").hidden = $("target").value === "all";
+    $("target-value").placeholder = $("target").value === "run" ? "run id" : "project";
+    const op = $("op").value;
+    $("value").hidden = op !== "above" && op !== "below";
+    $("plateau").hidden = op !== "no_improvement";
+    const then = $("then").value;
+    const input = $("then-value");
+    input.hidden = !["lr_factor", "set_lr", "action", "checkpoint"].includes(then);
+    input.placeholder = { lr_factor: "0.5", set_lr: "0.001", action: "action name", checkpoint: "name (optional)" }[then] || "";
+  };
+  for (const id of ["target", "op", "then"]) $(id).addEventListener("change", sync);
+  sync();
+  $("rule-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    $("form-error").textContent = "";
+    try {
+      const rule = await api("/api/v1/rules", { method: "POST", body: body() });
+      rules.set(rule.id, rule);
+      render();
+    } catch (error) {
+      $("form-error").textContent = explain(error);
+    }
+  });
+}
+
+function onFiring(firing) {
+  const rule = rules.get(firing.rule_id);
+  if (!rule) return;
+  rule.firings += 1;
+  if (open.has(rule.id)) open.get(rule.id).push(firing);
+  render();
+  document.querySelector(`tr[data-id="${rule.id}"]`)?.classList.add("fired");
+}
+
+async function main() {
+  wireForm();
+  stream("/api/v1/events", { rule: onFiring }, (live) => ($("live").hidden = !live));
+  await load();
+  document.body.dataset.ready = "true";
+}
+
+main().catch(showError);
