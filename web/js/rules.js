@@ -32,7 +32,8 @@ function firingRows(rule) {
       `, ${fmtDate(f.created_at)}`,
     ),
   );
-  return [el("tr", { className: "firings-of", "data-rule": String(rule.id) }, el("td", { colspan: "7" }, el("ul", {}, ...rows)))];
+  const shown = rows.length ? el("ul", {}, ...rows) : el("span", { className: "muted", text: "It has not fired yet." });
+  return [el("tr", { className: "firings-of", "data-rule": String(rule.id) }, el("td", { colspan: "7" }, shown))];
 }
 
 function render() {
