@@ -5,9 +5,12 @@ of 4 metrics (5,000 records a request) through the HTTP API, then reads one 1,00
 series downsampled to 2,000 points many times. With `--postgres URL` it does the same on
 PostgreSQL (in a fresh database it drops afterwards); with `--mlflow` it uploads the same
 kind of points to a local MLflow server through `log_batch` (1,000 metrics a call) and
-prints the ratio. MLflow is a bench-only dependency: `pip install mlflow`.
+prints the ratio. MLflow is a bench-only dependency: `pip install mlflow`. With
+`--rules PAIRS` it also runs SQLite PAIRS times with and without rules watching every series it
+logs (judged on every point, none firing), alternated, and prints the ratio: what rules
+cost at ingest.
 
-    python bench/ingest.py [--records 1000000] [--postgres postgresql+psycopg://...] [--mlflow]
+    python bench/ingest.py [--records 1000000] [--postgres postgresql+psycopg://...] [--mlflow] [--rules 3]
 """
 
 from __future__ import annotations
@@ -32,6 +35,21 @@ TARGET_INGEST = 200_000  # points/s, SQLite
 TARGET_READ_MS = 100.0  # p50, 1,000,000 points -> 2,000
 METRICS = ("loss", "accuracy", "val_loss", "lr")
 PER_REQUEST = 5000
+# Rules on every series the bench logs, as a team would keep them; none of them fires.
+RULES = [
+    {"when": {"scope": "batch", "name": "loss", "op": "nan"}, "then": {"type": "stop_training"}},
+    {"when": {"scope": "batch", "name": "accuracy", "op": "above", "value": 2.0}, "then": {"type": "checkpoint"}},
+    {
+        "when": {"scope": "batch", "name": "val_loss", "op": "no_improvement", "patience": 10**6},
+        "then": {"type": "set_lr", "args": {"factor": 0.5}},
+        "once_per_run": False,
+    },
+    {
+        "project": "default",
+        "when": {"scope": "batch", "name": "lr", "op": "below", "value": -1.0},
+        "then": {"type": "pause"},
+    },
+]
 
 
 def free_port() -> int:
@@ -96,9 +114,11 @@ def bodies(n_records: int) -> list[bytes]:
     return out
 
 
-def measure_fitwatch(db_url: str, payloads: list[bytes], n_records: int, label: str) -> dict:
+def measure_fitwatch(db_url: str, payloads: list[bytes], n_records: int, label: str, rules=()) -> dict:
     with fitwatch_server(db_url) as (url, ready_s, pid), httpx.Client(base_url=url, timeout=120) as api:
         api.post("/api/v1/runs", json={"id": "bench"}).raise_for_status()
+        for rule in rules:
+            api.post("/api/v1/rules", json=rule).raise_for_status()
         start = time.perf_counter()
         for body in payloads:
             r = api.post("/api/v1/runs/bench/logs", content=body, headers={"content-type": "application/json"})
@@ -215,11 +235,17 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("FITWATCH_TEST_POSTGRES_URL"))
     parser.add_argument("--mlflow", action="store_true")
     parser.add_argument("--mlflow-points", type=int, default=200_000)
+    parser.add_argument("--rules", type=int, default=0, metavar="PAIRS", help="also measure SQLite ingest with rules")
     args = parser.parse_args()
 
     payloads = bodies(args.records)
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = measure_fitwatch(f"sqlite:///{tmp}/bench.db", payloads, args.records, "sqlite")
+        ratios = []
+        for k in range(args.rules):  # alternated with runs without, as the machine drifts
+            bare = measure_fitwatch(f"sqlite:///{tmp}/bare{k}.db", payloads, args.records, "no rules")
+            ruled = measure_fitwatch(f"sqlite:///{tmp}/ruled{k}.db", payloads, args.records, "+4 rules", RULES)
+            ratios.append(ruled["points_per_s"] / bare["points_per_s"])
         if args.postgres:
             with postgres_database(args.postgres) as url:
                 measure_fitwatch(url, payloads, args.records, "postgresql")
@@ -235,6 +261,11 @@ def main() -> None:
         f"({'met' if sqlite['read_p50_ms'] <= TARGET_READ_MS else 'NOT met'})"
     )
     print(f"target: server ready <= 2 s, <= 150 MB resident: {sqlite['ready_s']:.2f} s, {sqlite['rss_mb']:.0f} MB")
+    if ratios:
+        print(
+            f"ingest with 4 rules judging every point / without, {len(ratios)} alternated pairs: "
+            f"median {statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})"
+        )
     if mlflow:
         print(
             f"fitwatch / mlflow ingest, same machine, same run of this script: {sqlite['points_per_s'] / mlflow:.1f}x"

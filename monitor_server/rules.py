@@ -160,17 +160,21 @@ def _turns_true(condition: Callable[[dict[str, Any], np.ndarray], np.ndarray]):
 
 
 def _no_improvement(when: dict[str, Any], state: State, values: np.ndarray) -> tuple[State, list[int]]:
+    # As numbers to minimize; NaN and ±Infinity never improve.
     sign = 1.0 if when.get("mode", "min") == "min" else -1.0
-    best, since, fired = state.get("best"), state.get("since", 0), []
-    for i, value in enumerate(values.tolist()):
-        if math.isfinite(value) and (best is None or sign * value < sign * best):
-            best, since = value, 0
-            continue
-        since += 1
-        if since >= when["patience"]:
-            fired.append(i)
-            since = 0
-    return {"best": best, "since": since}, fired
+    v = np.where(np.isfinite(values), sign * values, np.inf)
+    best = np.inf if state.get("best") is None else sign * state["best"]
+    running = np.minimum.accumulate(np.concatenate(([best], v)))
+    improved = v < running[:-1]
+    at = np.arange(len(v))
+    last = np.maximum.accumulate(np.where(improved, at, -1))  # the last improvement so far
+    # Points since the best, counted on from the state before this post's first improvement;
+    # firing starts the count again, so it fires at each multiple of patience.
+    since = np.where(last >= 0, at - last, state.get("since", 0) + at + 1)
+    patience = when["patience"]
+    fired = np.flatnonzero((since > 0) & (since % patience == 0)).tolist()
+    best = float(running[-1])
+    return {"best": None if math.isinf(best) else sign * best, "since": int(since[-1] % patience)}, fired
 
 
 # op -> judge(when, state, values in step order) -> (new state, indexes of the points it fires at)

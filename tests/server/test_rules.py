@@ -4,6 +4,7 @@ posts and several server processes; webhooks off the request path; admin-only wr
 
 from __future__ import annotations
 
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,16 +115,23 @@ def test_no_improvement_fires_after_patience_points_and_counts_again(api):
         then={"type": "set_lr", "args": {"factor": 0.5}},
         once_per_run=False,
     )
-    values = [1.0, 0.9, 0.95, 0.9, "NaN", 0.8, 0.85, 0.8, 0.81, 0.82, 0.83, 0.7]
+    values = [1.0, 0.9, 0.95, 0.9, "NaN", 0.8, 0.85, 0.8, 0.81, 0.82, 0.83, 0.7, 0.9, "-Infinity", 0.8, 0.75]
     for step, value in enumerate(values):
         post_logs(api, "r", [record(step, value, "epoch", "val_loss")])
     fired = firings(api, "r")
-    # 0.9 again is no better than 0.9 (strictly lower counts); NaN is no improvement.
-    assert [f["step"] for f in fired] == [4, 8]
+    # 0.9 again is no better than 0.9 (strictly lower counts); NaN and -Infinity are no
+    # improvement; firing starts the count again.
+    assert [f["step"] for f in fired] == [4, 8, 14]
+    # The same points in one post, or split anywhere, fire at the same steps.
+    for run_id, cuts in (("whole", [0, len(values)]), ("split", [0, 3, 4, 9, 13, len(values)])):
+        create_run(api, run_id)
+        for lo, hi in itertools.pairwise(cuts):
+            post_logs(api, run_id, [record(i, values[i], "epoch", "val_loss") for i in range(lo, hi)])
+        assert [f["step"] for f in firings(api, run_id)] == [4, 8, 14]
     commands = api.get("/api/v1/runs/r/commands").json()
     assert [(c["type"], c["args"]["factor"], c["issued_by"]) for c in commands] == [
         ("set_lr", 0.5, f"rule:{rule['id']}")
-    ] * 2
+    ] * 3
     maximize = add_rule(
         api,
         run_id="r",
