@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_records: int = Field(10_000, gt=0)
+    max_series_per_run: int = Field(
+        10_000, gt=0, description="metric names (series) a run may have; a post that would pass it is refused whole"
+    )
     pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process")
     max_lr: float = Field(10.0, gt=0, description="largest learning rate a set_lr command may ask for")
     max_wait: float = Field(30.0, ge=0, description="longest command long-poll, seconds")

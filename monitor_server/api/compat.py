@@ -101,7 +101,7 @@ async def publish_epoch_end(
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
-            result = ingest(conn, run, [record], now, settings.stale_after, settings.max_lr)
+            result = ingest(conn, run, [record], now, settings)
         if not created:
             return result, None
         with reading(engine) as conn:

@@ -60,7 +60,7 @@ async def post_logs(
             raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
         now = time.time()
         with writing(engine) as conn:
-            result = ingest(conn, run_id, batch.records, now, settings.stale_after, settings.max_lr)
+            result = ingest(conn, run_id, batch.records, now, settings)
             commands, delivered = command_store.deliver(conn, run_id, now)
         answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
         revived = None

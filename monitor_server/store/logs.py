@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from ..config import Settings
 from ..downsample import group_starts
+from ..errors import Invalid
 from ..tables import points, received, series
 from . import rules as rule_store
 from .runs import get_run_row, touch, was_stale
@@ -35,18 +37,18 @@ class IngestResult:
 
 
 def ingest(
-    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, stale_after: float, max_lr: float
+    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, settings: Settings
 ) -> IngestResult:
     """Store the records not stored before and judge the rules on them; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
     fresh = _fresh(conn, run_id, records)
-    result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, stale_after, now))
+    result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, settings.stale_after, now))
     if fresh:
         bulk_insert(conn, received, [(run_id, r["seq"]) for r in fresh])
         watched = rule_store.watching(conn, run)
-        points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched))
+        points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched), settings.max_series_per_run)
         if points:
-            result.fired = rule_store.judge_post(conn, run, watched, points, now, max_lr)
+            result.fired = rule_store.judge_post(conn, run, watched, points, now, settings.max_lr)
     touch(conn, run_id, now)
     return result
 
@@ -67,7 +69,7 @@ def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list
 
 
 def _store_points(
-    conn: Connection, run_id: str, records: list[dict[str, Any]], watched: set[tuple[str, str]]
+    conn: Connection, run_id: str, records: list[dict[str, Any]], watched: set[tuple[str, str]], max_series: int
 ) -> rule_store.Points:
     """Insert the points; give back those of the `watched` series, in step order."""
     keys, key_col, values, sizes = _flatten(records)
@@ -87,7 +89,7 @@ def _store_points(
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
 
-    ids = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value)
+    ids = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value, max_series)
     sid = ids[key]
     epoch_list = epoch.tolist() if epoch.min() >= 0 else [None if e < 0 else e for e in epoch.tolist()]
     rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
@@ -133,13 +135,25 @@ def _upsert_series(
     wall: np.ndarray,
     seq: np.ndarray,
     value: np.ndarray,
+    max_series: int,
 ) -> np.ndarray:
-    """Create or update each touched series' running stats; its ids, indexed by key."""
+    """Create or update each touched series' running stats; its ids, indexed by key.
+
+    New series are inserted in one statement and their ids read back in one more: a post
+    that brings thousands of new names costs two statements, not one per name. A post that
+    would take the run past `max_series` names is refused whole.
+    """
     existing = {(r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))}
+    new_names = [n for n in names if n not in existing]
+    if len(existing) + len(new_names) > max_series:
+        raise Invalid(
+            f"run {run_id!r} has {len(existing)} series and this post adds {len(new_names)} new names: "
+            f"over the limit of {max_series} a run (FITWATCH_MAX_SERIES_PER_RUN); nothing of the post was stored"
+        )
     starts = group_starts(key)
     ends = np.append(starts[1:], len(key)) - 1
     ids = np.zeros(len(names), np.int64)
-    updates = []
+    inserts, updates = [], []
     for start, end in zip(starts.tolist(), ends.tolist()):
         k = int(key[start])
         finite = value[start : end + 1][np.isfinite(value[start : end + 1])]
@@ -156,9 +170,7 @@ def _upsert_series(
         old = existing.get(names[k])
         if old is None:
             scope, name = names[k]
-            ids[k] = conn.execute(
-                insert(series).values(run_id=run_id, scope=scope, name=name, **new).returning(series.c.id)
-            ).scalar_one()
+            inserts.append({"run_id": run_id, "scope": scope, "name": name, **new})
             continue
         ids[k] = old.id
         last_wall = -math.inf if old.last_wall is None else old.last_wall
@@ -171,6 +183,13 @@ def _upsert_series(
         new["min_value"] = _pick(min, old.min_value, new["min_value"])
         new["max_value"] = _pick(max, old.max_value, new["max_value"])
         updates.append({"sid": old.id, **new})
+    if inserts:
+        conn.execute(insert(series), inserts)
+        created = select(series.c.id, series.c.scope, series.c.name).where(series.c.run_id == run_id)
+        new_ids = {(r.scope, r.name): r.id for r in conn.execute(created)}
+        for k, name in enumerate(names):
+            if name not in existing:
+                ids[k] = new_ids[name]
     if updates:
         stmt = update(series).where(series.c.id == bindparam("sid"))
         conn.execute(stmt, updates)

@@ -127,8 +127,9 @@ def list_firings(conn: Connection, *, rule_id: int | None = None, run_id: str | 
 
 def record_notification(conn: Connection, rule_id: int, now: float, error: str | None) -> None:
     """A webhook went through (`error` None) or finally failed: keep it on the rule."""
-    values = {"notified_at": now, "notify_error": None} if error is None else {}
-    if error is not None:
+    if error is None:
+        values = {"notified_at": now, "notify_error": None}
+    else:
         values = {"notify_error": error[:2000], "notify_error_at": now}
     conn.execute(update(rules).where(rules.c.id == rule_id).values(**values))
 

@@ -219,3 +219,40 @@ def test_at_a_repeated_step_the_point_logged_last_is_the_last_value(api):
     post_logs(api, "r", [{**again, "seq": 5 << 32, "wall_time": 4000.0, "metrics": {"loss": 0.25}},
                          {**again, "seq": 7 << 32, "wall_time": 3000.0, "metrics": {"loss": 0.75}}])  # fmt: skip
     assert api.get("/api/v1/runs/r").json()["latest"] == {"loss": 0.25}
+
+
+def test_a_post_past_the_series_limit_is_refused_whole(start_server):
+    server = start_server(max_series_per_run=5)
+    with server.client() as api:
+        create_run(api, "r")
+        assert post_logs(api, "r", make_records(2, metrics=("a", "b", "c"))).status_code == 200
+        past = make_records(2, start=2, metrics=("a", "b", "d", "e", "f"))
+        detail = assert_error(post_logs(api, "r", past), 422)
+        assert "has 3 series and this post adds 3 new names" in detail and "limit of 5" in detail
+        assert sorted(s["name"] for s in api.get("/api/v1/runs/r/series").json()) == ["a", "b", "c"]
+        assert post_logs(api, "r", past).status_code == 422  # nothing of it was stored, not even its seqs
+        assert post_logs(api, "r", make_records(2, start=2, metrics=("a", "d", "e"))).json()["accepted"] == 2
+        assert len(api.get("/api/v1/runs/r/series").json()) == 5
+
+
+def test_thousands_of_new_series_cost_a_few_statements(server, api):
+    """A per-sample logging bug brings thousands of new names in one post: they are made in
+    one insert, not one statement each."""
+    from sqlalchemy import event
+
+    create_run(api, "r")
+    statements = []
+    engine = server.app.state.engine
+    count = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        records = [
+            {"seq": i, "scope": "batch", "step": i, "wall_time": 1.0, "metrics": {f"m{i}_{k}": k for k in range(1000)}}
+            for i in range(3)
+        ]
+        assert post_logs(api, "r", records).json()["accepted"] == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(api.get("/api/v1/runs/r/series").json()) == 3000
+    assert len(statements) < 30, statements
+    assert api.get("/api/v1/runs/r/series/batch/m2_999").json()["values"] == [999.0]
