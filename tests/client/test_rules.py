@@ -9,16 +9,7 @@ import pytest
 
 from client_callbacks import RemoteCallback
 from tests.client.conftest import STEPS, batch_steps, data, fit, tiny_model
-from tests.conftest import BACKENDS, _clean_postgres, wait_for
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fitwatch.db'}"
-    url = request.getfixturevalue("pg_database")
-    _clean_postgres(url)
-    return url
+from tests.conftest import database_url, wait_for  # noqa: F401 (SQLite and PostgreSQL, as the server suite)
 
 
 def add_rule(api, **body) -> dict:
