@@ -29,6 +29,10 @@ from monitor_server.pgbus import libpq_url
 
 PG_URL = os.environ.get("FITWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+# CI sets FITWATCH_TEST_POSTGRES_URL, so these run there.
+needs_postgres = pytest.mark.skipif(
+    PG_URL is None, reason="needs FITWATCH_TEST_POSTGRES_URL (this machine's PostgreSQL)"
+)
 TABLES = "runs, series, points, summaries, received, commands, rules, rule_states, rule_firings"
 
 

@@ -39,3 +39,9 @@ def create_run(api: httpx.Client, run_id: str = "r1", **fields) -> dict:
 
 def post_logs(api: httpx.Client, run_id: str, records: list[dict]) -> httpx.Response:
     return api.post(f"/api/v1/runs/{run_id}/logs", json={"records": records})
+
+
+def add_rule(api: httpx.Client, **body) -> dict:
+    response = api.post("/api/v1/rules", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()

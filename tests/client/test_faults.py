@@ -10,7 +10,6 @@ import time
 import warnings
 
 import httpx
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from client_callbacks import RemoteCallback
-from tests.conftest import PG_URL, ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, needs_postgres
 
 from .conftest import STEPS, AtStep, fit, records
 
@@ -80,7 +79,7 @@ def _restart_postgres() -> None:
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True, timeout=120)
 
 
-@pytest.mark.skipif(PG_URL is None, reason="needs FITWATCH_TEST_POSTGRES_URL (this machine's PostgreSQL)")
+@needs_postgres
 def test_postgres_restart_mid_run_loses_nothing(pg_database, spool_dir):
     from tests.conftest import _clean_postgres
 

@@ -10,12 +10,7 @@ import pytest
 from client_callbacks import RemoteCallback
 from tests.client.conftest import STEPS, batch_steps, data, fit, tiny_model
 from tests.conftest import database_url, wait_for  # noqa: F401 (SQLite and PostgreSQL, as the server suite)
-
-
-def add_rule(api, **body) -> dict:
-    response = api.post("/api/v1/rules", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.helpers import add_rule
 
 
 def test_a_nan_rule_stops_a_fit_whose_loss_turns_nan(server, api, spool_dir):

@@ -14,16 +14,14 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
-from tests.conftest import PG_URL, ServerProcess, free_port, fresh_pg_database
+from tests.conftest import ServerProcess, free_port, fresh_pg_database, needs_postgres
 from tests.helpers import create_run, make_records, post_logs
 
 from .test_events import Stream
 
 ROOT = Path(__file__).parents[2]
-needs_postgres = pytest.mark.skipif(PG_URL is None, reason="needs FITWATCH_TEST_POSTGRES_URL")
 
 
 def compose() -> dict:

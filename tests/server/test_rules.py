@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, ServerProcess, wait_for
-from tests.helpers import JSON, assert_error, create_run, post_logs
+from tests.conftest import ServerProcess, needs_postgres, wait_for
+from tests.helpers import JSON, add_rule, assert_error, create_run, post_logs
 from tests.server.test_events import Stream
 
 NAN_STOP = {"when": {"scope": "batch", "name": "loss", "op": "nan"}, "then": {"type": "stop_training"}}
@@ -21,12 +21,6 @@ NAN_STOP = {"when": {"scope": "batch", "name": "loss", "op": "nan"}, "then": {"t
 def record(seq: int, value, scope: str = "batch", name: str = "loss", step: int | None = None) -> dict:
     step = seq if step is None else step
     return {"seq": seq, "scope": scope, "step": step, "wall_time": 1e9 + seq, "metrics": {name: value}}
-
-
-def add_rule(api: httpx.Client, **body) -> dict:
-    response = api.post("/api/v1/rules", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def firings(api: httpx.Client, run_id: str) -> list[dict]:
@@ -285,7 +279,7 @@ def test_a_webhook_that_hangs_never_holds_up_ingest(start_server, receiver):
         wait_for(lambda: len(stuck.bodies) == 6, what="the queued webhooks")
 
 
-@pytest.mark.skipif(PG_URL is None, reason="several server processes share one PostgreSQL database")
+@needs_postgres  # several server processes share one PostgreSQL database
 def test_a_rule_fires_once_across_two_server_processes(pg_database):
     from tests.conftest import _clean_postgres
 
