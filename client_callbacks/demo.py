@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 
 
@@ -28,14 +30,22 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     sys.excepthook = _quiet_interrupt(sys.excepthook)
+    interrupted = _interrupt_at_batch_edge()
     import keras
     import numpy as np
 
     from .keras import RemoteCallback
 
     class Pace(keras.callbacks.Callback):
+        """Waits a little each batch; leaves fit at the batch edge after Ctrl-C."""
+
         def on_train_batch_end(self, batch, logs=None):
+            self.on_test_batch_end(batch)
             time.sleep(args.pause)
+
+        def on_test_batch_end(self, batch, logs=None):
+            if interrupted.is_set():
+                raise KeyboardInterrupt
 
     rng = np.random.default_rng(7)
     centers = rng.normal(scale=2.0, size=(4, 16))
@@ -70,8 +80,22 @@ def main(argv: list[str] | None = None) -> None:
         verbose=0,
         callbacks=[callback, keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2), Pace()],
     )
-    model.evaluate(x, labels, verbose=0, callbacks=[callback])
+    model.evaluate(x, labels, verbose=0, callbacks=[callback, Pace()])
     print(f"demo training done: run {callback.run_id}")
+
+
+def _interrupt_at_batch_edge() -> threading.Event:
+    """The first Ctrl-C (or SIGINT from `fitwatch demo`) is kept for the next batch edge:
+    raised inside TensorFlow's C++ code it can be lost or come out as another error. A
+    second one interrupts at once."""
+    interrupted = threading.Event()
+
+    def handler(_signum, _frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, handler)
+    return interrupted
 
 
 def _quiet_interrupt(previous):

@@ -80,13 +80,26 @@ class RunGuard:
         error = self.error
         if error is None and getattr(sys, "last_value", None) is not self._last_value:
             error = sys.last_value  # an interactive session kept the exception
-        if isinstance(error, KeyboardInterrupt) or (error is None and fallback.startswith("the process")):
-            status = "interrupted"
+        interrupt = _interrupt(error)
+        if interrupt is not None or (error is None and fallback.startswith("the process")):
+            status, error = "interrupted", interrupt
         else:
             status = "failed"
         reason = f"{type(error).__name__}: {error}" if error is not None else fallback
         self.client.end(status, reason)
         self.client.close(self.flush_timeout)
+
+
+def _interrupt(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt behind `error`, if any: Ctrl-C landing in a C extension can
+    surface as another exception (a SystemError, a framework error) caused by it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _fit_frame(model):

@@ -3,7 +3,9 @@
 An operation is a dict (see `spool`): create a run, post log records, acknowledge a
 command, or patch the run. Each is idempotent on the server, so any of them may be sent
 again after a failure. `Retry` means try later (the server is down, slow, overloaded, or
-refused the token); `Rejected` means the server will never take it.
+refused the token); `Rejected` means the server will never take it. A log post that
+conflicts with stored data (409) is retried too: records are stored once however often
+they are sent, and a conflict must never cost one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 import httpx
 
-RETRY_STATUS = {401, 403, 408, 425, 429}
+RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
+LOG_RETRY_STATUS = RETRY_STATUS | {409}
 
 
 class Retry(Exception):
@@ -43,8 +46,11 @@ def describe(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}: {detail}"
 
 
-def request(http: httpx.Client, method: str, path: str, body: Any = None, **kwargs) -> httpx.Response:
-    """Send one request; raise `Retry` or `Rejected` unless it succeeded."""
+def request(
+    http: httpx.Client, method: str, path: str, body: Any = None, retry: frozenset[int] = RETRY_STATUS, **kwargs
+) -> httpx.Response:
+    """Send one request; raise `Retry` (a status in `retry`, 5xx, no answer) or `Rejected`
+    unless it succeeded."""
     content = None if body is None else json.dumps(body, separators=(",", ":"))
     try:
         response = http.request(method, path, content=content, **kwargs)
@@ -52,7 +58,7 @@ def request(http: httpx.Client, method: str, path: str, body: Any = None, **kwar
         raise Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
     if response.is_success:
         return response
-    if response.status_code in RETRY_STATUS or response.status_code >= 500:
+    if response.status_code in retry or response.status_code >= 500:
         raise Retry(describe(response))
     raise Rejected(describe(response))
 
@@ -61,7 +67,8 @@ def send(http: httpx.Client, run_id: str, op: dict[str, Any]) -> dict[str, Any] 
     """Carry out one operation; the log answer (with its commands) for `logs`."""
     kind = op["op"]
     if kind == "logs":
-        return request(http, "POST", f"/api/v1/runs/{run_id}/logs", {"records": op["records"]}).json()
+        body = {"records": op["records"]}
+        return request(http, "POST", f"/api/v1/runs/{run_id}/logs", body, retry=LOG_RETRY_STATUS).json()
     if kind == "create":
         run = request(http, "POST", "/api/v1/runs", op["body"]).json()
         if run["status"] != "running" and op.get("resume", True):

@@ -10,6 +10,7 @@ import time
 import warnings
 
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,14 +23,17 @@ from tests.conftest import ServerProcess, free_port, needs_postgres
 from .conftest import STEPS, AtStep, fit, records
 
 
-class LosingProxy:
-    """Forwards to the server; every other log answer is replaced by a 500 after the
-    server has committed the batch."""
+class FaultyProxy:
+    """Forwards to the server, but spoils the first `FAULTS` log posts. `lose`: the server
+    commits the batch and its answer is replaced by a 500. `conflict`: the post is
+    answered 409, as the server answers a conflict with stored data, and not forwarded."""
 
-    def __init__(self, upstream: str) -> None:
+    FAULTS = 3
+
+    def __init__(self, upstream: str, fault: str) -> None:
         self.upstream = upstream
-        self.lost = 0
-        self.logs_seen = 0
+        self.fault = fault
+        self.spoiled = 0
         app = Starlette(routes=[Route("/{path:path}", self.forward, methods=["GET", "POST", "PATCH", "DELETE"])])
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -41,17 +45,19 @@ class LosingProxy:
 
     async def forward(self, request: Request) -> Response:
         body = await request.body()
+        logs = request.url.path.endswith("/logs")
+        if logs and self.fault == "conflict" and self.spoiled < self.FAULTS:
+            self.spoiled += 1
+            return Response('{"detail": "the request conflicts with stored data"}', 409, media_type="application/json")
         headers = {k: v for k, v in request.headers.items() if k in ("content-type", "authorization")}
         # Asynchronous, so that a command long-poll going through does not hold up the rest.
         async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as upstream:
             answer = await upstream.request(
                 request.method, request.url.path, params=request.query_params, content=body, headers=headers
             )
-        if request.url.path.endswith("/logs") and answer.status_code == 200:
-            self.logs_seen += 1
-            if self.logs_seen % 2 == 1:
-                self.lost += 1
-                return Response('{"detail": "proxy lost the answer"}', status_code=500, media_type="application/json")
+        if logs and self.fault == "lose" and answer.status_code == 200 and self.spoiled < self.FAULTS:
+            self.spoiled += 1
+            return Response('{"detail": "proxy lost the answer"}', status_code=500, media_type="application/json")
         return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
 
     def close(self) -> None:
@@ -59,8 +65,10 @@ class LosingProxy:
         self.thread.join(5)
 
 
-def test_answers_lost_after_commit_are_retried_and_stored_once(server, api, spool_dir):
-    proxy = LosingProxy(server.url)
+@pytest.mark.parametrize("fault", ["lose", "conflict"])
+def test_spoiled_log_posts_are_retried_and_stored_once(server, api, spool_dir, fault):
+    """Answers lost after the server committed, and conflicts: every record is stored, once."""
+    proxy = FaultyProxy(server.url, fault)
     try:
         cb = RemoteCallback(url=proxy.url, spool_dir=spool_dir, flush_interval=0.05)
         with warnings.catch_warnings(record=True):
@@ -68,7 +76,7 @@ def test_answers_lost_after_commit_are_retried_and_stored_once(server, api, spoo
             fit([AtStep({}, pause=0.01), cb], epochs=3)
     finally:
         proxy.close()
-    assert proxy.lost >= 2  # several committed batches were answered 500 and sent again
+    assert proxy.spoiled == FaultyProxy.FAULTS
     stored = [r for r in records(api, cb.run_id) if r["scope"] == "batch" and "loss" in r["metrics"]]
     assert sorted(r["step"] for r in stored) == list(range(3 * STEPS))
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"

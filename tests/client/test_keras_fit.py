@@ -130,7 +130,16 @@ def test_exception_in_fit_ends_the_run_failed(server, api, spool_dir):
     assert batch_steps(api, cb.run_id) == list(range(STEPS + 2))
 
 
-def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("raise_", "status", "reason"),
+    [
+        ('ValueError("loss exploded")', "failed", "ValueError: loss exploded"),
+        # Ctrl-C landing in C code can come out as another error caused by the interrupt.
+        ("from_c(KeyboardInterrupt())", "interrupted", "KeyboardInterrupt: "),
+    ],
+    ids=["error", "interrupt-inside-another-error"],
+)
+def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_path, raise_, status, reason):
     root = Path(__file__).parents[2]
     script = tmp_path / "train.py"
     script.write_text(
@@ -141,8 +150,14 @@ def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_
             from tests.client.conftest import AtStep, fit
             from client_callbacks import RemoteCallback
 
+            def from_c(cause):
+                # What CPython raises when a C function returns with an exception set.
+                error = SystemError("<built-in function execute> returned a result with an exception set")
+                error.__cause__ = error.__context__ = cause
+                return error
+
             def boom(step):
-                raise ValueError("loss exploded")
+                raise {raise_}
 
             cb = RemoteCallback(url={server.url!r}, run_id="dies", spool_dir={str(spool_dir)!r})
             fit([cb, AtStep({{5: boom}})], epochs=2)
@@ -150,9 +165,9 @@ def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_
         )
     )
     done = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "loss exploded" in done.stderr
+    assert done.returncode == 1 and "Error: " in done.stderr
     run = api.get("/api/v1/runs/dies").json()
-    assert run["status"] == "failed" and run["reason"] == "ValueError: loss exploded"
+    assert (run["status"], run["reason"]) == (status, reason)
     assert batch_steps(api, "dies") == list(range(5))
 
 
