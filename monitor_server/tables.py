@@ -1,9 +1,9 @@
 """The schema, in SQLAlchemy Core. Migrations in `migrations/` create exactly this.
 
-A metric value is float64 and may be non-finite. PostgreSQL stores NaN and ±Infinity as
-they are; SQLite stores ±Infinity but turns NaN into NULL, so NULL in `value` reads back
-as NaN. Points carry no foreign key: they are deleted with their series by the store, and
-the ingest path saves a lookup per row.
+A metric value is float64 and may be non-finite. In points (packed in `chunks`) it is
+kept exactly; in the few float columns elsewhere PostgreSQL stores NaN and ±Infinity as
+they are, and SQLite stores ±Infinity but turns NaN into NULL, so NULL there reads back as
+NaN. Chunks and summaries carry no foreign key: the store deletes them with their series.
 """
 
 from __future__ import annotations
@@ -17,24 +17,19 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
-
-# Rows whose value is NaN or ±Infinity: NULL on SQLite; on PostgreSQL NaN compares greater
-# than every number, so abs() > the largest float catches NaN and both infinities.
-NONFINITE_WHERE = text("(value IS NULL OR abs(value) > 1.7976931348623157e308)")
-FINITE = "value IS NOT NULL AND abs(value) <= 1.7976931348623157e308"
 
 runs = Table(
     "runs",
@@ -72,23 +67,27 @@ series = Table(
     UniqueConstraint("run_id", "scope", "name", name="uq_series_run_scope_name"),
 )
 
-points = Table(
-    "points",
+# A series' points in chunks: one row holds up to `store.chunks.MAX` points as packed
+# little-endian arrays (steps, seqs and epochs int64 with -1 for no epoch, wall times and
+# values float64, NaN and ±Infinity exact on both databases), sorted by (step, wall, seq).
+# A log post writes a row per series it touches, not a row per point, and a read decodes
+# the few chunks its step range overlaps. Chunks of one series may overlap in steps when
+# a resumed run logs a step again.
+chunks = Table(
+    "chunks",
     metadata,
-    Column("series_id", Integer, primary_key=True),
-    Column("step", BigInteger, primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
-    Column("epoch", Integer),
-    Column("wall_time", Double, nullable=False),
-    Column("value", Double),
-    Index(
-        "ix_points_nonfinite",
-        "series_id",
-        "step",
-        sqlite_where=NONFINITE_WHERE,
-        postgresql_where=NONFINITE_WHERE,
-    ),
-    sqlite_with_rowid=False,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("series_id", Integer, nullable=False),  # no foreign key, as for summaries
+    Column("first_step", BigInteger, nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("nonfinite", Integer, nullable=False),  # how many values are NaN or ±Infinity
+    Column("steps", LargeBinary, nullable=False),
+    Column("seqs", LargeBinary, nullable=False),
+    Column("epochs", LargeBinary, nullable=False),
+    Column("walls", LargeBinary, nullable=False),
+    Column("vals", LargeBinary, nullable=False),
+    Index("ix_chunks_series_steps", "series_id", "first_step", "last_step"),
 )
 
 # Min/max of each block of 4**k steps, kept at ingest so that a zoomed-out chart of a long
@@ -109,12 +108,14 @@ summaries = Table(
     sqlite_with_rowid=False,
 )
 
-# Every (run, seq) ever stored: the ledger that makes a retried batch count as duplicates.
+# Every (run, seq) ever stored, as ranges of consecutive seqs: the ledger that makes a
+# retried batch count as duplicates, a row per gap in the seqs, not a row per record.
 received = Table(
     "received",
     metadata,
     Column("run_id", String(64), primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
+    Column("first_seq", BigInteger, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
     sqlite_with_rowid=False,
 )
 

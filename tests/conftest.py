@@ -33,7 +33,7 @@ BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 needs_postgres = pytest.mark.skipif(
     PG_URL is None, reason="needs FITWATCH_TEST_POSTGRES_URL (this machine's PostgreSQL)"
 )
-TABLES = "runs, series, points, summaries, received, commands, rules, rule_states, rule_firings"
+TABLES = "runs, series, chunks, summaries, received, commands, rules, rule_states, rule_firings"
 
 
 def free_port() -> int:

@@ -58,8 +58,16 @@ def create_commands(
     return CommandsCreated(commands=created, skipped=skipped)
 
 
-def _poll(engine, run_id: str) -> tuple[list[CommandPublic], list[CommandPublic]]:
+def _poll(engine, run_id: str, touch_after: float) -> tuple[list[CommandPublic], list[CommandPublic]]:
+    """(unacknowledged commands, those delivered now). A poll reads first and writes only
+    when it has commands to hand over or the run's last contact is `touch_after` s old:
+    the many waiting trainings do not queue for the write lock behind log posts."""
     now = time.time()
+    with reading(engine) as conn:
+        run = get_run_row(conn, run_id)
+        commands = store.unacknowledged(conn, run_id)
+    if now - run.last_seen < touch_after and all(c.status != "pending" for c in commands):
+        return commands, []
     with writing(engine) as conn:
         get_run_row(conn, run_id, lock=True)
         touch(conn, run_id, now)
@@ -92,7 +100,7 @@ async def list_commands(
     with bus.subscribe(command_topic(run_id)) as woken:
         woke = False
         while True:
-            commands, delivered = await run_in_threadpool(_poll, engine, run_id)
+            commands, delivered = await run_in_threadpool(_poll, engine, run_id, heartbeat / 2)
             for command in delivered:
                 announce(bus, command)
             remaining = deadline - anyio.current_time()

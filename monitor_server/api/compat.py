@@ -96,8 +96,8 @@ async def publish_epoch_end(
         with writing(engine) as conn:
             _, created = create_run(conn, RunCreate(id=run, name=run, project=project), now)
             get_run_row(conn, run, lock=True)  # before reading the last seq: posts queue here
-            own = (received.c.run_id == run) & (received.c.seq < SERVER_SEQS)
-            last = conn.execute(select(func.max(received.c.seq)).where(own)).scalar()
+            own = (received.c.run_id == run) & (received.c.first_seq < SERVER_SEQS)
+            last = conn.execute(select(func.max(received.c.last_seq)).where(own)).scalar()
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
             record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}

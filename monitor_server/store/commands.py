@@ -115,13 +115,18 @@ def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPubl
     first = set(conn.execute(pending).scalars())
     if first:
         conn.execute(update(commands).where(commands.c.id.in_(first)).values(status="delivered", delivered_at=now))
+    out = unacknowledged(conn, run_id)
+    return out, [c for c in out if c.id in first]
+
+
+def unacknowledged(conn: Connection, run_id: str) -> list[CommandPublic]:
+    """The run's commands the training has not acknowledged, oldest first."""
     rows = conn.execute(
         select(commands)
         .where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
         .order_by(commands.c.id)
     )
-    out = [to_public(r) for r in rows]
-    return out, [c for c in out if c.id in first]
+    return [to_public(r) for r in rows]
 
 
 def ack_command(

@@ -2,8 +2,9 @@
 
 The run's row is locked for the transaction (SQLite's write transactions are exclusive
 anyway), so two requests for one run cannot interleave between the duplicate check and
-the insert. Points go in sorted by (series, step), which keeps SQLite's clustered index
-appending, and the series' running stats and summaries are merged in the same pass. The
+the insert. The seqs stored are kept as ranges (`received`); points go into their series'
+chunks (`store.chunks`), a row per series, and the series' running stats and summaries
+are merged in the same pass. The
 rules watching the run are judged on the new points of their series in the same
 transaction (see `store.rules`).
 """
@@ -16,16 +17,19 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from ..config import Settings
 from ..downsample import group_starts
 from ..errors import Invalid
-from ..tables import points, received, series
+from ..tables import received, series
+from . import chunks as chunk_store
 from . import rules as rule_store
 from .runs import get_run_row, touch, was_stale
 from .sql import bulk_insert
 from .summaries import block_rows, merge_blocks
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -41,10 +45,10 @@ def ingest(
 ) -> IngestResult:
     """Store the records not stored before and judge the rules on them; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
-    fresh = _fresh(conn, run_id, records)
+    fresh, known = _fresh(conn, run_id, records)
     result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, settings.stale_after, now))
     if fresh:
-        bulk_insert(conn, received, [(run_id, r["seq"]) for r in fresh])
+        _record_seqs(conn, run_id, np.array([r["seq"] for r in fresh], np.int64), known)
         watched = rule_store.watching(conn, run)
         points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched), settings.max_series_per_run)
         if points:
@@ -53,19 +57,52 @@ def ingest(
     return result
 
 
-def _fresh(conn: Connection, run_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records whose seq this run has not stored yet, first occurrence only."""
+def _ranges(conn: Connection, run_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The run's received seq ranges that meet or touch [lo, hi], in order."""
+    lo, hi = max(lo - 1, INT64_MIN), min(hi + 1, INT64_MAX)
+    query = (
+        select(received.c.first_seq, received.c.last_seq)
+        .where(received.c.run_id == run_id, received.c.first_seq <= hi, received.c.last_seq >= lo)
+        .order_by(received.c.first_seq)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def _fresh(
+    conn: Connection, run_id: str, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """(the records whose seq this run has not stored yet, first occurrence only; the
+    received ranges that meet or touch the batch's seqs)."""
     if not records:
-        return []
-    seqs = [r["seq"] for r in records]
-    query = select(received.c.seq).where(received.c.run_id == run_id, received.c.seq.between(min(seqs), max(seqs)))
-    seen = set(conn.execute(query).scalars())
-    fresh = []
-    for record in records:
-        if record["seq"] not in seen:
-            seen.add(record["seq"])
-            fresh.append(record)
-    return fresh
+        return [], []
+    seqs = np.array([r["seq"] for r in records], np.int64)
+    known = _ranges(conn, run_id, int(seqs.min()), int(seqs.max()))
+    ranges = np.array(known, np.int64).reshape(-1, 2)
+    at = np.searchsorted(ranges[:, 0], seqs, side="right") - 1
+    seen = (at >= 0) & (seqs <= ranges[np.maximum(at, 0), 1]) if len(ranges) else np.zeros(len(seqs), bool)
+    unseen = np.flatnonzero(~seen)
+    _, first = np.unique(seqs[unseen], return_index=True)
+    return [records[i] for i in np.sort(unseen[first]).tolist()], known
+
+
+def _record_seqs(conn: Connection, run_id: str, seqs: np.ndarray, known: list[tuple[int, int]]) -> None:
+    """Add `seqs` (new to the run) to its received ranges, merged with those they touch
+    (found among `known`, read by `_fresh`): the ledger grows by a row per gap, not per
+    record."""
+    seqs = np.sort(seqs)
+    breaks = np.flatnonzero(np.diff(seqs) != 1)
+    new = list(zip(seqs[np.append(0, breaks + 1)].tolist(), seqs[np.append(breaks, len(seqs) - 1)].tolist()))
+    touching = [(first, last) for first, last in known if last >= new[0][0] - 1 and first <= new[-1][1] + 1]
+    merged: list[list[int]] = []
+    for first, last in sorted(new + touching):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    if touching:
+        firsts = [first for first, _ in touching]
+        conn.execute(delete(received).where(received.c.run_id == run_id, received.c.first_seq.in_(firsts)))
+    bulk_insert(conn, received, [(run_id, first, last) for first, last in merged])
 
 
 def _store_points(
@@ -83,17 +120,15 @@ def _store_points(
     wall = np.repeat(np.array([r["wall_time"] for r in records], np.float64), sizes_arr)
     key = np.asarray(key_col, np.int64)
     # By series and step; at one step, the point logged last comes last (seqs are ordered per
-    # writer only, and a resumed run may log a step again).
+    # writer only, and a resumed run may log a step again): the order of points in a chunk.
     order = np.lexsort((seq, wall, step, key))
     key, step, seq, epoch, wall = key[order], step[order], seq[order], epoch[order], wall[order]
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
 
-    ids = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value, max_series)
+    ids, new = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value, max_series)
     sid = ids[key]
-    epoch_list = epoch.tolist() if epoch.min() >= 0 else [None if e < 0 else e for e in epoch.tolist()]
-    rows = list(zip(sid.tolist(), step.tolist(), seq.tolist(), epoch_list, wall.tolist(), value.tolist()))
-    bulk_insert(conn, points, rows)
+    chunk_store.append(conn, sid, chunk_store.Decoded(step, seq, epoch, wall, value), new)
     merge_blocks(conn, block_rows(sid, step, wall, value))
     out = {}
     for name in watched & keys.keys():
@@ -136,8 +171,9 @@ def _upsert_series(
     seq: np.ndarray,
     value: np.ndarray,
     max_series: int,
-) -> np.ndarray:
-    """Create or update each touched series' running stats; its ids, indexed by key.
+) -> tuple[np.ndarray, set[int]]:
+    """Create or update each touched series' running stats; (ids indexed by key, ids of
+    the series made now).
 
     New series are inserted in one statement and their ids read back in one more: a post
     that brings thousands of new names costs two statements, not one per name. A post that
@@ -193,7 +229,7 @@ def _upsert_series(
     if updates:
         stmt = update(series).where(series.c.id == bindparam("sid"))
         conn.execute(stmt, updates)
-    return ids
+    return ids, {new_ids[name] for name in new_names} if inserts else set()
 
 
 def _pick(fn, a: float | None, b: float | None) -> float | None:

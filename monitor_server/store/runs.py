@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, delete, or_, select, update
 
 from ..errors import NotFound
 from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
-from ..tables import commands, points, received, rule_firings, rule_states, rules, runs, series, summaries
+from ..tables import chunks, commands, received, rule_firings, rule_states, rules, runs, series, summaries
 from .sql import insert_ignore
 
 
@@ -151,7 +151,7 @@ def touch(conn: Connection, run_id: str, now: float) -> None:
 def delete_run(conn: Connection, run_id: str) -> None:
     get_run_row(conn, run_id, lock=True)
     series_ids = select(series.c.id).where(series.c.run_id == run_id).scalar_subquery()
-    conn.execute(delete(points).where(points.c.series_id.in_(series_ids)))
+    conn.execute(delete(chunks).where(chunks.c.series_id.in_(series_ids)))
     conn.execute(delete(summaries).where(summaries.c.series_id.in_(series_ids)))
     conn.execute(delete(received).where(received.c.run_id == run_id))
     # Its rules' firings and states, and the rules that watched only this run.

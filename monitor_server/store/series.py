@@ -1,9 +1,9 @@
 """Reading series: the list of a run's series, and one series at a chosen resolution.
 
-A range that holds at most `max_points` points is answered at full resolution. A larger
-one is answered from the finest summary level that splits it into at most
-`2 * buckets` blocks, plus the raw points of the partial blocks at its two edges, so the
-cost depends on `max_points`, not on the length of the run.
+A range that holds at most `max_points` points is answered at full resolution from the
+chunks it overlaps. A larger one is answered from the finest summary level that splits
+it into at most `2 * buckets` blocks, plus the points of the partial blocks at its two
+edges, so the cost depends on `max_points`, not on the length of the run.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, select
 
-from ..downsample import Points, bucket_count, bucket_extremes, concat, ordered_unique
+from ..downsample import Points, bucket_count, bucket_extremes, concat, group_starts, ordered_unique
 from ..errors import NotFound
 from ..schemas import SeriesInfo
-from ..tables import FINITE, NONFINITE_WHERE, points, series
+from ..tables import series
+from . import chunks as chunk_store
 from .runs import get_run_row
-from .summaries import LEVELS, read_blocks
+from .summaries import LEVELS, extremes, read_blocks
 
 
 def list_series(conn: Connection, run_id: str) -> list[SeriesInfo]:
@@ -50,87 +51,66 @@ def get_series_row(conn: Connection, run_id: str, scope: str, name: str) -> Any:
     return row
 
 
-def _raw(conn: Connection, series_id: int, lo: int, hi: int, limit: int) -> Points:
-    query = (
-        select(points.c.step, points.c.value, points.c.wall_time)
-        .where(points.c.series_id == series_id, points.c.step.between(lo, hi))
-        .order_by(points.c.step, points.c.seq)
-        .limit(limit)
-    )
-    return Points.of(conn.execute(query).all())
+def _points(p: chunk_store.Decoded) -> Points:
+    return Points(p.steps, p.vals, p.walls)
 
 
-def _per_step(conn: Connection, series_id: int, lo: int, hi: int) -> tuple[int, Points, Points]:
-    """(points in [lo, hi], each step's lowest finite point, each step's highest): one row
-    a step however many points share it, so the read is bounded by the steps."""
-    finite = f"CASE WHEN {FINITE} THEN value END"
-    query = text(
-        f"SELECT step, min({finite}), max({finite}), min(wall_time), count(*) FROM points"
-        " WHERE series_id = :sid AND step BETWEEN :lo AND :hi GROUP BY step ORDER BY step"
-    )
-    rows = conn.execute(query, {"sid": series_id, "lo": lo, "hi": hi}).all()
-    lows = Points.of([(r[0], r[1], r[3]) for r in rows if r[1] is not None])
-    highs = Points.of([(r[0], r[2], r[3]) for r in rows if r[2] is not None])
-    return sum(r[4] for r in rows), lows, highs
+def _per_step(p: chunk_store.Decoded) -> tuple[Points, Points]:
+    """Each step's lowest and highest finite point (at the step's first wall time): one
+    candidate a step however many points share it."""
+    if not len(p):
+        return Points.empty(), Points.empty()
+    starts = group_starts(p.steps)
+    imin, imax, has_finite, _ = extremes(p.vals, starts)
+    steps, walls = p.steps[starts][has_finite], np.minimum.reduceat(p.walls, starts)[has_finite]
+    return Points(steps, p.vals[imin][has_finite], walls), Points(steps, p.vals[imax][has_finite], walls)
 
 
-def _nonfinite(conn: Connection, series_id: int, lo: int, hi: int, n: int) -> Points:
+def _nonfinite(conn: Connection, found: list[chunk_store.Chunk], lo: int, hi: int, n: int) -> Points:
     """Every NaN and ±Infinity point of [lo, hi] when there are at most `n`; otherwise, in
     each of `n` step buckets, the first point of each kind there: a bounded answer that
-    still marks every bucket holding one."""
-    # SQLite would walk the primary key over the whole range unless told to use the
-    # partial index, which holds only the non-finite points.
-    hint = " INDEXED BY ix_points_nonfinite" if conn.dialect.name == "sqlite" else ""
-    where = f"FROM points{hint} WHERE series_id = :sid AND step BETWEEN :lo AND :hi AND {NONFINITE_WHERE.text}"
-    bind = {"sid": series_id, "lo": lo, "hi": hi}
-    few = conn.execute(text(f"SELECT step, value, wall_time {where} ORDER BY step, seq LIMIT :n"), {**bind, "n": n + 1})
-    rows = few.all()
-    if len(rows) <= n:
-        return Points.of(rows)
-    kind = "CASE WHEN value IS NULL THEN 0 WHEN value > 0 THEN 1 ELSE 2 END"
-    if conn.dialect.name == "postgresql":  # NaN is a value there, greater than any other
-        kind = "CASE WHEN value = 'NaN'::float8 THEN 0 WHEN value > 0 THEN 1 ELSE 2 END"
-    width = -(-(hi - lo + 1) // n)
-    grouped = text(
-        f"SELECT min(step), min(wall_time), {kind} AS kind {where} GROUP BY (step - :lo) / :width, kind ORDER BY 1"
-    )
-    value = (float("nan"), float("inf"), float("-inf"))
-    return Points.of([(step, value[k], wall) for step, wall, k in conn.execute(grouped, {**bind, "width": width})])
-
-
-def _last(conn: Connection, series_id: int, lo: int, hi: int) -> Points:
-    query = (
-        select(points.c.step, points.c.value, points.c.wall_time)
-        .where(points.c.series_id == series_id, points.c.step.between(lo, hi))
-        .order_by(points.c.step.desc(), points.c.wall_time.desc(), points.c.seq.desc())
-        .limit(1)
-    )
-    return Points.of(conn.execute(query).all())
+    still marks every bucket holding one. Only chunks that hold one are decoded."""
+    p = chunk_store.decode(conn, [c.id for c in found if c.nonfinite], lo, hi)
+    p = p.take(~np.isfinite(p.vals))
+    if len(p) <= n:
+        return _points(p)
+    kind = np.where(np.isnan(p.vals), 0, np.where(p.vals > 0, 1, 2))
+    group = (p.steps - lo) // -(-(hi - lo + 1) // n) * 3 + kind
+    order = np.lexsort((p.steps, group))
+    starts = group_starts(group[order])
+    steps = p.steps[order][starts]
+    walls = np.minimum.reduceat(p.walls[order], starts)
+    values = np.array([np.nan, np.inf, -np.inf])[kind[order][starts]]
+    return Points(steps, values, walls)
 
 
 def read_series(
     conn: Connection, run_id: str, scope: str, name: str, max_points: int, since: int | None, until: int | None
 ) -> tuple[Any, int, bool, Points]:
-    """(series row, points in range, downsampled?, the points to draw). Every query is
-    bounded by `max_points`, the summary blocks or the steps in range, never by the
+    """(series row, points in range, downsampled?, the points to draw). What is decoded is
+    bounded by `max_points`, the summary blocks' edges or the steps in range, never by the
     number of points."""
     row = get_series_row(conn, run_id, scope, name)
     lo = row.first_step if since is None else max(since, row.first_step)
     hi = row.last_step if until is None else min(until, row.last_step)
     if row.count == 0 or lo > hi:
         return row, 0, False, Points.empty()
-    head = _raw(conn, row.id, lo, hi, limit=max_points + 1)
-    if len(head) <= max_points:
-        return row, len(head), False, head
+    found = chunk_store.overlapping(conn, row.id, lo, hi)
+    if sum(c.count for c in found) <= max_points:  # few enough whatever lies outside: decode once
+        points = chunk_store.decode(conn, [c.id for c in found], lo, hi)
+        return row, len(points), False, _points(points)
+    count = chunk_store.count(conn, found, lo, hi)
+    if count <= max_points:
+        return row, count, False, _points(chunk_store.decode(conn, [c.id for c in found], lo, hi))
     n = bucket_count(max_points)
     level = _finest_level(lo, hi, n)
     if level is None:
-        count, lows, highs = _per_step(conn, row.id, lo, hi)
+        lows, highs = _per_step(chunk_store.decode(conn, [c.id for c in found], lo, hi))
         picked = bucket_extremes(lows, highs, lo, hi, n)
     else:
-        count, picked = _from_summaries(conn, row.id, level, lo, hi, n)
-    ends = concat(head.take(np.array([0])), _last(conn, row.id, lo, hi))
-    return row, count, True, ordered_unique(concat(ends, _nonfinite(conn, row.id, lo, hi, n), picked))
+        picked = _from_summaries(conn, row.id, found, level, lo, hi, n)
+    ends = _points(chunk_store.ends(conn, found, lo, hi))
+    return row, count, True, ordered_unique(concat(ends, _nonfinite(conn, found, lo, hi, n), picked))
 
 
 def _finest_level(lo: int, hi: int, n: int) -> int | None:
@@ -145,8 +125,10 @@ def _finest_level(lo: int, hi: int, n: int) -> int | None:
     return len(LEVELS) - 1
 
 
-def _from_summaries(conn: Connection, series_id: int, level: int, lo: int, hi: int, n: int) -> tuple[int, Points]:
-    """Count and bucket extremes of [lo, hi] from whole blocks plus raw partial edges."""
+def _from_summaries(
+    conn: Connection, series_id: int, found: list[chunk_store.Chunk], level: int, lo: int, hi: int, n: int
+) -> Points:
+    """Bucket extremes of [lo, hi] from whole blocks plus the raw partial edges."""
     size = LEVELS[level]
     first_full = -(-lo // size)
     last_full = (hi + 1) // size - 1
@@ -162,10 +144,9 @@ def _from_summaries(conn: Connection, series_id: int, level: int, lo: int, hi: i
         blocks = read_blocks(conn, series_id, level, first_full, last_full)
     lows = [Points.of([(b.min_step, b.min_value, b.min_wall) for b in blocks if b.min_value is not None])]
     highs = [Points.of([(b.max_step, b.max_value, b.max_wall) for b in blocks if b.max_value is not None])]
-    count = sum(b.count for b in blocks)
     for start, end in spans:  # the partial blocks at the edges, a step at a time
-        edge_count, edge_lows, edge_highs = _per_step(conn, series_id, start, end)
-        count += edge_count
+        ids = [c.id for c in found if c.first_step <= end and c.last_step >= start]
+        edge_lows, edge_highs = _per_step(chunk_store.decode(conn, ids, start, end))
         lows.append(edge_lows)
         highs.append(edge_highs)
-    return count, bucket_extremes(concat(*lows), concat(*highs), lo, hi, n)
+    return bucket_extremes(concat(*lows), concat(*highs), lo, hi, n)

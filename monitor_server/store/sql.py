@@ -18,15 +18,16 @@ def insert_ignore(conn: Connection, table: Table, keys: list[str]):
     return dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys)
 
 
-def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple]) -> None:
-    """Append rows given as tuples in column order: the ingest hot path.
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple], columns: Sequence[str] | None = None) -> None:
+    """Append rows given as tuples of `columns` (default: all, in table order): the ingest
+    hot path.
 
     PostgreSQL gets `COPY`, SQLite a plain `executemany`; both skip SQLAlchemy's per-row
     parameter handling, which would cost more than the insert itself.
     """
     if not rows:
         return
-    names = [c.name for c in table.columns]
+    names = list(columns) if columns is not None else [c.name for c in table.columns]
     if conn.dialect.name == "postgresql":
         cursor = conn.connection.driver_connection.cursor()
         with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:

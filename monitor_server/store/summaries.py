@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, case, select
+from sqlalchemy import Connection, select
 
 from ..downsample import group_starts
 from ..tables import summaries
-from .sql import dialect_insert
 
 LEVELS = (16, 64, 256, 1024, 4096, 16384, 65536)
 
@@ -39,54 +38,46 @@ def extremes(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nda
     return min_hits[np.searchsorted(min_hits, starts)], max_hits[np.searchsorted(max_hits, starts)], has_finite, counts
 
 
-def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.ndarray) -> list[dict[str, Any]]:
-    """Summary rows of every level for points sorted by (series, step)."""
-    rows: list[dict[str, Any]] = []
+def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.ndarray) -> list[tuple]:
+    """Summary rows of every level, as tuples in column order, for points sorted by
+    (series, step)."""
+    rows: list[tuple] = []
     for level, size in enumerate(LEVELS):
         block = step // size
         starts = group_starts(sid, block)
         imin, imax, has_finite, counts = extremes(value, starts)
-        for g, start in enumerate(starts.tolist()):
-            lo, hi, ok = int(imin[g]), int(imax[g]), bool(has_finite[g])
-            rows.append(
-                {
-                    "series_id": int(sid[start]),
-                    "level": level,
-                    "block": int(block[start]),
-                    "count": int(counts[g]),
-                    "min_value": float(value[lo]) if ok else None,
-                    "min_step": int(step[lo]) if ok else None,
-                    "min_wall": float(wall[lo]) if ok else None,
-                    "max_value": float(value[hi]) if ok else None,
-                    "max_step": int(step[hi]) if ok else None,
-                    "max_wall": float(wall[hi]) if ok else None,
-                }
-            )
+        columns = [sid[starts], np.full(len(starts), level), block[starts], counts]
+        for at in (imin, imax):
+            for array in (value, step, wall):
+                column = array[at].astype(object)
+                column[~has_finite] = None  # no finite value in the block
+                columns.append(column)
+        rows.extend(zip(*(c.tolist() for c in columns)))
     return rows
 
 
-def _merge_statement(conn: Connection):
-    stmt = dialect_insert(conn, summaries)
-    new, old = stmt.excluded, summaries.c
-    lower = (new.min_value.is_not(None)) & (old.min_value.is_(None) | (new.min_value < old.min_value))
-    higher = (new.max_value.is_not(None)) & (old.max_value.is_(None) | (new.max_value > old.max_value))
-    return stmt.on_conflict_do_update(
-        index_elements=["series_id", "level", "block"],
-        set_={
-            "count": old.count + new["count"],
-            "min_value": case((lower, new.min_value), else_=old.min_value),
-            "min_step": case((lower, new.min_step), else_=old.min_step),
-            "min_wall": case((lower, new.min_wall), else_=old.min_wall),
-            "max_value": case((higher, new.max_value), else_=old.max_value),
-            "max_step": case((higher, new.max_step), else_=old.max_step),
-            "max_wall": case((higher, new.max_wall), else_=old.max_wall),
-        },
+def _merge_sql(conn: Connection) -> str:
+    """New points merge into a stored block: counts add up, an extreme moves only when the
+    new one is strictly beyond it. Driver SQL, as this runs for every block a post touches."""
+    sets = ["count = summaries.count + excluded.count"]
+    for kind, beyond in (("min", "<"), ("max", ">")):
+        new, old = f"excluded.{kind}_value", f"summaries.{kind}_value"
+        moves = f"{new} IS NOT NULL AND ({old} IS NULL OR {new} {beyond} {old})"
+        sets += [
+            f"{kind}_{c} = CASE WHEN {moves} THEN excluded.{kind}_{c} ELSE summaries.{kind}_{c} END"
+            for c in ("value", "step", "wall")
+        ]
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    names = ", ".join(c.name for c in summaries.columns)
+    return (
+        f"INSERT INTO summaries ({names}) VALUES ({', '.join([mark] * len(summaries.columns))})"
+        f" ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
     )
 
 
-def merge_blocks(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def merge_blocks(conn: Connection, rows: list[tuple]) -> None:
     if rows:
-        conn.execute(_merge_statement(conn), rows)
+        conn.exec_driver_sql(_merge_sql(conn), rows)
 
 
 def read_blocks(conn: Connection, series_id: int, level: int, first: int, last: int) -> list[Any]:

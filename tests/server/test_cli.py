@@ -179,7 +179,8 @@ def test_a_stop_ends_open_event_streams_and_long_polls_cleanly(tmp_path):
     import threading
 
     port = free_port()
-    proc = start([shutil.which("fitwatch"), "serve", "--port", str(port)], tmp_path)
+    # Contact older than a sixth of FITWATCH_STALE_AFTER is recorded by the next poll.
+    proc = start([shutil.which("fitwatch"), "serve", "--port", str(port)], tmp_path, {"FITWATCH_STALE_AFTER": "0.6"})
     url = f"http://127.0.0.1:{port}"
     events: list[str] = []
     answers = {}

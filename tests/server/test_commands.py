@@ -6,7 +6,9 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import event
 
+from monitor_server.events import command_topic
 from tests.conftest import wait_for
 from tests.helpers import JSON, assert_error, create_run
 
@@ -113,7 +115,7 @@ def test_ending_a_run_cancels_what_it_never_applied(api):
 
 
 def test_long_poll_returns_when_a_command_arrives(api, server):
-    created = create_run(api, "r")
+    create_run(api, "r")
     got: dict = {}
 
     def poll() -> None:
@@ -122,8 +124,8 @@ def test_long_poll_returns_when_a_command_arrives(api, server):
 
     thread = threading.Thread(target=poll)
     thread.start()
-    # The poll has read (found nothing) when the run's last contact moves; then the command comes.
-    wait_for(lambda: api.get("/api/v1/runs/r").json()["last_seen"] != created["last_seen"], what="the poll")
+    # The poll listens before it reads, so a command issued once it listens reaches it.
+    wait_for(lambda: server.app.state.bus.has_subscribers(command_topic("r")), what="the poll")
     command = issue(api).json()
     thread.join(20)
     assert not thread.is_alive(), "the command did not end the long-poll"
@@ -137,10 +139,37 @@ def test_long_poll_times_out_empty(api):
     assert time.monotonic() - start >= 0.45  # it waited before answering empty
 
 
-def test_poll_counts_as_contact(api):
-    before = create_run(api, "r")["last_seen"]
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})
-    assert api.get("/api/v1/runs/r").json()["last_seen"] > before
+def test_poll_counts_as_contact(start_server):
+    """A poll records contact once the last is a sixth of `stale_after` old: often enough
+    that a waiting training never reads interrupted, rarely enough to stay off the write lock."""
+    server = start_server(stale_after=1.2)
+    with server.client() as api:
+        before = create_run(api, "r")["last_seen"]
+        time.sleep(0.25)
+        api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+        assert api.get("/api/v1/runs/r").json()["last_seen"] > before
+
+
+def test_polls_with_nothing_to_hand_over_do_not_write(api, server):
+    """Trainings waiting for commands read; only a delivery (or a due heartbeat) writes, so
+    polls do not queue for the write lock behind log posts."""
+    create_run(api, "r")
+    statements: list[str] = []
+    engine = server.app.state.engine
+    record = lambda *args: statements.append(args[2].lstrip().upper())  # noqa: E731
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(10):
+            assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}).json() == []
+        idle, statements[:] = list(statements), []
+        command = issue(api).json()
+        delivered = api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}).json()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    writes = ("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE")
+    assert idle and not [s for s in idle if s.startswith(writes) or "FOR UPDATE" in s], idle
+    assert [c["id"] for c in delivered] == [command["id"]] and delivered[0]["status"] == "delivered"
+    assert any(s.startswith("UPDATE COMMANDS") for s in statements)
 
 
 @pytest.mark.parametrize(

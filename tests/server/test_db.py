@@ -30,7 +30,7 @@ def test_migrations_create_the_schema_once(database_url):
     assert {
         "runs",
         "series",
-        "points",
+        "chunks",
         "summaries",
         "received",
         "commands",
@@ -40,7 +40,7 @@ def test_migrations_create_the_schema_once(database_url):
         "alembic_version",
     } <= names
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     assert {"issued_by", "cancel_requested_at"} <= {c["name"] for c in inspect(engine).get_columns("commands")}
     engine.dispose()
 
@@ -54,7 +54,7 @@ def test_write_transactions_roll_back_on_error(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     upgrade(engine)
     with pytest.raises(RuntimeError), writing(engine) as conn:
-        conn.execute(text("INSERT INTO received (run_id, seq) VALUES ('r', 1)"))
+        conn.execute(text("INSERT INTO received (run_id, first_seq, last_seq) VALUES ('r', 1, 1)"))
         raise RuntimeError("boom")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM received")).scalar() == 0

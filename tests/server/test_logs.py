@@ -7,6 +7,7 @@ import json
 import threading
 
 import pytest
+from sqlalchemy import text
 
 from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
 
@@ -256,3 +257,32 @@ def test_thousands_of_new_series_cost_a_few_statements(server, api):
     assert len(api.get("/api/v1/runs/r/series").json()) == 3000
     assert len(statements) < 30, statements
     assert api.get("/api/v1/runs/r/series/batch/m2_999").json()["values"] == [999.0]
+
+
+def test_points_are_kept_in_chunks_and_seqs_in_ranges(server, api):
+    """A post writes a chunk per series, not a row per point; small posts grow the latest
+    chunk; the ledger of seqs holds a row per gap, not per record."""
+    create_run(api, "r")
+
+    def post(seqs) -> None:
+        records = [
+            {"seq": s, "scope": "batch", "step": s, "wall_time": 1.0 + s, "metrics": {"a": s, "b": -s}} for s in seqs
+        ]
+        assert post_logs(api, "r", records).json()["accepted"] == len(records)
+
+    def rows(table: str) -> int:
+        with server.app.state.engine.connect() as conn:
+            return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+
+    for start in range(0, 50, 5):  # ten small posts: one chunk a series
+        post(range(start, start + 5))
+    assert (rows("chunks"), rows("received")) == (2, 1)
+    post(range(50, 3050))  # a small chunk takes a large post, up to its size limit
+    assert rows("chunks") == 2
+    post(range(4000, 4010))  # after a gap in the seqs: a range more; a chunk of 3,050 is not small
+    assert (rows("chunks"), rows("received")) == (4, 2)
+    post(range(5000, 10000))  # the small chunk takes 4,086 of them, a new one the rest
+    assert (rows("chunks"), rows("received")) == (6, 3)
+    series = api.get("/api/v1/runs/r/series/batch/b", params={"max_points": 10**4}).json()
+    assert series["steps"] == [*range(3050), *range(4000, 4010), *range(5000, 10000)]
+    assert series["values"] == [-s for s in series["steps"]]
