@@ -21,6 +21,7 @@ from ..access import Ingester
 from ..db import reading, writing
 from ..errors import BadJson, Invalid
 from ..events import run_topic
+from ..records import Record
 from ..schemas import IN_VALUE_SCHEMA, NAME_SCHEMA, NO_NUL, RUN_ID_PATTERN, Epoch, InValue, Name, RunCreate, RunPublic
 from ..store.logs import IngestResult, ingest
 from ..store.runs import create_run, get_run_row, read_run
@@ -100,7 +101,7 @@ async def publish_epoch_end(
             last = conn.execute(select(func.max(received.c.last_seq)).where(own)).scalar()
             seq = 0 if last is None else last + 1
             step = seq if epoch is None else epoch
-            record = {"seq": seq, "scope": "epoch", "step": step, "epoch": step, "wall_time": now, "metrics": metrics}
+            record = Record(seq=seq, scope="epoch", step=step, epoch=step, wall_time=now, metrics=metrics)
             result = ingest(conn, run, [record], now, settings)
         if not created:
             return result, None

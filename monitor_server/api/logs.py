@@ -1,7 +1,6 @@
 """Log ingest: the hot path of the server.
 
-The body is parsed and validated in one pass by pydantic-core straight from bytes (it
-reads the NaN and Infinity tokens too), with no per-record Python objects, and stored in
+The body is decoded and checked in one pass straight from bytes (`records`), and stored in
 one transaction off the event loop.
 """
 
@@ -17,7 +16,8 @@ from ..access import Ingester
 from ..db import reading, writing
 from ..errors import Invalid
 from ..events import run_topic
-from ..schemas import LogBatch, LogResult, RunPublic, encode_float
+from ..records import Record, decode_log_body
+from ..schemas import LogResult, RunPublic, encode_float
 from ..store import commands as command_store
 from ..store.logs import ingest
 from ..store.runs import read_run
@@ -36,9 +36,19 @@ LOG_BODY = {
 }
 
 
-def event_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def event_records(records: list[Record]) -> list[dict[str, Any]]:
     """Accepted records as strict JSON for the live stream."""
-    return [{**r, "metrics": {k: encode_float(float(v)) for k, v in r["metrics"].items()}} for r in records]
+    return [
+        {
+            "seq": r.seq,
+            "scope": r.scope,
+            "step": r.step,
+            "epoch": r.epoch,
+            "wall_time": r.wall_time,
+            "metrics": {k: encode_float(float(v)) for k, v in r.metrics.items()},
+        }
+        for r in records
+    ]
 
 
 @router.post("/logs", response_model=LogResult, dependencies=[Ingester], openapi_extra=LOG_BODY)
@@ -55,12 +65,12 @@ async def post_logs(
     body = await request.body()
 
     def store() -> tuple[LogResult, Any, list, RunPublic | None]:
-        batch = LogBatch.model_validate_json(body)
-        if len(batch.records) > settings.max_records:
-            raise Invalid(f"at most {settings.max_records} records a request, got {len(batch.records)}")
+        records = decode_log_body(body)
+        if len(records) > settings.max_records:
+            raise Invalid(f"at most {settings.max_records} records a request, got {len(records)}")
         now = time.time()
         with writing(engine) as conn:
-            result = ingest(conn, run_id, batch.records, now, settings)
+            result = ingest(conn, run_id, records, now, settings)
             commands, delivered = command_store.deliver(conn, run_id, now)
         answer = LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=commands)
         revived = None

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from ..config import Settings
 from ..downsample import group_starts
 from ..errors import Invalid
+from ..records import Record
 from ..tables import received, series
 from . import chunks as chunk_store
 from . import rules as rule_store
@@ -34,21 +35,19 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 @dataclass
 class IngestResult:
-    accepted: list[dict[str, Any]]
+    accepted: list[Record]
     duplicates: int
     revived: bool
     fired: rule_store.Fired = field(default_factory=rule_store.Fired)
 
 
-def ingest(
-    conn: Connection, run_id: str, records: list[dict[str, Any]], now: float, settings: Settings
-) -> IngestResult:
+def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Settings) -> IngestResult:
     """Store the records not stored before and judge the rules on them; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
     fresh, known = _fresh(conn, run_id, records)
     result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, settings.stale_after, now))
     if fresh:
-        _record_seqs(conn, run_id, np.array([r["seq"] for r in fresh], np.int64), known)
+        _record_seqs(conn, run_id, np.array([r.seq for r in fresh], np.int64), known)
         watched = rule_store.watching(conn, run)
         points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched), settings.max_series_per_run)
         if points:
@@ -68,14 +67,12 @@ def _ranges(conn: Connection, run_id: str, lo: int, hi: int) -> list[tuple[int, 
     return [tuple(row) for row in conn.execute(query)]
 
 
-def _fresh(
-    conn: Connection, run_id: str, records: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+def _fresh(conn: Connection, run_id: str, records: list[Record]) -> tuple[list[Record], list[tuple[int, int]]]:
     """(the records whose seq this run has not stored yet, first occurrence only; the
     received ranges that meet or touch the batch's seqs)."""
     if not records:
         return [], []
-    seqs = np.array([r["seq"] for r in records], np.int64)
+    seqs = np.array([r.seq for r in records], np.int64)
     known = _ranges(conn, run_id, int(seqs.min()), int(seqs.max()))
     ranges = np.array(known, np.int64).reshape(-1, 2)
     at = np.searchsorted(ranges[:, 0], seqs, side="right") - 1
@@ -106,7 +103,7 @@ def _record_seqs(conn: Connection, run_id: str, seqs: np.ndarray, known: list[tu
 
 
 def _store_points(
-    conn: Connection, run_id: str, records: list[dict[str, Any]], watched: set[tuple[str, str]], max_series: int
+    conn: Connection, run_id: str, records: list[Record], watched: set[tuple[str, str]], max_series: int
 ) -> rule_store.Points:
     """Insert the points; give back those of the `watched` series, in step order."""
     keys, key_col, values, sizes = _flatten(records)
@@ -114,10 +111,10 @@ def _store_points(
         return {}
     # Per-record columns, repeated once for each metric of the record.
     sizes_arr = np.array(sizes)
-    step = np.repeat(np.array([r["step"] for r in records], np.int64), sizes_arr)
-    seq = np.repeat(np.array([r["seq"] for r in records], np.int64), sizes_arr)
-    epoch = np.repeat(np.array([-1 if r.get("epoch") is None else r["epoch"] for r in records], np.int64), sizes_arr)
-    wall = np.repeat(np.array([r["wall_time"] for r in records], np.float64), sizes_arr)
+    step = np.repeat(np.array([r.step for r in records], np.int64), sizes_arr)
+    seq = np.repeat(np.array([r.seq for r in records], np.int64), sizes_arr)
+    epoch = np.repeat(np.array([-1 if r.epoch is None else r.epoch for r in records], np.int64), sizes_arr)
+    wall = np.repeat(np.array([r.wall_time for r in records], np.float64), sizes_arr)
     key = np.asarray(key_col, np.int64)
     # By series and step; at one step, the point logged last comes last (seqs are ordered per
     # writer only, and a resumed run may log a step again): the order of points in a chunk.
@@ -137,23 +134,23 @@ def _store_points(
     return out
 
 
-def _flatten(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, str], int], Any, list[Any], list[int]]:
+def _flatten(records: list[Record]) -> tuple[dict[tuple[str, str], int], Any, list[Any], list[int]]:
     """(series keys, key index of each point, values, metrics per record).
 
     Keras logs the same metrics in the same order every batch: then the values come out
     in one pass with no per-point Python work.
     """
-    scope, names = records[0]["scope"], tuple(records[0]["metrics"])
-    if all(r["scope"] == scope and tuple(r["metrics"]) == names for r in records):
+    scope, names = records[0].scope, tuple(records[0].metrics)
+    if all(r.scope == scope and tuple(r.metrics) == names for r in records):
         keys = {(scope, name): k for k, name in enumerate(names)}
-        values = list(chain.from_iterable(r["metrics"].values() for r in records))
+        values = list(chain.from_iterable(r.metrics.values() for r in records))
         return keys, np.tile(np.arange(len(names)), len(records)), values, [len(names)] * len(records)
     keys: dict[tuple[str, str], int] = {}
     key_col: list[int] = []
     values = []
     sizes = []
     for r in records:
-        scope, metrics = r["scope"], r["metrics"]
+        scope, metrics = r.scope, r.metrics
         sizes.append(len(metrics))
         for name, value in metrics.items():
             key_col.append(keys.setdefault((scope, name), len(keys)))

@@ -109,6 +109,19 @@ BAD_RECORDS = {
     "empty metric name": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"": 1}},
     "seq beyond int64": {"seq": 2**63, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}},
     "metrics not an object": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": [1]},
+    "boolean seq": {"seq": True, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}},
+    "wall_time as text": {"seq": 1, "scope": "batch", "step": 0, "wall_time": "1.0", "metrics": {}},
+    "epoch beyond int32": {"seq": 1, "scope": "batch", "step": 0, "epoch": 2**31, "wall_time": 1, "metrics": {}},
+    "unknown field": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {}, "loss": 1},
+    "NUL in a metric name": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"lo\x00ss": 1}},
+    "metric name over 200": {"seq": 1, "scope": "batch", "step": 0, "wall_time": 1, "metrics": {"x" * 201: 1}},
+    "over 1000 metrics": {
+        "seq": 1,
+        "scope": "batch",
+        "step": 0,
+        "wall_time": 1,
+        "metrics": {f"m{i}": 1 for i in range(1001)},
+    },
 }
 
 
@@ -131,6 +144,44 @@ def test_malformed_bodies_are_4xx(api, body):
     response = api.post("/api/v1/runs/r/logs", content=body, headers=JSON)
     assert response.status_code in (400, 422)
     assert_error(response, response.status_code)
+
+
+def test_what_the_schema_allows_beyond_plain_json_is_stored_as_meant(api):
+    """Integers written as integral floats, and values the client writes as bare tokens."""
+    create_run(api, "r")
+    body = b'{"records": [{"seq": 252.0, "scope": "batch", "step": 1e3, "epoch": 2.0, "wall_time": 5, "metrics": {"loss": NaN, "lr": 1e999}}]}'
+    assert api.post("/api/v1/runs/r/logs", content=body, headers=JSON).json()["accepted"] == 1
+    loss = api.get("/api/v1/runs/r/series/batch/loss").json()
+    assert (loss["steps"], loss["values"], loss["wall_times"]) == ([1000], ["NaN"], [5.0])
+    assert api.get("/api/v1/runs/r/series/batch/lr").json()["values"] == ["Infinity"]
+    assert post_logs(api, "r", [{**make_records(1)[0], "seq": 252}]).json()["duplicates"] == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"records": [{"seq": 1, "scope": "batch", "step": 1, "wall_time": 1, "metrics": {"loss": 1'
+        + b"0" * 400
+        + b"}}]}",
+        b'{"records": [{"seq": 1, "scope": "batch", "step": 1, "wall_time": 1e999, "metrics": {}}]}',
+        b'{"records": [{"seq": 1, "scope": "batch", "step": 1, "wall_time": 1' + b"0" * 400 + b', "metrics": {}}]}',
+        b'{"records": [{"seq": 1, "scope": "batch", "step": 1, "wall_time": 1, "metrics": {"\xe9": 1}}]}',
+        b'{"records": [{"seq": 1, "scope": "batch", "step": 1, "wall_time": 1, "metrics": {"\\ud800": 1}}]}',
+    ],
+    ids=[
+        "integer value past float range",
+        "infinite wall_time",
+        "integer wall_time past float range",
+        "not UTF-8",
+        "lone surrogate",
+    ],
+)
+def test_numbers_and_text_past_what_can_be_stored_are_4xx(api, body):
+    create_run(api, "r")
+    response = api.post("/api/v1/runs/r/logs", content=body, headers=JSON)
+    assert response.status_code in (400, 422)
+    assert_error(response, response.status_code)
+    assert api.get("/api/v1/runs/r/series").json() == []
 
 
 def test_malformed_json_is_400(api):
