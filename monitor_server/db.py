@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateTable
+
+from .tables import summaries_in
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -33,7 +37,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -41,6 +45,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             pool_recycle=1800,
             json_deserializer=_load_json,
         )
+        event.listen(engine, "connect", _postgres_on_connect)
+        return engine
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
     )
@@ -61,11 +67,17 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA synchronous=FULL")  # what a post acknowledges is on disk
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-16384")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.close()
+
+
+def _postgres_on_connect(dbapi_conn, _record) -> None:
+    with dbapi_conn.cursor() as cur:
+        cur.execute(str(CreateTable(summaries_in).compile(dialect=postgresql.dialect())))
+    dbapi_conn.commit()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

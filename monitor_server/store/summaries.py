@@ -15,7 +15,8 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from ..downsample import group_starts
-from ..tables import summaries
+from ..tables import summaries, summaries_in
+from .sql import bulk_insert
 
 LEVELS = (16, 64, 256, 1024, 4096, 16384, 65536)
 
@@ -56,9 +57,9 @@ def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.nd
     return rows
 
 
-def _merge_sql(conn: Connection) -> str:
-    """New points merge into a stored block: counts add up, an extreme moves only when the
-    new one is strictly beyond it. Driver SQL, as this runs for every block a post touches."""
+def _merge_sql(rows: str) -> str:
+    """New points (`rows`: VALUES or a SELECT) merge into a stored block: counts add up, an
+    extreme moves only when the new one is strictly beyond it."""
     sets = ["count = summaries.count + excluded.count"]
     for kind, beyond in (("min", "<"), ("max", ">")):
         new, old = f"excluded.{kind}_value", f"summaries.{kind}_value"
@@ -67,17 +68,27 @@ def _merge_sql(conn: Connection) -> str:
             f"{kind}_{c} = CASE WHEN {moves} THEN excluded.{kind}_{c} ELSE summaries.{kind}_{c} END"
             for c in ("value", "step", "wall")
         ]
-    mark = "%s" if conn.dialect.name == "postgresql" else "?"
     names = ", ".join(c.name for c in summaries.columns)
     return (
-        f"INSERT INTO summaries ({names}) VALUES ({', '.join([mark] * len(summaries.columns))})"
-        f" ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
+        f"INSERT INTO summaries ({names}) {rows} ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
     )
 
 
+SQLITE_MERGE = _merge_sql(f"VALUES ({', '.join('?' * len(summaries.columns))})")
+# PostgreSQL: one binary COPY and one statement a post, not a round trip a row.
+PG_MERGE = _merge_sql(f"SELECT {', '.join(c.name for c in summaries.columns)} FROM summaries_in")
+
+
 def merge_blocks(conn: Connection, rows: list[tuple]) -> None:
-    if rows:
-        conn.exec_driver_sql(_merge_sql(conn), rows)
+    """Merge a post's block rows into the stored summaries, by driver SQL: this runs for
+    every block a post touches."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        bulk_insert(conn, summaries_in, rows)
+        conn.exec_driver_sql(PG_MERGE)
+    else:
+        conn.exec_driver_sql(SQLITE_MERGE, rows)
 
 
 def read_blocks(conn: Connection, series_id: int, level: int, first: int, last: int) -> list[Any]:

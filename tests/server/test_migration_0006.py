@@ -191,7 +191,7 @@ def test_upgrade_packs_every_point_into_chunks_and_folds_received_seqs(database_
         before["summaries"] = table_rows(conn, "summaries", "series_id, level, block")
     engine.dispose()
 
-    migrate(database_url, "head")
+    migrate(database_url, "0006")
 
     engine = make_engine(database_url)
     assert "points" not in sa.inspect(engine).get_table_names()
