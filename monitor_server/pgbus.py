@@ -81,17 +81,27 @@ class PostgresBus(EventBus):
         self._stopped = threading.Event()
         self._listening = threading.Event()
         self._interest: dict[str, float] = {}  # run topic -> until when some process streams it
+        self._threads: list[threading.Thread] = []
 
     def start(self, engine: Engine) -> None:
         self._engine = engine
-        threading.Thread(target=self._listen, name="fitwatch-listen", daemon=True).start()
-        threading.Thread(target=self._send, name="fitwatch-notify", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._listen, name="fitwatch-listen", daemon=True),
+            threading.Thread(target=self._send, name="fitwatch-notify", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
         if not self._listening.wait(10):
             log.warning("fitwatch: not listening for events of other server processes yet")
 
     def stop(self) -> None:
+        """Stop listening and sending, and wait for both, so that nothing uses the engine
+        once the server disposes of it (a connection left open warns when collected)."""
         self._stopped.set()
+        self._notify(orjson.dumps({"interest": []}).decode())  # wakes the listener now
         self._outbox.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     def has_subscribers(self, topic: str) -> bool:
         if not topic.startswith("run:"):
@@ -141,6 +151,8 @@ class PostgresBus(EventBus):
                     reminded = 0.0
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=1.0):
+                            if self._stopped.is_set():
+                                break
                             self._deliver(note.payload)
                         if time.monotonic() - reminded > INTEREST_EVERY:
                             reminded = time.monotonic()
