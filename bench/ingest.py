@@ -1,7 +1,8 @@
 """Ingest and read speed of the fitwatch server, against DESIGN.md's targets.
 
 First it measures the raw limit: plain `sqlite3.executemany` of `--raw-rows` rows (default
-1,000,000) into an indexed WAL table, 20,000 rows (one request's worth) a transaction. Then it
+1,000,000) into an indexed WAL table, 20,000 rows (one request's worth) a transaction; it
+measures it again after SQLite's ingest and keeps the faster. Then it
 starts `fitwatch serve` as its own process on a fresh database, uploads 1,000,000 records of
 4 metrics (5,000 records a request) through the HTTP API with one client, then reads one
 1,000,000-point series downsampled to 2,000 points many times; on another fresh database
@@ -450,8 +451,11 @@ def main() -> None:
         def sqlite_database(name: str):
             yield f"sqlite:///{tmp}/{name}.db"
 
-        raw = measure_raw(Path(tmp) / "raw.db", args.raw_rows)  # right before fitwatch's, on the same disk
+        # Right before and after fitwatch's, on the same disk; the faster one is the limit,
+        # as this machine's speed drifts.
+        raw = measure_raw(Path(tmp) / "raw.db", args.raw_rows)
         results = {"sqlite": measure_database(sqlite_database, "sqlite", payloads, args.records, args.clients)}
+        raw = max(raw, measure_raw(Path(tmp) / "raw2.db", args.raw_rows))
         ratios = []
         for k in range(args.rules):  # alternated with runs without, as the machine drifts
             bare = measure_fitwatch(f"sqlite:///{tmp}/bare{k}.db", payloads, args.records, "no rules")

@@ -115,14 +115,14 @@ def read_series(
 
 def _finest_level(lo: int, hi: int, n: int) -> int | None:
     """The finest level with at most 2n blocks in [lo, hi], or None when even the finest
-    level has fewer than n blocks there: then the steps themselves (fewer than 16n) are
+    level has fewer than n blocks there: then the steps themselves (fewer than 64n) are
     cheaper and sharper than summaries."""
-    if (hi - lo + 1) / LEVELS[0] < n:
+    if (hi - lo + 1) / min(LEVELS.values()) < n:
         return None
-    for level, size in enumerate(LEVELS):
+    for level, size in LEVELS.items():
         if hi // size - lo // size + 1 <= 2 * n:
             return level
-    return len(LEVELS) - 1
+    return max(LEVELS)
 
 
 def _from_summaries(
