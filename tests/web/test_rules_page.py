@@ -46,11 +46,12 @@ def test_a_rule_made_on_the_rules_page_stops_a_full_speed_fit_and_the_run_page_s
         assert cells[0] == f"rule {rule['id']}" and cells[2] == str(firing["step"])
         assert f"command {firing['command_id']}" in cells
         assert f"(by rule {rule['id']})" in page.locator("#commands tr").inner_text()
-        labels = page.evaluate(
-            "() => [...document.querySelectorAll('#batch-charts .chart')].flatMap(c => "
-            "[...c.querySelectorAll('.annotation-text')].map(a => a.textContent))"
+        # The marker on the batch charts (drawn at the charts' next redraw).
+        page.wait_for_function(
+            "(label) => [...document.querySelectorAll('#batch-charts .chart')].some(c => "
+            "[...c.querySelectorAll('.annotation-text')].some(a => a.textContent === label))",
+            arg=f"rule {rule['id']}",
         )
-        assert f"rule {rule['id']}" in labels
         assert page.evaluate("() => window.sameDocument") is True
 
         # The rules page counted it live.
