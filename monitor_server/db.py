@@ -74,9 +74,13 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# Each PostgreSQL session's staging table for summary blocks (see `tables.summaries_in`).
+PG_STAGING = str(CreateTable(summaries_in).compile(dialect=postgresql.dialect()))
+
+
 def _postgres_on_connect(dbapi_conn, _record) -> None:
     with dbapi_conn.cursor() as cur:
-        cur.execute(str(CreateTable(summaries_in).compile(dialect=postgresql.dialect())))
+        cur.execute(PG_STAGING)
     dbapi_conn.commit()
 
 

@@ -46,7 +46,8 @@ _decoder = msgspec.json.Decoder(_Batch)
 
 
 def decode_log_body(body: bytes) -> list[Record]:
-    """The records of a log post; raises pydantic's `ValidationError` for a bad body."""
+    """The records of a log post; raises pydantic's `ValidationError` for a bad body, and
+    `Invalid` for a number that no float can hold."""
     if NUL_ESCAPE not in body:
         try:
             return _decoder.decode(body).records

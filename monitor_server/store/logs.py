@@ -44,10 +44,10 @@ class IngestResult:
 def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Settings) -> IngestResult:
     """Store the records not stored before and judge the rules on them; the run must exist."""
     run = get_run_row(conn, run_id, lock=True)
-    fresh, known = _fresh(conn, run_id, records)
+    fresh, fresh_seqs, known = _fresh(conn, run_id, records)
     result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, settings.stale_after, now))
     if fresh:
-        _record_seqs(conn, run_id, np.array([r.seq for r in fresh], np.int64), known)
+        _record_seqs(conn, run_id, fresh_seqs, known)
         watched = rule_store.watching(conn, run)
         points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched), settings.max_series_per_run)
         if points:
@@ -67,26 +67,27 @@ def _ranges(conn: Connection, run_id: str, lo: int, hi: int) -> list[tuple[int, 
     return [tuple(row) for row in conn.execute(query)]
 
 
-def _fresh(conn: Connection, run_id: str, records: list[Record]) -> tuple[list[Record], list[tuple[int, int]]]:
-    """(the records whose seq this run has not stored yet, first occurrence only; the
-    received ranges that meet or touch the batch's seqs)."""
+def _fresh(
+    conn: Connection, run_id: str, records: list[Record]
+) -> tuple[list[Record], np.ndarray, list[tuple[int, int]]]:
+    """(the records whose seq this run has not stored yet, first occurrence only; their
+    seqs, sorted; the received ranges that meet or touch the batch's seqs)."""
     if not records:
-        return [], []
+        return [], np.empty(0, np.int64), []
     seqs = np.array([r.seq for r in records], np.int64)
     known = _ranges(conn, run_id, int(seqs.min()), int(seqs.max()))
     ranges = np.array(known, np.int64).reshape(-1, 2)
     at = np.searchsorted(ranges[:, 0], seqs, side="right") - 1
     seen = (at >= 0) & (seqs <= ranges[np.maximum(at, 0), 1]) if len(ranges) else np.zeros(len(seqs), bool)
     unseen = np.flatnonzero(~seen)
-    _, first = np.unique(seqs[unseen], return_index=True)
-    return [records[i] for i in np.sort(unseen[first]).tolist()], known
+    fresh_seqs, first = np.unique(seqs[unseen], return_index=True)
+    return [records[i] for i in np.sort(unseen[first]).tolist()], fresh_seqs, known
 
 
 def _record_seqs(conn: Connection, run_id: str, seqs: np.ndarray, known: list[tuple[int, int]]) -> None:
-    """Add `seqs` (new to the run) to its received ranges, merged with those they touch
-    (found among `known`, read by `_fresh`): the ledger grows by a row per gap, not per
-    record."""
-    seqs = np.sort(seqs)
+    """Add `seqs` (new to the run, sorted) to its received ranges, merged with those they
+    touch (found among `known`, read by `_fresh`): the ledger grows by a row per gap, not
+    per record."""
     breaks = np.flatnonzero(np.diff(seqs) != 1)
     new = list(zip(seqs[np.append(0, breaks + 1)].tolist(), seqs[np.append(breaks, len(seqs) - 1)].tolist()))
     touching = [(first, last) for first, last in known if last >= new[0][0] - 1 and first <= new[-1][1] + 1]

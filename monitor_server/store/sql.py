@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Column, Connection, Double, Integer, LargeBinary, SmallInteger, String, Table
+from sqlalchemy import BigInteger, Connection, Double, Integer, LargeBinary, SmallInteger, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -29,10 +29,6 @@ PG_TYPES = {
 }
 
 
-def pg_type(column: Column) -> str:
-    return next(name for kind, name in PG_TYPES.items() if type(column.type) is kind)
-
-
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple], columns: Sequence[str] | None = None) -> None:
     """Append rows given as tuples of `columns` (default: all, in table order): the ingest
     hot path.
@@ -47,7 +43,7 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple], columns: 
     if conn.dialect.name == "postgresql":
         cursor = conn.connection.driver_connection.cursor()
         with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([pg_type(table.c[name]) for name in names])
+            copy.set_types([PG_TYPES[type(table.c[name].type)] for name in names])
             for row in rows:
                 copy.write_row(row)
     else:

@@ -60,6 +60,9 @@ def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.nd
     return rows
 
 
+COLUMNS = ", ".join(c.name for c in summaries.columns)
+
+
 def _merge_sql(rows: str) -> str:
     """New points (`rows`: VALUES or a SELECT) merge into a stored block: counts add up, an
     extreme moves only when the new one is strictly beyond it."""
@@ -71,15 +74,12 @@ def _merge_sql(rows: str) -> str:
             f"{kind}_{c} = CASE WHEN {moves} THEN excluded.{kind}_{c} ELSE summaries.{kind}_{c} END"
             for c in ("value", "step", "wall")
         ]
-    names = ", ".join(c.name for c in summaries.columns)
-    return (
-        f"INSERT INTO summaries ({names}) {rows} ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
-    )
+    return f"INSERT INTO summaries ({COLUMNS}) {rows} ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
 
 
 SQLITE_MERGE = _merge_sql(f"VALUES ({', '.join('?' * len(summaries.columns))})")
 # PostgreSQL: one binary COPY and one statement a post, not a round trip a row.
-PG_MERGE = _merge_sql(f"SELECT {', '.join(c.name for c in summaries.columns)} FROM summaries_in")
+PG_MERGE = _merge_sql(f"SELECT {COLUMNS} FROM summaries_in")
 
 
 def merge_blocks(conn: Connection, rows: list[tuple]) -> None:
