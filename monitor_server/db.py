@@ -10,8 +10,10 @@ database costs one failed check, not a failed request.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql
@@ -35,6 +37,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+        _SQLITE_WRITERS[engine] = threading.Lock()
         return engine
     if parsed.get_backend_name() == "postgresql":
         engine = create_engine(
@@ -88,10 +91,17 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
+# One lock per SQLite engine: its writers queue on it in arrival order, blocked, instead of
+# polling for the file lock in SQLite's busy handler, whose sleeps (up to 100 ms each) let
+# some writers in first again and again while others wait seconds.
+_SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
+
+
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """A write transaction: committed on success, rolled back on any error."""
-    with engine.connect().execution_options(write=True) as conn, conn.begin():
+    lock = _SQLITE_WRITERS.get(engine, nullcontext())
+    with lock, engine.connect().execution_options(write=True) as conn, conn.begin():
         yield conn
 
 

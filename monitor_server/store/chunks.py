@@ -92,23 +92,27 @@ def append(conn: Connection, series_ids: np.ndarray, points: Decoded, new: set[i
             updates.append({"chunk_id": tail.id, **dict(zip(INSERTED, _packed(sid, pieces.pop(0))))})
         inserts.extend(_packed(sid, piece) for piece in pieces)
     if updates:
-        stmt = update(chunks).where(chunks.c.id == bindparam("chunk_id"))
-        conn.execute(stmt, updates)
+        conn.execute(REWRITE, updates)
     bulk_insert(conn, chunks, inserts, INSERTED)
+
+
+# Built once: every post runs them.
+_NEWEST = (
+    select(func.max(chunks.c.id).label("id"))
+    .where(chunks.c.series_id.in_(bindparam("series_ids", expanding=True)))
+    .group_by(chunks.c.series_id)
+    .subquery()
+)
+SMALL_TAILS = select(chunks).join(_NEWEST, chunks.c.id == _NEWEST.c.id).where(chunks.c.count < GROW)
+REWRITE = update(chunks).where(chunks.c.id == bindparam("chunk_id"))
 
 
 def _small_tails(conn: Connection, series_ids: Sequence[int]) -> dict[int, Any]:
     """The latest chunk of each of `series_ids`, where it holds fewer than `GROW` points."""
     tails = {}
     for i in range(0, len(series_ids), 10_000):  # within SQLite's limit of bound parameters
-        newest = (
-            select(func.max(chunks.c.id).label("id"))
-            .where(chunks.c.series_id.in_(series_ids[i : i + 10_000]))
-            .group_by(chunks.c.series_id)
-            .subquery()
-        )
-        query = select(chunks).join(newest, chunks.c.id == newest.c.id).where(chunks.c.count < GROW)
-        tails.update((row.series_id, row) for row in conn.execute(query))
+        rows = conn.execute(SMALL_TAILS, {"series_ids": series_ids[i : i + 10_000]})
+        tails.update((row.series_id, row) for row in rows)
     return tails
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..config import Settings
 from ..errors import Conflict, NotFound
@@ -108,25 +108,46 @@ def list_commands(conn: Connection, run_id: str) -> list[CommandPublic]:
     return [to_public(r) for r in rows]
 
 
-def deliver(conn: Connection, run_id: str, now: float) -> tuple[list[CommandPublic], list[CommandPublic]]:
-    """All unacknowledged commands of the run, and those of them this call delivered
+# Built once: every log post and poll runs them.
+UNACKNOWLEDGED_OF_RUNS = (
+    select(commands)
+    .where(commands.c.run_id.in_(bindparam("run_ids", expanding=True)), commands.c.status.in_(UNACKNOWLEDGED))
+    .order_by(commands.c.id)
+)
+MARK_DELIVERED = (
+    update(commands)
+    .where(commands.c.id.in_(bindparam("ids", expanding=True)))
+    .values(status="delivered", delivered_at=bindparam("now"))
+)
+
+Delivery = tuple[list[CommandPublic], list[CommandPublic]]
+
+
+def deliver_many(conn: Connection, run_ids: list[str], now: float) -> dict[str, Delivery]:
+    """Per run: all its unacknowledged commands, and those of them this call delivered
     first (pending until now, marked delivered)."""
-    pending = select(commands.c.id).where(commands.c.run_id == run_id, commands.c.status == "pending")
-    first = set(conn.execute(pending).scalars())
+    out: dict[str, Delivery] = {run_id: ([], []) for run_id in run_ids}
+    first = []
+    for row in conn.execute(UNACKNOWLEDGED_OF_RUNS, {"run_ids": run_ids}):
+        command = to_public(row)
+        out[command.run_id][0].append(command)
+        if command.status == "pending":
+            out[command.run_id][1].append(command)
+            first.append(command)
     if first:
-        conn.execute(update(commands).where(commands.c.id.in_(first)).values(status="delivered", delivered_at=now))
-    out = unacknowledged(conn, run_id)
-    return out, [c for c in out if c.id in first]
+        conn.execute(MARK_DELIVERED, {"ids": [c.id for c in first], "now": now})
+        for command in first:
+            command.status, command.delivered_at = "delivered", timestamp(now)
+    return out
+
+
+def deliver(conn: Connection, run_id: str, now: float) -> Delivery:
+    return deliver_many(conn, [run_id], now)[run_id]
 
 
 def unacknowledged(conn: Connection, run_id: str) -> list[CommandPublic]:
     """The run's commands the training has not acknowledged, oldest first."""
-    rows = conn.execute(
-        select(commands)
-        .where(commands.c.run_id == run_id, commands.c.status.in_(UNACKNOWLEDGED))
-        .order_by(commands.c.id)
-    )
-    return [to_public(r) for r in rows]
+    return [to_public(r) for r in conn.execute(UNACKNOWLEDGED_OF_RUNS, {"run_ids": [run_id]})]
 
 
 def ack_command(

@@ -1,12 +1,17 @@
-"""Log ingest: store each record of a batch exactly once, in one transaction.
+"""Log ingest: store each record exactly once, several posts a transaction.
 
-The run's row is locked for the transaction (SQLite's write transactions are exclusive
-anyway), so two requests for one run cannot interleave between the duplicate check and
-the insert. The seqs stored are kept as ranges (`received`); points go into their series'
-chunks (`store.chunks`), a row per series, and the series' running stats and summaries
-are merged in the same pass. The
-rules watching the run are judged on the new points of their series in the same
-transaction (see `store.rules`).
+`ingest_many` stores posts of distinct runs in one pass, each statement once for them all
+(the `writer` gathers the posts): a post's fixed cost of a transaction, a dozen statements
+and a few dozen NumPy calls is shared. The runs' rows are locked for the transaction, in
+id order (SQLite's write transactions are exclusive anyway), so two transactions for one
+run cannot interleave between the duplicate check and the insert, and two replicas never
+deadlock. What can refuse a post (no such run, too many series) is checked before anything
+is written: a refused post leaves no trace and does not fail the others.
+
+The seqs stored are kept as ranges (`received`); points go into their series' chunks
+(`store.chunks`), a row per series, and the series' running stats and summaries are
+merged in the same pass. The rules watching a run are judged on its new points in the
+same transaction (see `store.rules`).
 """
 
 from __future__ import annotations
@@ -14,23 +19,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
-from ..config import Settings
 from ..downsample import group_starts
-from ..errors import Invalid
+from ..errors import Invalid, NotFound
 from ..records import Record
-from ..tables import received, series
+from ..tables import received, rules, series
 from . import chunks as chunk_store
 from . import rules as rule_store
-from .runs import get_run_row, touch, was_stale
+from .runs import TOUCH, lock_runs, was_stale
 from .sql import bulk_insert
 from .summaries import block_rows, merge_blocks
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass
+class Post:
+    """One log request's records, for one run."""
+
+    run_id: str
+    records: list[Record]
 
 
 @dataclass
@@ -41,30 +53,90 @@ class IngestResult:
     fired: rule_store.Fired = field(default_factory=rule_store.Fired)
 
 
-def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Settings) -> IngestResult:
-    """Store the records not stored before and judge the rules on them; the run must exist."""
-    run = get_run_row(conn, run_id, lock=True)
-    fresh, fresh_seqs, known = _fresh(conn, run_id, records)
-    result = IngestResult(fresh, len(records) - len(fresh), was_stale(run, settings.stale_after, now))
-    if fresh:
-        _record_seqs(conn, run_id, fresh_seqs, known)
-        watched = rule_store.watching(conn, run)
-        points = _store_points(conn, run_id, fresh, rule_store.watched_series(watched), settings.max_series_per_run)
-        if points:
-            result.fired = rule_store.judge_post(conn, run, watched, points, now, settings.max_lr)
-    touch(conn, run_id, now)
-    return result
+@dataclass
+class _Storing:
+    """A post whose fresh records are being stored."""
+
+    index: int  # of the post in the batch
+    run: Any
+    fresh_seqs: np.ndarray
+    known: list[tuple[int, int]]
+    result: IngestResult
+    flat: _Flat
+
+
+# The statements every post runs, built once (building one costs more than running it).
+RANGES = (
+    select(received.c.first_seq, received.c.last_seq)
+    .where(
+        received.c.run_id == bindparam("run_id"),
+        received.c.first_seq <= bindparam("hi"),
+        received.c.last_seq >= bindparam("lo"),
+    )
+    .order_by(received.c.first_seq)
+)
+# The received ranges are disjoint, so those starting between the first and the last
+# range a post touches are exactly the ones it touches.
+DROP_RANGES = delete(received).where(
+    received.c.run_id == bindparam("run_id"), received.c.first_seq.between(bindparam("lo"), bindparam("hi"))
+)
+SERIES_OF_RUNS = select(series).where(series.c.run_id.in_(bindparam("run_ids", expanding=True)))
+NEW_SERIES = insert(series)
+SERIES_STATS = update(series).where(series.c.id == bindparam("sid"))
+RULES_OF_RUNS = select(rules).where(
+    or_(rules.c.run_id.is_(None), rules.c.run_id.in_(bindparam("run_ids", expanding=True)))
+)
+
+
+def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Any) -> IngestResult:
+    """Store one post: what `ingest_many` stored, or its refusal raised."""
+    (out,) = ingest_many(conn, [Post(run_id, records)], now, settings)
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
+def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Any) -> list[IngestResult | Exception]:
+    """Store the records not stored before of posts to distinct runs, and judge the rules
+    on them; per post, what was stored or why nothing of it was (`NotFound`, `Invalid`)."""
+    found = lock_runs(conn, [p.run_id for p in posts])
+    out: list[IngestResult | Exception] = []
+    storing: list[_Storing] = []
+    for post in posts:
+        run = found.get(post.run_id)
+        if run is None:
+            out.append(NotFound(f"run {post.run_id!r} not found"))
+            continue
+        fresh, fresh_seqs, known = _fresh(conn, run.id, post.records)
+        result = IngestResult(fresh, len(post.records) - len(fresh), was_stale(run, settings.stale_after, now))
+        out.append(result)
+        if fresh:
+            storing.append(_Storing(len(out) - 1, run, fresh_seqs, known, result, _flatten(fresh)))
+    existing = _series_of(conn, [s.run.id for s in storing])
+    for s in storing:
+        refusal = _over_limit(s, existing.get(s.run.id, {}), settings.max_series_per_run)
+        if refusal is not None:
+            out[s.index] = refusal
+    storing = [s for s in storing if out[s.index] is s.result]
+    if storing:
+        _record_seqs(conn, storing)
+        watched = _watching(conn, [s.run for s in storing])
+        points = _store_points(conn, storing, existing, watched)
+        for s in storing:
+            if points.get(s.run.id):
+                s.result.fired = rule_store.judge_post(
+                    conn, s.run, watched[s.run.id], points[s.run.id], now, settings.max_lr
+                )
+    touched = [{"run_id": post.run_id, "now": now} for post, o in zip(posts, out) if isinstance(o, IngestResult)]
+    if touched:
+        conn.execute(TOUCH, touched)
+    return out
 
 
 def _ranges(conn: Connection, run_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
     """The run's received seq ranges that meet or touch [lo, hi], in order."""
     lo, hi = max(lo - 1, INT64_MIN), min(hi + 1, INT64_MAX)
-    query = (
-        select(received.c.first_seq, received.c.last_seq)
-        .where(received.c.run_id == run_id, received.c.first_seq <= hi, received.c.last_seq >= lo)
-        .order_by(received.c.first_seq)
-    )
-    return [tuple(row) for row in conn.execute(query)]
+    return [tuple(row) for row in conn.execute(RANGES, {"run_id": run_id, "lo": lo, "hi": hi})]
 
 
 def _fresh(
@@ -84,39 +156,83 @@ def _fresh(
     return [records[i] for i in np.sort(unseen[first]).tolist()], fresh_seqs, known
 
 
-def _record_seqs(conn: Connection, run_id: str, seqs: np.ndarray, known: list[tuple[int, int]]) -> None:
-    """Add `seqs` (new to the run, sorted) to its received ranges, merged with those they
+def _record_seqs(conn: Connection, storing: list[_Storing]) -> None:
+    """Add each post's fresh seqs to its run's received ranges, merged with those they
     touch (found among `known`, read by `_fresh`): the ledger grows by a row per gap, not
     per record."""
-    breaks = np.flatnonzero(np.diff(seqs) != 1)
-    new = list(zip(seqs[np.append(0, breaks + 1)].tolist(), seqs[np.append(breaks, len(seqs) - 1)].tolist()))
-    touching = [(first, last) for first, last in known if last >= new[0][0] - 1 and first <= new[-1][1] + 1]
-    merged: list[list[int]] = []
-    for first, last in sorted(new + touching):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
-    if touching:
-        firsts = [first for first, _ in touching]
-        conn.execute(delete(received).where(received.c.run_id == run_id, received.c.first_seq.in_(firsts)))
-    bulk_insert(conn, received, [(run_id, first, last) for first, last in merged])
+    drops, rows = [], []
+    for s in storing:
+        seqs, known = s.fresh_seqs, s.known
+        breaks = np.flatnonzero(np.diff(seqs) != 1)
+        new = list(zip(seqs[np.append(0, breaks + 1)].tolist(), seqs[np.append(breaks, len(seqs) - 1)].tolist()))
+        touching = [(first, last) for first, last in known if last >= new[0][0] - 1 and first <= new[-1][1] + 1]
+        merged: list[list[int]] = []
+        for first, last in sorted(new + touching):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        if touching:
+            drops.append({"run_id": s.run.id, "lo": touching[0][0], "hi": touching[-1][0]})
+        rows.extend((s.run.id, first, last) for first, last in merged)
+    if drops:
+        conn.execute(DROP_RANGES, drops)
+    bulk_insert(conn, received, rows)
+
+
+def _series_of(conn: Connection, run_ids: list[str]) -> dict[str, dict[tuple[str, str], Any]]:
+    """Each run's series rows by (scope, name)."""
+    out: dict[str, dict[tuple[str, str], Any]] = {}
+    if run_ids:
+        for row in conn.execute(SERIES_OF_RUNS, {"run_ids": run_ids}):
+            out.setdefault(row.run_id, {})[(row.scope, row.name)] = row
+    return out
+
+
+def _over_limit(s: _Storing, existing: dict[tuple[str, str], Any], max_series: int) -> Invalid | None:
+    """The refusal of a post that would take its run past `max_series` names."""
+    new = sum(1 for name in s.flat.keys if name not in existing)
+    if len(existing) + new <= max_series:
+        return None
+    return Invalid(
+        f"run {s.run.id!r} has {len(existing)} series and this post adds {new} new names: "
+        f"over the limit of {max_series} a run (FITWATCH_MAX_SERIES_PER_RUN); nothing of the post was stored"
+    )
+
+
+def _watching(conn: Connection, runs: list[Any]) -> dict[str, list[Any]]:
+    """The rules whose scope takes in each run: one small query a batch."""
+    found = list(conn.execute(RULES_OF_RUNS, {"run_ids": [run.id for run in runs]}))
+    return {
+        run.id: [r for r in found if r.run_id in (None, run.id) and r.project in (None, run.project)] for run in runs
+    }
 
 
 def _store_points(
-    conn: Connection, run_id: str, records: list[Record], watched: set[tuple[str, str]], max_series: int
-) -> rule_store.Points:
-    """Insert the points; give back those of the `watched` series, in step order."""
-    keys, key_col, values, sizes = _flatten(records)
+    conn: Connection,
+    storing: list[_Storing],
+    existing: dict[str, dict[tuple[str, str], Any]],
+    watched: dict[str, list[Any]],
+) -> dict[str, rule_store.Points]:
+    """Insert the points of all posts; give back, per run, those of its watched series in
+    step order."""
+    names: list[tuple[str, str, str]] = []  # (run, scope, name) of each key
+    columns: list[list[np.ndarray]] = [[] for _ in range(5)]  # key, step, seq, epoch, wall
+    values: list[Any] = []
+    for s in storing:
+        flat, records = s.flat, s.result.accepted
+        sizes = np.array(flat.sizes)
+        columns[0].append(np.asarray(flat.key_col, np.int64) + len(names))
+        for column, attr in zip(columns[1:], ("step", "seq", "epoch", "wall_time")):
+            fill = [getattr(r, attr) for r in records]
+            if attr == "epoch":
+                fill = [-1 if e is None else e for e in fill]
+            column.append(np.repeat(np.array(fill, np.float64 if attr == "wall_time" else np.int64), sizes))
+        names.extend((s.run.id, scope, name) for scope, name in flat.keys)
+        values.extend(flat.values)
     if not values:
         return {}
-    # Per-record columns, repeated once for each metric of the record.
-    sizes_arr = np.array(sizes)
-    step = np.repeat(np.array([r.step for r in records], np.int64), sizes_arr)
-    seq = np.repeat(np.array([r.seq for r in records], np.int64), sizes_arr)
-    epoch = np.repeat(np.array([-1 if r.epoch is None else r.epoch for r in records], np.int64), sizes_arr)
-    wall = np.repeat(np.array([r.wall_time for r in records], np.float64), sizes_arr)
-    key = np.asarray(key_col, np.int64)
+    key, step, seq, epoch, wall = (np.concatenate(c) for c in columns)
     # By series and step; at one step, the point logged last comes last (seqs are ordered per
     # writer only, and a resumed run may log a step again): the order of points in a chunk.
     order = np.lexsort((seq, wall, step, key))
@@ -124,28 +240,38 @@ def _store_points(
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
 
-    ids, new = _upsert_series(conn, run_id, list(keys), key, step, wall, seq, value, max_series)
+    ids, new = _upsert_series(conn, names, existing, key, step, wall, seq, value)
     sid = ids[key]
     chunk_store.append(conn, sid, chunk_store.Decoded(step, seq, epoch, wall, value), new)
     merge_blocks(conn, block_rows(sid, step, wall, value))
-    out = {}
-    for name in watched & keys.keys():
-        at = np.flatnonzero(key == keys[name])
-        out[name] = (step[at], value[at])
+    out: dict[str, rule_store.Points] = {}
+    index = {name: k for k, name in enumerate(names)}
+    for run_id, rules_of_run in watched.items():
+        for scope, name in rule_store.watched_series(rules_of_run):
+            k = index.get((run_id, scope, name))
+            if k is not None:
+                at = np.flatnonzero(key == k)
+                out.setdefault(run_id, {})[(scope, name)] = (step[at], value[at])
     return out
 
 
-def _flatten(records: list[Record]) -> tuple[dict[tuple[str, str], int], Any, list[Any], list[int]]:
-    """(series keys, key index of each point, values, metrics per record).
+class _Flat(NamedTuple):
+    """A post's points, one per (record, metric) in record order."""
 
-    Keras logs the same metrics in the same order every batch: then the values come out
-    in one pass with no per-point Python work.
-    """
+    keys: dict[tuple[str, str], int]  # series key (scope, name) -> index
+    key_col: Any  # key index of each point
+    values: list[Any]
+    sizes: list[int]  # metrics per record
+
+
+def _flatten(records: list[Record]) -> _Flat:
+    """Keras logs the same metrics in the same order every batch: then the values come out
+    in one pass with no per-point Python work."""
     scope, names = records[0].scope, tuple(records[0].metrics)
     if all(r.scope == scope and tuple(r.metrics) == names for r in records):
         keys = {(scope, name): k for k, name in enumerate(names)}
         values = list(chain.from_iterable(r.metrics.values() for r in records))
-        return keys, np.tile(np.arange(len(names)), len(records)), values, [len(names)] * len(records)
+        return _Flat(keys, np.tile(np.arange(len(names)), len(records)), values, [len(names)] * len(records))
     keys: dict[tuple[str, str], int] = {}
     key_col: list[int] = []
     values = []
@@ -156,34 +282,26 @@ def _flatten(records: list[Record]) -> tuple[dict[tuple[str, str], int], Any, li
         for name, value in metrics.items():
             key_col.append(keys.setdefault((scope, name), len(keys)))
             values.append(value)
-    return keys, key_col, values, sizes
+    return _Flat(keys, key_col, values, sizes)
 
 
 def _upsert_series(
     conn: Connection,
-    run_id: str,
-    names: list[tuple[str, str]],
+    names: list[tuple[str, str, str]],
+    existing: dict[str, dict[tuple[str, str], Any]],
     key: np.ndarray,
     step: np.ndarray,
     wall: np.ndarray,
     seq: np.ndarray,
     value: np.ndarray,
-    max_series: int,
 ) -> tuple[np.ndarray, set[int]]:
     """Create or update each touched series' running stats; (ids indexed by key, ids of
-    the series made now).
+    the series made now). `names`: (run, scope, name) of each key; `existing`: the runs'
+    series rows.
 
     New series are inserted in one statement and their ids read back in one more: a post
-    that brings thousands of new names costs two statements, not one per name. A post that
-    would take the run past `max_series` names is refused whole.
+    that brings thousands of new names costs two statements, not one per name.
     """
-    existing = {(r.scope, r.name): r for r in conn.execute(select(series).where(series.c.run_id == run_id))}
-    new_names = [n for n in names if n not in existing]
-    if len(existing) + len(new_names) > max_series:
-        raise Invalid(
-            f"run {run_id!r} has {len(existing)} series and this post adds {len(new_names)} new names: "
-            f"over the limit of {max_series} a run (FITWATCH_MAX_SERIES_PER_RUN); nothing of the post was stored"
-        )
     starts = group_starts(key)
     ends = np.append(starts[1:], len(key)) - 1
     ids = np.zeros(len(names), np.int64)
@@ -201,9 +319,9 @@ def _upsert_series(
             "min_value": float(finite.min()) if len(finite) else None,
             "max_value": float(finite.max()) if len(finite) else None,
         }
-        old = existing.get(names[k])
+        run_id, scope, name = names[k]
+        old = existing.get(run_id, {}).get((scope, name))
         if old is None:
-            scope, name = names[k]
             inserts.append({"run_id": run_id, "scope": scope, "name": name, **new})
             continue
         ids[k] = old.id
@@ -217,17 +335,17 @@ def _upsert_series(
         new["min_value"] = _pick(min, old.min_value, new["min_value"])
         new["max_value"] = _pick(max, old.max_value, new["max_value"])
         updates.append({"sid": old.id, **new})
+    made: set[int] = set()
     if inserts:
-        conn.execute(insert(series), inserts)
-        created = select(series.c.id, series.c.scope, series.c.name).where(series.c.run_id == run_id)
-        new_ids = {(r.scope, r.name): r.id for r in conn.execute(created)}
-        for k, name in enumerate(names):
-            if name not in existing:
-                ids[k] = new_ids[name]
+        conn.execute(NEW_SERIES, inserts)
+        now_existing = _series_of(conn, sorted({row["run_id"] for row in inserts}))
+        for k, (run_id, scope, name) in enumerate(names):
+            if ids[k] == 0:
+                ids[k] = now_existing[run_id][(scope, name)].id
+                made.add(int(ids[k]))
     if updates:
-        stmt = update(series).where(series.c.id == bindparam("sid"))
-        conn.execute(stmt, updates)
-    return ids, {new_ids[name] for name in new_names} if inserts else set()
+        conn.execute(SERIES_STATS, updates)
+    return ids, made
 
 
 def _pick(fn, a: float | None, b: float | None) -> float | None:

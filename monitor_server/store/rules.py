@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from ..errors import NotFound
 from ..rules import FiringPublic, RuleCreate, RulePublic, describe, judge
@@ -132,15 +132,6 @@ def record_notification(conn: Connection, rule_id: int, now: float, error: str |
     else:
         values = {"notify_error": error[:2000], "notify_error_at": now}
     conn.execute(update(rules).where(rules.c.id == rule_id).values(**values))
-
-
-def watching(conn: Connection, run: Any) -> list[Any]:
-    """The rules whose scope takes in `run`: one small query a post."""
-    query = select(rules).where(
-        or_(rules.c.run_id.is_(None), rules.c.run_id == run.id),
-        or_(rules.c.project.is_(None), rules.c.project == run.project),
-    )
-    return list(conn.execute(query))
 
 
 def watched_series(watched: list[Any]) -> set[tuple[str, str]]:

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
 
 from ..errors import NotFound
 from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
@@ -61,16 +61,29 @@ def create_run(conn: Connection, body: RunCreate, now: float) -> tuple[Any, bool
     return get_run_row(conn, run_id), created
 
 
+# Built once: every log post runs these, and building a statement costs more than running it.
+RUN = select(runs).where(runs.c.id == bindparam("run_id"))
+RUN_LOCKED = RUN.with_for_update()
+RUNS = select(runs).where(runs.c.id.in_(bindparam("ids", expanding=True))).order_by(runs.c.id)
+RUNS_LOCKED = RUNS.with_for_update()
+TOUCH = update(runs).where(runs.c.id == bindparam("run_id")).values(last_seen=bindparam("now"))
+
+
 def get_run_row(conn: Connection, run_id: str, lock: bool = False) -> Any:
     """The run's row; `lock` holds it for the transaction on PostgreSQL (SQLite's
     write transactions are already exclusive)."""
-    query = select(runs).where(runs.c.id == run_id)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = RUN_LOCKED if lock and conn.dialect.name == "postgresql" else RUN
+    row = conn.execute(query, {"run_id": run_id}).first()
     if row is None:
         raise NotFound(f"run {run_id!r} not found")
     return row
+
+
+def lock_runs(conn: Connection, run_ids: list[str]) -> dict[str, Any]:
+    """The rows of those of `run_ids` that exist, held for the transaction on PostgreSQL
+    (locked in id order, so transactions that lock several runs never deadlock)."""
+    query = RUNS_LOCKED if conn.dialect.name == "postgresql" else RUNS
+    return {row.id: row for row in conn.execute(query, {"ids": sorted(set(run_ids))})}
 
 
 def latest_epoch_values(conn: Connection, run_ids: list[str]) -> dict[str, dict[str, float]]:
@@ -145,7 +158,7 @@ def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None
 
 def touch(conn: Connection, run_id: str, now: float) -> None:
     """Record contact from the run's process."""
-    conn.execute(update(runs).where(runs.c.id == run_id).values(last_seen=now))
+    conn.execute(TOUCH, {"run_id": run_id, "now": now})
 
 
 def delete_run(conn: Connection, run_id: str) -> None:

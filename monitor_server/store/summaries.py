@@ -44,20 +44,21 @@ def extremes(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.ndarray) -> list[tuple]:
     """Summary rows of every level, as tuples in column order, for points sorted by
-    (series, step)."""
-    rows: list[tuple] = []
-    for level, size in LEVELS.items():
-        block = step // size
-        starts = group_starts(sid, block)
-        imin, imax, has_finite, counts = extremes(value, starts)
-        columns = [sid[starts], np.full(len(starts), level), block[starts], counts]
-        for at in (imin, imax):
-            for array in (value, step, wall):
-                column = array[at].astype(object)
-                column[~has_finite] = None  # no finite value in the block
-                columns.append(column)
-        rows.extend(zip(*(c.tolist() for c in columns)))
-    return rows
+    (series, step). All levels are grouped in one pass: a post's few points per series
+    would otherwise pay NumPy's per-call cost once a level."""
+    sizes = np.array(list(LEVELS.values()))
+    level = np.repeat(np.array(list(LEVELS)), len(step))
+    block = (step[None, :] // sizes[:, None]).ravel()
+    sid, step, wall, value = (np.tile(a, len(sizes)) for a in (sid, step, wall, value))
+    starts = group_starts(level, sid, block)
+    imin, imax, has_finite, counts = extremes(value, starts)
+    columns = [sid[starts], level[starts], block[starts], counts]
+    for at in (imin, imax):
+        for array in (value, step, wall):
+            column = array[at].astype(object)
+            column[~has_finite] = None  # no finite value in the block
+            columns.append(column)
+    return list(zip(*(c.tolist() for c in columns)))
 
 
 COLUMNS = ", ".join(c.name for c in summaries.columns)
