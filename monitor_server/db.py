@@ -91,8 +91,8 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
-# One lock per SQLite engine: its writers queue on it in arrival order, blocked, instead of
-# polling for the file lock in SQLite's busy handler, whose sleeps (up to 100 ms each) let
+# One lock per SQLite engine: its writers wait on it, blocked and woken as it frees, instead
+# of polling for the file lock in SQLite's busy handler, whose sleeps (up to 100 ms each) let
 # some writers in first again and again while others wait seconds.
 _SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
 

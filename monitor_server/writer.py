@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from .config import Settings
 from .db import writing
 from .schemas import CommandPublic
 from .store.commands import deliver_many
@@ -48,7 +49,7 @@ class _Job:
 class LogWriter:
     """Stores posts on its own thread; `submit` answers with a future."""
 
-    def __init__(self, engine: Engine, settings: Any) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine, self._settings = engine, settings
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._later: deque[_Job] = deque()  # put off to the next batch: their run was in this one

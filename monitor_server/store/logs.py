@@ -8,7 +8,7 @@ run cannot interleave between the duplicate check and the insert, and two replic
 deadlock. What can refuse a post (no such run, too many series) is checked before anything
 is written: a refused post leaves no trace and does not fail the others.
 
-The seqs stored are kept as ranges (`received`); points go into their series' chunks
+The seqs stored are kept as ranges (`store.received`); points go into their series' chunks
 (`store.chunks`), a row per series, and the series' running stats and summaries are
 merged in the same pass. The rules watching a run are judged on its new points in the
 same transaction (see `store.rules`).
@@ -22,19 +22,18 @@ from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
+from ..config import Settings
 from ..downsample import group_starts
 from ..errors import Invalid, NotFound
 from ..records import Record
-from ..tables import received, rules, series
+from ..tables import rules, series
 from . import chunks as chunk_store
+from . import received as received_store
 from . import rules as rule_store
 from .runs import TOUCH, lock_runs, was_stale
-from .sql import bulk_insert
 from .summaries import block_rows, merge_blocks
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -59,27 +58,12 @@ class _Storing:
 
     index: int  # of the post in the batch
     run: Any
-    fresh_seqs: np.ndarray
-    known: list[tuple[int, int]]
+    fresh: received_store.Fresh
     result: IngestResult
     flat: _Flat
 
 
 # The statements every post runs, built once (building one costs more than running it).
-RANGES = (
-    select(received.c.first_seq, received.c.last_seq)
-    .where(
-        received.c.run_id == bindparam("run_id"),
-        received.c.first_seq <= bindparam("hi"),
-        received.c.last_seq >= bindparam("lo"),
-    )
-    .order_by(received.c.first_seq)
-)
-# The received ranges are disjoint, so those starting between the first and the last
-# range a post touches are exactly the ones it touches.
-DROP_RANGES = delete(received).where(
-    received.c.run_id == bindparam("run_id"), received.c.first_seq.between(bindparam("lo"), bindparam("hi"))
-)
 SERIES_OF_RUNS = select(series).where(series.c.run_id.in_(bindparam("run_ids", expanding=True)))
 NEW_SERIES = insert(series)
 SERIES_STATS = update(series).where(series.c.id == bindparam("sid"))
@@ -88,7 +72,7 @@ RULES_OF_RUNS = select(rules).where(
 )
 
 
-def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Any) -> IngestResult:
+def ingest(conn: Connection, run_id: str, records: list[Record], now: float, settings: Settings) -> IngestResult:
     """Store one post: what `ingest_many` stored, or its refusal raised."""
     (out,) = ingest_many(conn, [Post(run_id, records)], now, settings)
     if isinstance(out, Exception):
@@ -96,7 +80,7 @@ def ingest(conn: Connection, run_id: str, records: list[Record], now: float, set
     return out
 
 
-def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Any) -> list[IngestResult | Exception]:
+def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Settings) -> list[IngestResult | Exception]:
     """Store the records not stored before of posts to distinct runs, and judge the rules
     on them; per post, what was stored or why nothing of it was (`NotFound`, `Invalid`)."""
     found = lock_runs(conn, [p.run_id for p in posts])
@@ -107,11 +91,13 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Any) 
         if run is None:
             out.append(NotFound(f"run {post.run_id!r} not found"))
             continue
-        fresh, fresh_seqs, known = _fresh(conn, run.id, post.records)
-        result = IngestResult(fresh, len(post.records) - len(fresh), was_stale(run, settings.stale_after, now))
+        fresh = received_store.fresh(conn, run.id, post.records)
+        result = IngestResult(
+            fresh.records, len(post.records) - len(fresh.records), was_stale(run, settings.stale_after, now)
+        )
         out.append(result)
-        if fresh:
-            storing.append(_Storing(len(out) - 1, run, fresh_seqs, known, result, _flatten(fresh)))
+        if fresh.records:
+            storing.append(_Storing(len(out) - 1, run, fresh, result, _flatten(fresh.records)))
     existing = _series_of(conn, [s.run.id for s in storing])
     for s in storing:
         refusal = _over_limit(s, existing.get(s.run.id, {}), settings.max_series_per_run)
@@ -119,7 +105,7 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Any) 
             out[s.index] = refusal
     storing = [s for s in storing if out[s.index] is s.result]
     if storing:
-        _record_seqs(conn, storing)
+        received_store.record(conn, [(s.run.id, s.fresh) for s in storing])
         watched = _watching(conn, [s.run for s in storing])
         points = _store_points(conn, storing, existing, watched)
         for s in storing:
@@ -131,53 +117,6 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Any) 
     if touched:
         conn.execute(TOUCH, touched)
     return out
-
-
-def _ranges(conn: Connection, run_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
-    """The run's received seq ranges that meet or touch [lo, hi], in order."""
-    lo, hi = max(lo - 1, INT64_MIN), min(hi + 1, INT64_MAX)
-    return [tuple(row) for row in conn.execute(RANGES, {"run_id": run_id, "lo": lo, "hi": hi})]
-
-
-def _fresh(
-    conn: Connection, run_id: str, records: list[Record]
-) -> tuple[list[Record], np.ndarray, list[tuple[int, int]]]:
-    """(the records whose seq this run has not stored yet, first occurrence only; their
-    seqs, sorted; the received ranges that meet or touch the batch's seqs)."""
-    if not records:
-        return [], np.empty(0, np.int64), []
-    seqs = np.array([r.seq for r in records], np.int64)
-    known = _ranges(conn, run_id, int(seqs.min()), int(seqs.max()))
-    ranges = np.array(known, np.int64).reshape(-1, 2)
-    at = np.searchsorted(ranges[:, 0], seqs, side="right") - 1
-    seen = (at >= 0) & (seqs <= ranges[np.maximum(at, 0), 1]) if len(ranges) else np.zeros(len(seqs), bool)
-    unseen = np.flatnonzero(~seen)
-    fresh_seqs, first = np.unique(seqs[unseen], return_index=True)
-    return [records[i] for i in np.sort(unseen[first]).tolist()], fresh_seqs, known
-
-
-def _record_seqs(conn: Connection, storing: list[_Storing]) -> None:
-    """Add each post's fresh seqs to its run's received ranges, merged with those they
-    touch (found among `known`, read by `_fresh`): the ledger grows by a row per gap, not
-    per record."""
-    drops, rows = [], []
-    for s in storing:
-        seqs, known = s.fresh_seqs, s.known
-        breaks = np.flatnonzero(np.diff(seqs) != 1)
-        new = list(zip(seqs[np.append(0, breaks + 1)].tolist(), seqs[np.append(breaks, len(seqs) - 1)].tolist()))
-        touching = [(first, last) for first, last in known if last >= new[0][0] - 1 and first <= new[-1][1] + 1]
-        merged: list[list[int]] = []
-        for first, last in sorted(new + touching):
-            if merged and first <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], last)
-            else:
-                merged.append([first, last])
-        if touching:
-            drops.append({"run_id": s.run.id, "lo": touching[0][0], "hi": touching[-1][0]})
-        rows.extend((s.run.id, first, last) for first, last in merged)
-    if drops:
-        conn.execute(DROP_RANGES, drops)
-    bulk_insert(conn, received, rows)
 
 
 def _series_of(conn: Connection, run_ids: list[str]) -> dict[str, dict[tuple[str, str], Any]]:
@@ -220,14 +159,17 @@ def _store_points(
     columns: list[list[np.ndarray]] = [[] for _ in range(5)]  # key, step, seq, epoch, wall
     values: list[Any] = []
     for s in storing:
-        flat, records = s.flat, s.result.accepted
-        sizes = np.array(flat.sizes)
+        flat, records = s.flat, s.fresh.records
+        # Per-record columns, repeated once for each metric of the record.
+        per_record = (
+            np.array([r.step for r in records], np.int64),
+            np.array([r.seq for r in records], np.int64),
+            np.array([-1 if r.epoch is None else r.epoch for r in records], np.int64),
+            np.array([r.wall_time for r in records], np.float64),
+        )
         columns[0].append(np.asarray(flat.key_col, np.int64) + len(names))
-        for column, attr in zip(columns[1:], ("step", "seq", "epoch", "wall_time")):
-            fill = [getattr(r, attr) for r in records]
-            if attr == "epoch":
-                fill = [-1 if e is None else e for e in fill]
-            column.append(np.repeat(np.array(fill, np.float64 if attr == "wall_time" else np.int64), sizes))
+        for column, array in zip(columns[1:], per_record):
+            column.append(np.repeat(array, flat.sizes))
         names.extend((s.run.id, scope, name) for scope, name in flat.keys)
         values.extend(flat.values)
     if not values:
