@@ -1,7 +1,8 @@
 """Log ingest: the hot path of the server.
 
 The body is decoded and checked in one pass straight from bytes (`records`), and stored by
-the log writer (`writer`), which stores many posts a transaction.
+the log writer (`writer`), which stores many posts a transaction; a big body is stored in
+parts, each announced on the streams as it is committed.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
 
 from ..access import Ingester
+from ..config import Settings
 from ..db import reading
 from ..errors import Invalid
-from ..events import run_topic
+from ..events import EventBus, run_topic
 from ..records import Record, decode_log_body
 from ..schemas import LogResult, RunPublic, encode_float
 from ..store.logs import Post
 from ..store.runs import read_run
+from ..webhooks import Webhooks
+from ..writer import Stored, slices
 from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, WebhooksDep, WriterDep
 from .rules import announce_fired
@@ -66,16 +71,30 @@ async def post_logs(
     training has not acknowledged yet."""
     body = await request.body()
 
-    def decode() -> list[Record]:
+    def decode() -> tuple[list[list[Record]], set[tuple[str, str]] | None]:
         records = decode_log_body(body)
         if len(records) > settings.max_records:
             raise Invalid(f"at most {settings.max_records} records a request, got {len(records)}")
-        return records
+        return slices(records)
 
     # A small body decodes faster than a hop to the thread pool and back, which under load
     # waits its turn for the interpreter lock; a large one must not hold up the event loop.
-    records = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
-    stored = await asyncio.wrap_future(writer.submit(Post(run_id, records)))
+    parts, cap_names = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
+    accepted = duplicates = 0
+    for i, part in enumerate(parts):  # each part stored and announced before the next is sent
+        post = Post(run_id, part, cap_names if i == 0 else ())
+        stored = await asyncio.wrap_future(writer.submit(post))
+        await _announce(stored, run_id, bus, webhooks, engine, settings)
+        accepted += len(stored.result.accepted)
+        duplicates += stored.result.duplicates
+    return LogResult(accepted=accepted, duplicates=duplicates, commands=stored.commands)
+
+
+async def _announce(
+    stored: Stored, run_id: str, bus: EventBus, webhooks: Webhooks, engine: Engine, settings: Settings
+) -> None:
+    """Tell the streams and webhooks what a stored post brought: points, firings, commands
+    handed over, a run back from stale."""
     result = stored.result
     topic = run_topic(run_id)
     if result.accepted and bus.has_subscribers(topic):
@@ -90,4 +109,3 @@ async def post_logs(
                 return read_run(conn, run_id, settings.stale_after)
 
         announce(bus, await run_in_threadpool(revived))
-    return LogResult(accepted=len(result.accepted), duplicates=result.duplicates, commands=stored.commands)

@@ -9,6 +9,7 @@ import threading
 import msgspec
 import pytest
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
 from monitor_server import writer as writer_module
 from monitor_server.errors import Invalid, NotFound
@@ -103,3 +104,94 @@ def test_a_post_that_fails_is_found_and_the_others_of_its_batch_are_stored(serve
         futures["bad"].result()
     assert points(api, "a") == points(api, "c") == list(range(8))
     assert api.get("/api/v1/runs/bad/series").json() == []
+
+
+def wide_records(n: int, start: int = 0) -> list[dict]:
+    """Records that each bring two new names, as a per-sample logging bug logs."""
+    return [
+        {"seq": i, "scope": "batch", "step": i, "wall_time": 1.0 + i, "metrics": {f"x{i}": i, f"y{i}": -i}}
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """The run ids and record counts of every batch the writers store, in order."""
+    seen: list[list[tuple[str, int]]] = []
+    real = writer_module.ingest_many
+
+    def spy(conn, posts, now, settings):
+        seen.append([(post.run_id, len(post.records)) for post in posts])
+        return real(conn, posts, now, settings)
+
+    monkeypatch.setattr(writer_module, "ingest_many", spy)
+    return seen
+
+
+def test_a_big_post_is_stored_in_parts_and_other_runs_are_stored_between_them(start_server, batches):
+    """4,000 new names would hold the writer, and every run's post behind it, for the whole
+    post: it goes in parts of bounded cost, and a post that came meanwhile is stored before
+    the post's last part."""
+    server = start_server()
+    writer = server.app.state.writer
+    small: list = []
+
+    def first_part_stored(conn):  # another run's post arrives while the big one is stored
+        if threading.current_thread().name == "fitwatch-log-writer" and not small:
+            small.append(writer.submit(Post("small", records(5))))
+
+    with server.client() as api:
+        create_run(api, "wide")
+        create_run(api, "small")
+        event.listen(server.app.state.engine, "commit", first_part_stored)
+        try:
+            response = post_logs(api, "wide", wide_records(2000))
+        finally:
+            event.remove(server.app.state.engine, "commit", first_part_stored)
+        assert response.json() == {"accepted": 2000, "duplicates": 0, "commands": []}
+        assert len(api.get("/api/v1/runs/wide/series").json()) == 4000
+        assert len(small[0].result().result.accepted) == 5
+
+    wide = [k for k, batch in enumerate(batches) if any(run_id == "wide" for run_id, _ in batch)]
+    parts = [n for batch in batches for run_id, n in batch if run_id == "wide"]
+    assert len(parts) >= 3 and sum(parts) == 2000  # in order, each record once
+    most = writer_module.SLICE_COST // (1 + 2 * writer_module.NAME_COST)  # a part's cost bounds its records
+    assert max(parts) <= most + 1, parts
+    [stored_small] = [k for k, batch in enumerate(batches) if ("small", 5) in batch]
+    assert stored_small < wide[-1]
+
+
+def test_a_big_post_past_the_series_limit_is_refused_whole_by_its_first_part(start_server, batches):
+    """Each part alone fits under the limit; the first part is judged with all the names."""
+    server = start_server(max_series_per_run=3000)
+    with server.client() as api:
+        create_run(api, "r")
+        response = post_logs(api, "r", wide_records(2000))
+        assert response.status_code == 422
+        assert "has 0 series and this post adds 4000 new names" in response.json()["detail"]
+        assert api.get("/api/v1/runs/r/series").json() == []
+    assert [run_id for batch in batches for run_id, _ in batch] == ["r"]  # no later part was sent
+
+
+def test_a_big_post_retried_after_a_part_failed_stores_each_record_once(start_server, monkeypatch):
+    server = start_server()
+    real = writer_module.ingest_many
+    calls = [0]
+
+    def second_part_fails_once(conn, posts, now, settings):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise OperationalError("INSERT", {}, Exception("the disk is full"))
+        return real(conn, posts, now, settings)
+
+    monkeypatch.setattr(writer_module, "ingest_many", second_part_fails_once)
+    with server.client() as api:
+        create_run(api, "r")
+        body = wide_records(2000)
+        assert post_logs(api, "r", body).status_code == 503
+        stored = len(api.get("/api/v1/runs/r/series").json()) // 2
+        assert 0 < stored < 2000  # the first part was committed
+        again = post_logs(api, "r", body).json()
+        assert (again["accepted"], again["duplicates"]) == (2000 - stored, stored)
+        counts = {s["name"]: s["count"] for s in api.get("/api/v1/runs/r/series").json()}
+        assert len(counts) == 4000 and set(counts.values()) == {1}
