@@ -10,6 +10,7 @@ for its acknowledgement does not turn the long-poll into a busy loop.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,10 @@ import httpx
 
 from .transport import Rejected, Retry, request
 
-WAIT = 10.0  # seconds a poll waits on the server for a command (its limit is 30)
+# Seconds a poll waits on the server for a command (its limit is 30), less a random part
+# of up to a quarter: trainings started together, as a sweep starts them, would otherwise
+# poll in step, all their polls reaching the server at once every WAIT seconds.
+WAIT = 10.0
 BACKOFF_CAP = 30.0
 
 
@@ -51,13 +55,14 @@ class Poller(threading.Thread):
         http = self.connect()
         try:
             while not self.stopped.is_set():
+                wait = WAIT * random.uniform(0.75, 1.0)
                 try:
                     response = request(
                         http,
                         "GET",
                         f"/api/v1/runs/{self.run_id}/commands",
-                        params={"status": "pending", "wait": WAIT},
-                        timeout=http.timeout.read + WAIT,
+                        params={"status": "pending", "wait": round(wait, 3)},
+                        timeout=http.timeout.read + wait,
                     )
                 except Rejected:  # the run was deleted
                     self.stopped.wait(self.interval)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -57,6 +59,15 @@ ERROR_RESPONSES = {
 SWITCH_INTERVAL_S = 0.0005
 
 
+@functools.cache
+def _out_of_collector_sight() -> None:
+    """Once a process: what exists when the first app has started (modules, tables, built
+    statements, the engine) lives as long as the process, so the cycle collector stops
+    scanning it. Its full collections, every few seconds under load with every thread
+    stopped, took 115-150 ms each (bench/load.py, 100 runs), 25-45 ms once frozen."""
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A server for `settings` (default: the `FITWATCH_*` environment). The database is
     opened and migrated when the app starts, not when it is built."""
@@ -72,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks.start(engine)
         app.state.writer = LogWriter(engine, settings)
         app.state.writer.start()
+        _out_of_collector_sight()
         watcher = asyncio.create_task(stale.watch(app))
         restore_signals = close_streams_on_stop(app.state.bus)
         try:

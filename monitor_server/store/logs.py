@@ -100,12 +100,15 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
     found = lock_runs(conn, [p.run_id for p in posts])
     out: list[IngestResult | Exception] = []
     storing: list[_Storing] = []
+    known = [post for post in posts if post.run_id in found]
+    checked = received_store.fresh(conn, [(post.run_id, post.records) for post in known])
+    fresh_of = {post.run_id: fresh for post, fresh in zip(known, checked)}
     for post in posts:
         run = found.get(post.run_id)
         if run is None:
             out.append(NotFound(f"run {post.run_id!r} not found"))
             continue
-        fresh = received_store.fresh(conn, run.id, post.records)
+        fresh = fresh_of[run.id]
         result = IngestResult(
             fresh.records, len(post.records) - len(fresh.records), was_stale(run, settings.stale_after, now)
         )

@@ -4,6 +4,7 @@ exactly once, at a batch edge, acknowledged with what happened."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 import keras
 import pytest
@@ -246,3 +247,26 @@ def test_a_cancel_that_comes_after_the_command_was_applied_leaves_it_applied(ser
         assert client.flush(10)
     [stored] = commands(api, client.run_id)
     assert (stored["status"], stored["step"], stored["message"]) == ("applied", 4, "learning rate 0.01 -> 0.5")
+
+
+def test_trainings_started_together_do_not_poll_in_step(server, spool_dir, monkeypatch):
+    """Each poll waits a little less than WAIT by a random part: a sweep's trainings, started
+    at once, would otherwise bring all their polls to the server at the same moment."""
+    from client_callbacks import MonitorClient, poller, transport
+
+    waits = []
+
+    def observed(*args, **kwargs):
+        client = transport.http_client(*args, **kwargs)
+        client.event_hooks["request"].append(
+            lambda r: waits.append(float(r.url.params["wait"])) if r.url.path.endswith("/commands") else None
+        )
+        return client
+
+    monkeypatch.setattr("client_callbacks.client.http_client", observed)
+    with ExitStack() as trainings:
+        for _ in range(6):
+            trainings.enter_context(MonitorClient(url=server.url, spool_dir=spool_dir, poll_interval=0.05))
+        wait_for(lambda: len(waits) >= 6, what="a poll of each training")
+    assert all(0.75 * poller.WAIT <= w <= poller.WAIT for w in waits), waits
+    assert len(set(waits)) > 1, waits

@@ -62,10 +62,21 @@ def test_posts_waiting_together_share_one_transaction_and_are_each_answered(serv
     unknown = writer.submit(Post("nobody", records(5)))
     capped = writer.submit(Post("capped", records(5, metrics=("a", "b", "c", "d"))))
     again = writer.submit(Post("r0", records(30)))  # the same run: stored after the first, not with it
-    writer.start()
-    writer.stop()
+    ledger_reads = []
+
+    def on_execute(_conn, _cursor, statement, *_):
+        if statement.lstrip().startswith("SELECT") and "FROM received" in statement:
+            ledger_reads.append(statement)
+
+    event.listen(server.app.state.engine, "before_cursor_execute", on_execute)
+    try:
+        writer.start()
+        writer.stop()
+    finally:
+        event.remove(server.app.state.engine, "before_cursor_execute", on_execute)
 
     assert commits[0] == 2  # one for the twelve posts of distinct runs, one for r0's second
+    assert len(ledger_reads) == 2  # the duplicate check: one query a batch, not one a post
     for i, future in enumerate(futures):
         stored = future.result()
         assert (len(stored.result.accepted), stored.result.duplicates) == (20 + i, 0)
