@@ -223,7 +223,7 @@ class _Flat(NamedTuple):
     keys: dict[tuple[str, str], int]  # series key (scope, name) -> index
     key_col: Any  # key index of each point
     values: list[Any]
-    sizes: list[int]  # metrics per record
+    sizes: int | list[int]  # metrics per record: one number when every record has as many
 
 
 def _flatten(records: list[Record]) -> _Flat:
@@ -233,7 +233,7 @@ def _flatten(records: list[Record]) -> _Flat:
     if all(r.scope == scope and tuple(r.metrics) == names for r in records):
         keys = {(scope, name): k for k, name in enumerate(names)}
         values = list(chain.from_iterable(r.metrics.values() for r in records))
-        return _Flat(keys, np.tile(np.arange(len(names)), len(records)), values, [len(names)] * len(records))
+        return _Flat(keys, np.tile(np.arange(len(names)), len(records)), values, len(names))
     keys: dict[tuple[str, str], int] = {}
     key_col: list[int] = []
     values = []
