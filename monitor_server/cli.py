@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .schemas import SCOPES
+
     parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format", choices=["csv", "jsonl"], default="csv", help="default csv (Keras CSVLogger layout)"
     )
-    export.add_argument("--scope", choices=["batch", "epoch", "eval"], help="records of one scope (csv: default epoch)")
+    export.add_argument("--scope", choices=SCOPES, help="records of one scope (csv: default epoch)")
     export.add_argument("-o", "--output", help="file to write (default: standard output)")
     export.add_argument("--url", help="server (FITWATCH_URL, default http://127.0.0.1:8000)")
     export.add_argument("--token", help="bearer token (FITWATCH_TOKEN)")

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from .errors import Invalid
-from .schemas import MAX_INT64, LogBatch
+from .schemas import MAX_INT64, LogBatch, Scope
 
 # Text the database keeps cannot hold NUL, which JSON can only spell as this escape: a body
 # that has it is left to pydantic's pattern check.
@@ -31,7 +31,7 @@ class Record(msgspec.Struct, forbid_unknown_fields=True):
     """One step of one scope: the metric values a training logged there."""
 
     seq: Step
-    scope: Literal["batch", "epoch", "eval"]
+    scope: Scope
     step: Step
     wall_time: float  # msgspec refuses numbers past float's range, and JSON has no NaN
     metrics: Annotated[dict[Name, Value], msgspec.Meta(max_length=1000)]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import Connection
 
-from .schemas import RunPublic, SeriesInfo, encode_float
+from .schemas import SCOPES, RunPublic, SeriesInfo, encode_float
 from .store.export import records
 from .store.runs import read_run
 from .store.series import list_series, read_series
@@ -28,7 +28,7 @@ NONFINITE = "#d62728"
 def _groups(series: list[SeriesInfo]) -> dict[str, list[SeriesInfo]]:
     groups: dict[str, list[SeriesInfo]] = {}
     has_batch_lr = any(s.scope == "batch" and s.name == "lr" for s in series)
-    for s in sorted(series, key=lambda s: ({"batch": 0, "epoch": 1, "eval": 2}[s.scope], s.name == "lr", s.name)):
+    for s in sorted(series, key=lambda s: (SCOPES.index(s.scope), s.name == "lr", s.name)):
         if s.scope == "eval":
             continue  # values, not curves: see _evaluations
         if s.name == "lr":

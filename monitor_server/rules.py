@@ -35,7 +35,7 @@ class Strict(BaseModel):
 
 
 class Watch(Strict):
-    scope: Scope = Field("epoch", description="the series' scope: `batch`, `epoch` or `eval`")
+    scope: Scope = Field("epoch", description="the series' scope: `batch`, `epoch`, `eval` or `system`")
     name: Name = Field(description="the series, e.g. `val_loss`")
 
 

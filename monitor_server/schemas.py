@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, get_args
 
 from pydantic import (
     AfterValidator,
@@ -35,7 +35,10 @@ MAX_INT64 = 2**63 - 1
 
 RunStatus = Literal["running", "paused", "finished", "stopped", "failed", "interrupted"]
 LIVE = ("running", "paused")  # a process is training it
-Scope = Literal["batch", "epoch", "eval"]
+# Where a record comes from: training batches, epochs, `evaluate()` calls, or the samples
+# of the process and machine (CPU, memory, GPUs) taken beside the training.
+Scope = Literal["batch", "epoch", "eval", "system"]
+SCOPES: tuple[str, ...] = get_args(Scope)
 CommandType = Literal["stop_training", "set_lr", "set_param", "pause", "resume", "checkpoint", "action"]
 CommandStatus = Literal["pending", "delivered", "applied", "failed", "cancelled"]
 

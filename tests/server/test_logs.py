@@ -348,3 +348,16 @@ def test_points_are_kept_in_chunks_and_seqs_in_ranges(server, api):
     series = api.get("/api/v1/runs/r/series/batch/b", params={"max_points": 10**4}).json()
     assert series["steps"] == [*range(3050), *range(4000, 4010), *range(5000, 10000)]
     assert series["values"] == [-s for s in series["steps"]]
+
+
+def test_samples_of_the_process_and_machine_are_a_scope_of_their_own(api):
+    create_run(api, "r")
+    samples = [
+        {"seq": i, "scope": "system", "step": i, "wall_time": 100.0 + 10 * i, "metrics": {"cpu_percent": 50.0 + i}}
+        for i in range(3)
+    ]
+    assert post_logs(api, "r", samples).json()["accepted"] == 3
+    [info] = api.get("/api/v1/runs/r/series").json()
+    assert (info["scope"], info["name"], info["count"]) == ("system", "cpu_percent", 3)
+    body = api.get("/api/v1/runs/r/series/system/cpu_percent").json()
+    assert (body["steps"], body["values"]) == ([0, 1, 2], [50.0, 51.0, 52.0])
