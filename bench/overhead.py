@@ -7,8 +7,9 @@ round, and prints the median of the (logger / bare) ratios, so that the machine'
 threads) cancel out:
 
 - RemoteCallback logging every batch (and, for comparison, the same with `async_safe`
-  off, which makes Keras call the batch hooks on the training thread; and with a knob
-  and an action registered for steering);
+  off, which makes Keras call the batch hooks on the training thread; with a knob and an
+  action registered for steering; and with system samples every 0.5 s, twenty times the
+  default rate);
 - the stock keras.callbacks.RemoteMonitor (it posts once an epoch);
 - a naive callback doing a synchronous POST every batch;
 - TensorBoard(update_freq="batch") (needs `pip install tensorboard` in the bench env).
@@ -137,6 +138,9 @@ def main() -> None:
     with fitwatch_server(f"sqlite:///{workdir / 'fitwatch.db'}") as (url, _, _):
         variants = {
             "RemoteCallback": lambda: [RemoteCallback(url=url, spool_dir=spool, run_name="bench")],
+            "RemoteCallback, system sampled every 0.5 s": lambda: [
+                RemoteCallback(url=url, spool_dir=spool, run_name="bench-system", system_interval=0.5)
+            ],
             "RemoteCallback, async_safe off": lambda: [Blocking(url=url, spool_dir=spool, run_name="bench")],
             "RemoteCallback, a knob and an action": lambda: [
                 RemoteCallback(

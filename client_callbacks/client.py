@@ -25,10 +25,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Self
 
+from .context import run_context
 from .inbox import Inbox
 from .poller import Poller
 from .sender import Sender
 from .spool import SpoolFile, acked_in, default_dir, leftovers, normalize_url
+from .system import SystemSampler
 from .transport import http_client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -63,6 +65,8 @@ class MonitorClient:
         spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
             `~/.cache/fitwatch/spool`.
         timeout: seconds an HTTP request may take.
+        system_interval: seconds between samples of the process and machine (CPU, memory,
+            GPUs) in the `system` scope; None turns sampling off.
 
     Example:
 
@@ -86,6 +90,7 @@ class MonitorClient:
         flush_timeout: float = 10.0,
         spool_dir: str | os.PathLike | None = None,
         timeout: float = 10.0,
+        system_interval: float | None = 10.0,
     ) -> None:
         self.url = normalize_url(url or os.environ.get("FITWATCH_URL") or DEFAULT_URL)
         self.run_id = run_id or uuid.uuid4().hex
@@ -98,6 +103,9 @@ class MonitorClient:
         self.flush_timeout = flush_timeout
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_dir()
         self.timeout = timeout
+        self.system_interval = system_interval
+        self._samples = itertools.count()  # the system scope's steps, across starts
+        self._sampler: SystemSampler | None = None
         self._inbox = Inbox(self.ack)
         self.writer = new_writer()
         self._seq = itertools.count(self.writer << WRITER_BITS)
@@ -109,13 +117,17 @@ class MonitorClient:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, config: dict[str, Any] | None = None, resume: bool = True) -> None:
+    def start(
+        self, config: dict[str, Any] | None = None, resume: bool = True, context: dict[str, Any] | None = None
+    ) -> None:
         """Create the run (or, with `resume`, set an ended one running again) and start
         delivering; returns at once. `config` adds to the run's config; the config given
-        to the constructor wins where both have a key."""
+        to the constructor wins where both have a key. The config's `context` says where
+        the run ran (`context.run_context()`, plus `context`)."""
         if self._sender is not None:
             return
-        body = {"id": self.run_id, "project": self.project, "config": {**(config or {}), **self.config}}
+        config = {"context": {**run_context(), **(context or {})}, **(config or {}), **self.config}
+        body = {"id": self.run_id, "project": self.project, "config": config}
         if self.run_name:
             body["name"] = self.run_name
         self._queue.appendleft({"op": "create", "body": body, "resume": resume})
@@ -139,6 +151,12 @@ class MonitorClient:
         self._sender.start()
         if self.poll_interval > 0:
             self._start_poller(self.poll_interval)
+        if self.system_interval is not None:
+            self._sampler = SystemSampler(self._log_sample, self.system_interval)
+            self._sampler.start()
+
+    def _log_sample(self, sample: dict[str, float]) -> None:
+        self.log("system", next(self._samples), sample)
 
     def _start_poller(self, interval: float) -> None:
         connect = functools.partial(http_client, self.url, self.token, self.timeout)
@@ -161,6 +179,10 @@ class MonitorClient:
     def close(self, timeout: float | None = None) -> Path | None:
         """Deliver for up to `timeout` s, then stop; the spool file if anything is left in it."""
         sender, self._sender = self._sender, None
+        if self._sampler is not None:  # its last sample goes with the rest
+            self._sampler.stop()
+            self._sampler.join(1.0)
+            self._sampler = None
         if self._poller is not None:
             self._poller.stop()
             self._poller = None

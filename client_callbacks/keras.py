@@ -37,7 +37,8 @@ class RemoteCallback(keras.callbacks.Callback):
         project: default `FITWATCH_PROJECT` or `default`.
         run_id: reuse an id to continue a run; a new uuid4 hex when None.
         config: hyperparameters to store with the run, beside what the callback records
-            itself (fit parameters, optimizer config, parameter count, Keras version).
+            itself (fit parameters, optimizer config, parameter count) and where the run
+            ran (`context`: host, versions, backend, devices, command line, git commit).
         token: bearer token, default `FITWATCH_TOKEN`.
         batch_frequency: log every n-th train batch (the global step's multiples of n).
         flush_interval: seconds between deliveries.
@@ -54,6 +55,8 @@ class RemoteCallback(keras.callbacks.Callback):
             what they return is the command's message.
         checkpoint_dir: where `checkpoint` commands save (`<name or step-N>.keras`),
             default `./checkpoints/<run_id>/`.
+        system_interval: seconds between samples of the process and machine (CPU,
+            memory, GPUs) in the `system` scope, taken off the training thread; None: off.
 
     Example:
 
@@ -81,6 +84,7 @@ class RemoteCallback(keras.callbacks.Callback):
         knobs: dict[str, keras.Variable] | None = None,
         actions: dict[str, Callable[[keras.Model, int], Any]] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
+        system_interval: float | None = 10.0,
     ) -> None:
         super().__init__()
         if batch_frequency < 1:
@@ -96,6 +100,7 @@ class RemoteCallback(keras.callbacks.Callback):
             poll_interval=poll_interval,
             flush_timeout=flush_timeout,
             spool_dir=spool_dir,
+            system_interval=system_interval,
         )
         self.batch_frequency = batch_frequency
         self.flush_timeout = flush_timeout
@@ -123,7 +128,7 @@ class RemoteCallback(keras.callbacks.Callback):
         self._trained = True
         if not self.client.run_name:
             self.client.run_name = self.model.name
-        self.client.start(config=self._run_config())
+        self.client.start(config=self._run_config(), context=_keras_context())
         self.steering.begin(self.model)
         self._record_lr(self._next_step)
         self._guard = RunGuard(self.client, self.model, self.flush_timeout)
@@ -177,7 +182,7 @@ class RemoteCallback(keras.callbacks.Callback):
         if self._guard is None:  # a standalone evaluate(), not validation inside fit
             if not self.client.run_name:
                 self.client.run_name = self.model.name
-            self.client.start(config=self._run_config(), resume=False)
+            self.client.start(config=self._run_config(), resume=False, context=_keras_context())
 
     def on_test_end(self, logs=None):
         if self._guard is not None:
@@ -231,8 +236,6 @@ class RemoteCallback(keras.callbacks.Callback):
         config: dict[str, Any] = {
             "fit": jsonable(self.params or {}),
             "model": self.model.name,
-            "keras": keras.version(),
-            "backend": keras.backend.backend(),
         }
         try:
             config["parameters"] = int(self.model.count_params())
@@ -244,6 +247,16 @@ class RemoteCallback(keras.callbacks.Callback):
             if isinstance(config["optimizer"].get("learning_rate"), float):
                 config["optimizer"]["learning_rate"] = current_lr(optimizer)
         return config
+
+
+def _keras_context() -> dict[str, Any]:
+    """What Keras adds to where a run ran: its backend and the devices it sees."""
+    context: dict[str, Any] = {"backend": keras.backend.backend()}
+    try:
+        context["devices"] = keras.distribution.list_devices()
+    except Exception:  # a backend without the distribution API
+        pass
+    return context
 
 
 def _calling_callbacks() -> list[keras.callbacks.Callback]:

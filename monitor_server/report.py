@@ -109,11 +109,16 @@ def _figure(conn: Connection, run_id: str, title: str, members: list[SeriesInfo]
         title={"text": html.escape(title), "font": {"size": 14}},
         height=320,
         margin={"l": 50, "r": 20, "t": 40, "b": 40},
-        xaxis_title="epoch" if all(s.scope != "batch" for s in members) else "step",
+        xaxis_title=_x_title({s.scope for s in members}),
         template="plotly_white",
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+def _x_title(scopes: set[str]) -> str:
+    """Batch steps, else system sample numbers, else epochs."""
+    return "step" if "batch" in scopes else "sample" if scopes == {"system"} else "epoch"
 
 
 def render(conn: Connection, run_id: str, stale_after: float) -> str:

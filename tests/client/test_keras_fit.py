@@ -50,7 +50,9 @@ def test_every_batch_and_epoch_arrives_once_in_order(server, api, spool_dir):
     assert config["fit"]["epochs"] == 3 and config["fit"]["steps"] == STEPS
     assert config["optimizer"]["class"] == "SGD" and config["optimizer"]["learning_rate"] == 0.01
     assert config["parameters"] == 8 * 8 + 8 + 8 * 3 + 3
-    assert config["keras"] == keras.version() and config["backend"] == "tensorflow"
+    context = config["context"]
+    assert context["packages"]["keras"] == keras.version() and context["backend"] == "tensorflow"
+    assert context["devices"] and context["argv"] and context["python"]
     assert cb.spool_file is None and not list(spool_dir.glob("*.jsonl"))
 
 

@@ -91,4 +91,4 @@ def test_jax_fit_streams_every_batch_and_applies_commands_with_batch_end_hooks_o
     lr = api.get("/api/v1/runs/jax-run/series/batch/lr").json()
     assert (lr["steps"], lr["values"]) == ([0, 5], [0.01, 0.05])
     run = api.get("/api/v1/runs/jax-run").json()
-    assert run["status"] == "stopped" and run["config"]["backend"] == "jax"
+    assert run["status"] == "stopped" and run["config"]["context"]["backend"] == "jax"

@@ -45,3 +45,15 @@ def test_export_of_unknown_run_is_404(api):
     assert_error(api.get("/api/v1/runs/nope/export.jsonl"), 404)
     create_run(api, "r")
     assert_error(api.get("/api/v1/runs/r/export.csv", params={"scope": "minute"}), 422)
+
+
+def test_the_report_draws_system_samples_against_their_sample_number(api):
+    create_run(api, "r")
+    samples = [
+        {"seq": i, "scope": "system", "step": i, "wall_time": 100.0 + i, "metrics": {"rss_mb": 500.0 + i}}
+        for i in range(3)
+    ]
+    assert post_logs(api, "r", samples).status_code == 200
+    report = api.get("/runs/r/report.html").text
+    assert "rss_mb (system)" in report
+    assert '"xaxis":{"title":{"text":"sample"}}' in report.replace(" ", "")

@@ -1,7 +1,7 @@
 // Plotly charts: several series on one chart, EMA smoothing (raw line kept faint), log-y,
-// x by step / epoch / wall time, zoom that asks the server for the range, live points
-// with Plotly.extendTraces, visible markers for NaN and ±Infinity, and markers where commands
-// applied and rules fired.
+// x by step / epoch / wall time (system samples: sample number or wall time), zoom that
+// asks the server for the range, live points with Plotly.extendTraces, visible markers for
+// NaN and ±Infinity, and markers where commands applied and rules fired.
 
 import { num } from "./api.js";
 import { el } from "./util.js";
@@ -154,7 +154,9 @@ export class Chart {
 
   layout() {
     const { logy, xmode } = this.settings;
-    const epochs = [...this.series.values()].every((s) => s.scope !== "batch");
+    const scopes = [...this.series.values()].map((s) => s.scope);
+    const epochs = scopes.every((scope) => scope !== "batch");
+    const samples = scopes.length > 0 && scopes.every((scope) => scope === "system"); // steps are sample numbers
     const shapes = [];
     const annotations = [];
     for (const m of [...this.markers.values()].flat()) {
@@ -171,7 +173,7 @@ export class Chart {
       hovermode: "x unified",
       legend: { orientation: "h", y: -0.22 },
       xaxis: {
-        title: { text: xmode === "wall" ? "" : epochs || xmode === "epoch" ? "epoch" : "step", standoff: 4 },
+        title: { text: xmode === "wall" ? "" : samples ? "sample" : epochs || xmode === "epoch" ? "epoch" : "step", standoff: 4 },
         type: xmode === "wall" ? "date" : "linear",
         tickformat: xmode !== "wall" && epochs ? "d" : undefined,
       },

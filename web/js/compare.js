@@ -1,4 +1,5 @@
-// Compare: one metric of several runs on one chart, live, with the same controls.
+// Compare: one metric of several runs on one chart, live, with the same controls, and a
+// table of the config and context keys whose values differ between the runs.
 
 import { api, seriesUrl, stream } from "./api.js";
 import { Chart, colorAt } from "./charts.js";
@@ -37,6 +38,53 @@ async function load(since, until) {
   );
 }
 
+/** A config as dotted keys to JSON texts: nested objects are walked, lists and other
+ * values kept whole (an empty object is a value too). */
+function flatten(value, prefix = "", out = new Map()) {
+  const nested = value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length > 0;
+  if (nested) {
+    for (const [key, inner] of Object.entries(value)) flatten(inner, prefix ? `${prefix}.${key}` : key, out);
+  } else if (prefix) {
+    out.set(prefix, JSON.stringify(value));
+  }
+  return out;
+}
+
+const isContext = (key) => key === "context" || key.startsWith("context.");
+// Hyperparameters first, then where the run ran; by name within each.
+const keyOrder = (a, b) => isContext(a) - isContext(b) || a.localeCompare(b);
+
+/** A JSON text as a cell: strings as themselves, anything else as JSON; missing as a dash. */
+function valueCell(json) {
+  if (json === undefined) return el("td", { className: "missing", title: "not in this run's config", text: "–" });
+  const value = JSON.parse(json);
+  return el("td", {}, el("code", { text: typeof value === "string" ? value : json }));
+}
+
+function renderDifferences() {
+  if (ids.length < 2) return;
+  const flat = ids.map((id) => flatten(runs.get(id).config));
+  const keys = [...new Set(flat.flatMap((m) => [...m.keys()]))].sort(keyOrder);
+  const differ = keys.filter((key) => new Set(flat.map((m) => m.get(key))).size > 1);
+  const equal = keys.filter((key) => !differ.includes(key)); // a config has tens of keys
+  $("diff-head").replaceChildren(
+    el("tr", {}, el("th", { text: "key" }), ...ids.map((id, i) =>
+      el("th", { title: id }, el("span", { className: "swatch", style: `background:${colorAt(i)}` }), " ", runs.get(id).name),
+    )),
+  );
+  $("diff-rows").replaceChildren(
+    ...differ.map((key) => el("tr", { "data-key": key }, el("th", {}, el("code", { text: key })), ...flat.map((m) => valueCell(m.get(key))))),
+  );
+  $("diff-rows").closest("table").hidden = differ.length === 0;
+  $("no-differences").hidden = differ.length > 0;
+  $("equal-rows").replaceChildren(
+    ...equal.map((key) => el("tr", { "data-key": key }, el("th", {}, el("code", { text: key })), valueCell(flat[0].get(key)))),
+  );
+  $("equal-count").textContent = `${equal.length} equal ${equal.length === 1 ? "key" : "keys"}`;
+  $("equal-keys").hidden = equal.length === 0;
+  $("differences").hidden = false;
+}
+
 let held = []; // live events that arrive before the first draw
 
 async function main() {
@@ -56,6 +104,7 @@ async function main() {
     const run = runs.get(id);
     return el("li", {}, el("span", { className: "swatch", style: `background:${colorAt(i)}` }), el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
   }));
+  renderDifferences();
   fleetControls($("fleet"), () => ids)([...runs.values()].some((run) => LIVE.includes(run.status)));
   const metrics = [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))].sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
   const select = $("metric");

@@ -26,8 +26,16 @@ const evaluations = new Map(); // "step/wall time" -> eval record, in the order 
 let run = null;
 
 const $ = (id) => document.getElementById(id);
+const SECTIONS = { batch: "batch-charts", epoch: "epoch-charts", system: "system-charts" };
+// System series, process then machine; each GPU quantity is one chart with a line per GPU.
+const SYSTEM_ORDER = ["cpu_percent", "rss_mb", "memory_used_mb", "memory_percent"];
+const GPU = /^gpu(\d+)_(.+)$/;
 
 function chartKeyOf(scope, name) {
+  if (scope === "system") {
+    const gpu = name.match(GPU);
+    return gpu ? `system/gpu_${gpu[2]}` : `system/${name}`;
+  }
   if (name === "lr") return "lr";
   if (scope === "epoch") return `epoch/${name.replace(/^val_/, "")}`;
   return `${scope}/${name}`;
@@ -37,7 +45,28 @@ function chartTitle(key) {
   if (key === "lr") return "learning rate";
   const [scope, ...rest] = key.split("/");
   const name = rest.join("/");
-  return scope === "epoch" ? `${name} (epoch: train and validation)` : `${name} (${scope})`;
+  if (scope === "epoch") return `${name} (epoch: train and validation)`;
+  if (scope === "system" && name.startsWith("gpu_")) return `${name} (system: per GPU)`;
+  return `${name} (${scope})`;
+}
+
+function seriesLabel(key, scope, name) {
+  if (key === "lr") return `lr (${scope})`;
+  if (scope === "epoch") return name.startsWith("val_") ? "validation" : "train";
+  const gpu = scope === "system" && name.match(GPU);
+  return gpu ? `gpu${gpu[1]}` : name;
+}
+
+// gpu2 before gpu10; other names as before.
+const byName = (a, b) => a.name.localeCompare(b.name, undefined, { numeric: a.scope === "system" });
+
+/** The order charts are made in: batch, epoch, system; lr last of its scope. */
+function seriesOrder(s) {
+  if (s.scope === "system") {
+    const known = SYSTEM_ORDER.indexOf(s.name);
+    return 3000 + (known >= 0 ? known : GPU.test(s.name) ? 100 : 200);
+  }
+  return ({ batch: 0, epoch: 1, eval: 2 }[s.scope] ?? 4) * 1000 + (s.name === "lr" ? 999 : 0);
 }
 
 function ensureChart(scope, name) {
@@ -49,13 +78,12 @@ function ensureChart(scope, name) {
   const key = chartKeyOf(scope, name);
   let chart = charts.get(key);
   if (!chart) {
-    const section = key === "lr" ? $("lr-charts") : scope === "epoch" ? $("epoch-charts") : $("batch-charts");
+    const section = $(key === "lr" ? "lr-charts" : SECTIONS[scope] || "batch-charts");
     section.closest("section").hidden = false;
     chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (since, until) => zoom(chart, since, until) });
     charts.set(key, chart);
   }
-  const label = scope === "epoch" && name.startsWith("val_") ? "validation" : scope === "epoch" ? "train" : name;
-  chart.add(id, key === "lr" ? `lr (${scope})` : label, scope);
+  chart.add(id, seriesLabel(key, scope, name), scope);
   seriesChart.set(id, key);
   return chart;
 }
@@ -86,9 +114,42 @@ function renderHeader() {
   $("run-reason").textContent = run.reason || "";
   $("run-reason").hidden = !run.reason;
   steering.update(run);
+  renderContext(run.config?.context);
   const config = $("config");
   config.textContent = JSON.stringify(run.config, null, 2);
   settings.stepsPerEpoch = run.config?.fit?.steps || null;
+}
+
+const textOf = (value) => (typeof value === "string" && value ? value : null);
+
+/** Where the run ran, from its config's `context`: the host, and the git commit (short,
+ * marked when the tree had uncommitted changes) with its branch. Any key may be missing. */
+function renderContext(context) {
+  const parts = [];
+  if (context && typeof context === "object") {
+    const host = textOf(context.host);
+    const python = textOf(context.python) && `Python ${context.python}`;
+    const about = [textOf(context.os), python].filter(Boolean).join(" · ");
+    if (host) parts.push(el("span", { id: "run-host", title: about || null, text: `host ${host}` }));
+    const git = context.git && typeof context.git === "object" ? context.git : {};
+    const commit = textOf(git.commit);
+    const branch = textOf(git.branch);
+    if (commit || branch) {
+      const dirty = git.dirty === true;
+      parts.push(
+        el(
+          "span",
+          { id: "run-git", title: commit ? `commit ${commit}${dirty ? " with uncommitted changes" : ""}` : null },
+          "git ",
+          commit ? el("code", { className: "commit", text: commit.slice(0, 7) }) : null,
+          dirty ? el("span", { className: "dirty", title: "uncommitted changes", text: "*" }) : null,
+          branch ? `${commit ? " on " : ""}${branch}` : null,
+        ),
+      );
+    }
+  }
+  $("run-context").replaceChildren(...parts);
+  $("run-context").hidden = parts.length === 0;
 }
 
 function currentLr() {
@@ -196,8 +257,7 @@ async function main() {
   for (const c of commands) steering.remember(c);
   for (const f of fired) firings.remember(f);
   renderHeader();
-  const order = (s) => ({ batch: 0, epoch: 1, eval: 2 })[s.scope] * 1000 + (s.name === "lr" ? 999 : 0);
-  seriesList.sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
+  seriesList.sort((a, b) => seriesOrder(a) - seriesOrder(b) || byName(a, b));
   for (const s of seriesList) ensureChart(s.scope, s.name);
   const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
   await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));

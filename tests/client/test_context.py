@@ -1,0 +1,99 @@
+"""Where a run ran (host, versions, devices, command line, git commit) and what it used
+(CPU, memory, GPUs), recorded by a real fit against a real server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import keras
+import psutil
+import pytest
+
+from client_callbacks import RemoteCallback
+
+from .conftest import AtStep, fit, wait_for
+
+
+def git(repo, *args: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A git repository with one commit on branch `exp`, as the working directory."""
+    if shutil.which("git") is None:
+        pytest.fail("these tests need git on PATH")
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "exp")
+    (path / "train.py").write_text("print('v1')\n")
+    git(path, "add", "train.py")
+    git(path, "commit", "-q", "-m", "v1")
+    monkeypatch.chdir(path)
+    return path
+
+
+def context_of(api, run_id: str) -> dict:
+    return api.get(f"/api/v1/runs/{run_id}").json()["config"]["context"]
+
+
+@pytest.mark.parametrize("dirty", [False, True])
+def test_a_fit_records_the_commit_branch_and_dirty_flag_of_its_code(server, api, spool_dir, repo, dirty):
+    if dirty:
+        (repo / "train.py").write_text("print('v2, not committed')\n")
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([cb], epochs=1)
+    context = context_of(api, cb.run_id)
+    assert context["git"] == {"commit": git(repo, "rev-parse", "HEAD"), "branch": "exp", "dirty": dirty}
+    assert context["host"] and context["os"] and context["python"] and context["argv"]
+    assert context["packages"]["keras"] == keras.version()
+    assert context["backend"] == keras.backend.backend() and context["devices"]
+
+
+def test_outside_a_repository_or_without_git_the_run_has_no_git_context(server, api, spool_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a repository
+    outside = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([outside], epochs=1)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))  # no git at all
+    no_git = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([no_git], epochs=1)
+    for cb in (outside, no_git):
+        context = context_of(api, cb.run_id)
+        assert "git" not in context and context["host"]
+        assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+
+
+def series_of(api, run_id: str) -> dict[str, dict]:
+    """The run's system series by name; none before the run exists."""
+    response = api.get(f"/api/v1/runs/{run_id}/series")
+    return {s["name"]: s for s in response.json() if s["scope"] == "system"} if response.status_code == 200 else {}
+
+
+def test_a_fit_samples_its_cpu_and_memory_in_the_system_scope(server, api, spool_dir):
+    """The training holds its first batch until three samples have arrived: a count, not a
+    time, decides how long it runs."""
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=0.2)
+
+    def three_samples(_step):
+        wait_for(lambda: series_of(api, cb.run_id).get("rss_mb", {}).get("count", 0) >= 3, what="3 samples")
+
+    fit([AtStep({1: three_samples}), cb], epochs=1)
+    found = series_of(api, cb.run_id)
+    assert {"cpu_percent", "rss_mb", "memory_used_mb", "memory_percent"} <= set(found)
+    assert not [name for name in found if name.startswith("gpu")]  # no NVML here: no GPU series, no error
+    rss = api.get(f"/api/v1/runs/{cb.run_id}/series/system/rss_mb").json()
+    assert rss["steps"][:3] == [0, 1, 2]
+    assert all(30 < mb < psutil.virtual_memory().total / 2**20 for mb in rss["values"])  # a Keras process's size
+    cpu = api.get(f"/api/v1/runs/{cb.run_id}/series/system/cpu_percent").json()["values"]
+    assert all(0 <= value <= 100 * psutil.cpu_count() for value in cpu)
+    total_mb = psutil.virtual_memory().total / 2**20
+    used = api.get(f"/api/v1/runs/{cb.run_id}/series/system/memory_used_mb").json()["values"]
+    assert all(0 < mb <= total_mb for mb in used)
+
+
+def test_sampling_off_logs_no_system_records(server, api, spool_dir):
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([cb], epochs=1)
+    assert series_of(api, cb.run_id) == {}
