@@ -103,6 +103,8 @@ class MonitorClient:
         self.flush_timeout = flush_timeout
         self.spool_dir = Path(spool_dir) if spool_dir is not None else default_dir()
         self.timeout = timeout
+        if system_interval is not None and not system_interval > 0:
+            raise ValueError(f"system_interval must be > 0 seconds or None, got {system_interval}")
         self.system_interval = system_interval
         self._samples = itertools.count()  # the system scope's steps, across starts
         self._sampler: SystemSampler | None = None
@@ -156,7 +158,14 @@ class MonitorClient:
             self._sampler.start()
 
     def _log_sample(self, sample: dict[str, float]) -> None:
-        self.log("system", next(self._samples), sample)
+        self._record("system", next(self._samples), sample, None)  # warnings are the caller's to see
+
+    def _stop_sampler(self) -> None:
+        """No sample after this: none may follow the run's end."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.stop()
+            sampler.join()
 
     def _start_poller(self, interval: float) -> None:
         connect = functools.partial(http_client, self.url, self.token, self.timeout)
@@ -165,6 +174,7 @@ class MonitorClient:
 
     def end(self, status: str, reason: str | None = None) -> None:
         """Record how the run ended: `finished`, `stopped`, `failed` or `interrupted`."""
+        self._stop_sampler()
         body: dict[str, Any] = {"status": status}
         if reason:
             body["reason"] = reason[:REASON_MAX]
@@ -178,11 +188,8 @@ class MonitorClient:
 
     def close(self, timeout: float | None = None) -> Path | None:
         """Deliver for up to `timeout` s, then stop; the spool file if anything is left in it."""
+        self._stop_sampler()
         sender, self._sender = self._sender, None
-        if self._sampler is not None:  # its last sample goes with the rest
-            self._sampler.stop()
-            self._sampler.join(1.0)
-            self._sampler = None
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
@@ -222,8 +229,14 @@ class MonitorClient:
     # -- the hot path ---------------------------------------------------------------------
 
     def log(self, scope: str, step: int, metrics: dict[str, Any], epoch: int | None = None) -> None:
-        """Queue one record: `scope` is `batch`, `epoch` or `eval`; values become floats
-        (NaN and ±Inf included); values that are not numbers are left out."""
+        """Queue one record: `scope` is `batch`, `epoch`, `eval` (or `system`, the samples'
+        own); values become floats (NaN and ±Inf included); values that are not numbers are
+        left out."""
+        self._record(scope, step, metrics, epoch)
+        if self._notices:
+            self.report()
+
+    def _record(self, scope: str, step: int, metrics: dict[str, Any], epoch: int | None) -> None:
         try:
             values = {k: float(v) for k, v in metrics.items()}
         except (TypeError, ValueError):
@@ -238,10 +251,9 @@ class MonitorClient:
                 "metrics": values,
             }
         )
-        if len(self._queue) >= 1000 and self._sender is not None:
-            self._sender.wake.set()
-        if self._notices:
-            self.report()
+        sender = self._sender  # read once: close() may clear it from another thread
+        if len(self._queue) >= 1000 and sender is not None:
+            sender.wake.set()
 
     def ack(self, command_id: int, status: str, message: str | None = None, step: int | None = None) -> None:
         """Acknowledge a command `applied`, `failed` or `cancelled`. While the client runs,

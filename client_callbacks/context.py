@@ -59,10 +59,17 @@ def git_state(cwd: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def _git(cwd: str | Path | None, *args: str) -> str | None:
+    """git's answer, or None on any failure: a context is never worth a training. No
+    optional locks: a status must not make the user's own git commands fail."""
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
+            ["git", "--no-optional-locks", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
         )
-    except (OSError, subprocess.SubprocessError):  # no git, or it hung
+    except Exception:  # no git, or it hung
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else None

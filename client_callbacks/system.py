@@ -71,11 +71,22 @@ class _Gpus:
             self.handles = []
 
     def sample(self) -> dict[str, float]:
+        """What each GPU reports; a reading a GPU does not support (utilisation on a MIG
+        slice) is left out, not the other readings."""
         out: dict[str, float] = {}
         for i, handle in enumerate(self.handles):
-            out[f"gpu{i}_util_percent"] = float(self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            out[f"gpu{i}_memory_mb"] = self.nvml.nvmlDeviceGetMemoryInfo(handle).used / MB
+            for name, read in (("util_percent", self._util), ("memory_mb", self._memory)):
+                try:
+                    out[f"gpu{i}_{name}"] = read(handle)
+                except Exception:
+                    pass
         return out
+
+    def _util(self, handle: Any) -> float:
+        return float(self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+    def _memory(self, handle: Any) -> float:
+        return self.nvml.nvmlDeviceGetMemoryInfo(handle).used / MB
 
     def close(self) -> None:
         if self.nvml is not None:

@@ -65,6 +65,7 @@ def _out_of_collector_sight() -> None:
     statements, the engine) lives as long as the process, so the cycle collector stops
     scanning it. Its full collections, every few seconds under load with every thread
     stopped, took 115-150 ms each (bench/load.py, 100 runs), 25-45 ms once frozen."""
+    gc.collect()  # what startup left for the collector goes first, not frozen with the rest
     gc.freeze()
 
 

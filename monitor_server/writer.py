@@ -37,8 +37,9 @@ from .store.logs import IngestResult, Post, ingest_many
 MAX_POSTS = 64  # a batch: enough to share the fixed cost, few enough to answer soon
 MAX_POINTS = 100_000  # a batch's points, the post that passes it included
 # What a part of a post may cost, in points: about 0.1 s of the writer's time. Each series a
-# part logs to costs as much as NAME_COST points (its row, the tail chunk to grow or a new
-# one, a summary block each level), measured at 50-75 us a series against about 1 us a point.
+# request logs to costs as much as NAME_COST points in the first part that logs to it (its
+# row, its first chunk, a summary block each level), measured at 50-75 us a new series
+# against about 1 us a point.
 SLICE_COST = 100_000
 NAME_COST = 64
 _STOP = object()
@@ -133,27 +134,35 @@ class LogWriter:
                 job.future.set_result(Stored(result, *deliveries[job.post.run_id]))
 
 
-def slices(records: list[Record]) -> tuple[list[list[Record]], set[tuple[str, str]] | None]:
-    """`records` cut, in order, into parts of at most `SLICE_COST` each (a record alone
-    may cost more): a point costs 1, a series NAME_COST in the first part that logs to it.
-    With the parts, when there are several, every (scope, name) they log to: the series cap
-    judges them all on the first part."""
+def slices(run_id: str, records: list[Record]) -> list[Post]:
+    """A request's records cut, in order, into posts of at most `SLICE_COST` each: a point
+    costs 1, a series NAME_COST in the first part that logs to it. When there are several
+    parts, each carries for the series cap the names first logged to in it or a later one
+    (those of earlier parts exist once those are stored)."""
     points = sum(len(r.metrics) for r in records)
     if points * (1 + NAME_COST) <= SLICE_COST:  # small even if every point were a new series
-        return [records], None
-    parts: list[list[Record]] = []
+        return [Post(run_id, records)]
+    starts: list[int] = [0]
+    first_in: list[set[tuple[str, str]]] = [set()]  # names first logged to, per part
     seen: set[tuple[str, str]] = set()
-    start, cost, last = 0, 0, None
+    cost, last = 0, None
     for i, r in enumerate(records):
-        record_cost = len(r.metrics)
+        new: set[tuple[str, str]] = set()
         if last is None or r.scope != last.scope or r.metrics.keys() != last.metrics.keys():
             new = {(r.scope, name) for name in r.metrics} - seen
             seen |= new
-            record_cost += NAME_COST * len(new)
-        if cost + record_cost > SLICE_COST and i > start:
-            parts.append(records[start:i])
-            start, cost = i, 0
+        record_cost = len(r.metrics) + NAME_COST * len(new)
+        if cost + record_cost > SLICE_COST and i > starts[-1]:
+            starts.append(i)
+            first_in.append(set())
+            cost = 0
         cost += record_cost
+        first_in[-1] |= new
         last = r
-    parts.append(records[start:])
-    return parts, seen if len(parts) > 1 else None
+    if len(starts) == 1:
+        return [Post(run_id, records)]
+    posts, later = [], set()
+    for start, end, names in reversed(list(zip(starts, [*starts[1:], len(records)], first_in))):
+        later = later | names
+        posts.append(Post(run_id, records[start:end], frozenset(later)))
+    return posts[::-1]

@@ -71,18 +71,17 @@ async def post_logs(
     training has not acknowledged yet."""
     body = await request.body()
 
-    def decode() -> tuple[list[list[Record]], set[tuple[str, str]] | None]:
+    def decode() -> list[Post]:
         records = decode_log_body(body)
         if len(records) > settings.max_records:
             raise Invalid(f"at most {settings.max_records} records a request, got {len(records)}")
-        return slices(records)
+        return slices(run_id, records)
 
     # A small body decodes faster than a hop to the thread pool and back, which under load
     # waits its turn for the interpreter lock; a large one must not hold up the event loop.
-    parts, cap_names = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
+    parts = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
     accepted = duplicates = 0
-    for i, part in enumerate(parts):  # each part stored and announced before the next is sent
-        post = Post(run_id, part, cap_names if i == 0 else ())
+    for post in parts:  # each part stored and announced before the next is sent
         stored = await asyncio.wrap_future(writer.submit(post))
         await _announce(stored, run_id, bus, webhooks, engine, settings)
         accepted += len(stored.result.accepted)

@@ -43,8 +43,9 @@ class Post:
 
     run_id: str
     records: list[Record]
-    # The names the series cap judges: the post's own when None. The first part of a request
-    # carries all the request's names, the others none, so a request is refused whole or not.
+    # The names the series cap judges: the post's own when None. A part of a request carries
+    # its own and every later part's, so the cap refuses a request before any of it is
+    # stored, and still judges the rest when a retry finds the first parts stored.
     cap_names: Collection[tuple[str, str]] | None = None
 
     @property
@@ -308,6 +309,8 @@ def _upsert_series(
         for row in conn.execute(SERIES_MADE, {"run_ids": run_ids, "after": after}):
             ids[index[(row.run_id, row.scope, row.name)]] = row.id
             made.add(row.id)
+        if not ids.all():  # never store points under no series
+            raise RuntimeError("new series rows were not found after their insert")
     if updates:
         conn.execute(SERIES_STATS, updates)
     return ids, made

@@ -97,3 +97,15 @@ def test_sampling_off_logs_no_system_records(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
     fit([cb], epochs=1)
     assert series_of(api, cb.run_id) == {}
+
+
+def test_sampling_ends_with_the_run_and_takes_no_interval_but_a_positive_one(server, api, spool_dir):
+    import threading
+
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=0.05)
+    fit([cb], epochs=1)
+    assert not [t for t in threading.enumerate() if t.name == "fitwatch-system" and t.is_alive()]
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="system_interval"):
+            RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=bad)

@@ -206,3 +206,30 @@ def test_a_big_post_retried_after_a_part_failed_stores_each_record_once(start_se
         assert (again["accepted"], again["duplicates"]) == (2000 - stored, stored)
         counts = {s["name"]: s["count"] for s in api.get("/api/v1/runs/r/series").json()}
         assert len(counts) == 4000 and set(counts.values()) == {1}
+
+
+def test_a_retry_whose_first_parts_were_stored_is_still_judged_by_the_series_limit(start_server, monkeypatch):
+    """The first part was stored, a later one failed; by the retry the limit was lowered.
+    The retry's first part is all duplicates: the next part still carries the names of
+    itself and the parts after it, and the request is refused there."""
+    real = writer_module.ingest_many
+    calls = [0]
+
+    def second_part_fails_once(conn, posts, now, settings):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise OperationalError("INSERT", {}, Exception("the disk is full"))
+        return real(conn, posts, now, settings)
+
+    monkeypatch.setattr(writer_module, "ingest_many", second_part_fails_once)
+    body = wide_records(2000)
+    with start_server().client() as api:
+        create_run(api, "r")
+        assert post_logs(api, "r", body).status_code == 503
+        stored = len(api.get("/api/v1/runs/r/series").json())
+    assert 0 < stored < 3000
+    with start_server(max_series_per_run=3000).client() as api:
+        response = post_logs(api, "r", body)
+        assert response.status_code == 422, response.text
+        assert f"has {stored} series" in response.json()["detail"]
+        assert len(api.get("/api/v1/runs/r/series").json()) == stored
