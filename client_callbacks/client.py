@@ -35,6 +35,7 @@ from .transport import http_client
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REASON_MAX = 2000
+SAMPLER_JOIN_S = 5.0
 WRITER_BITS = 32
 
 
@@ -161,11 +162,12 @@ class MonitorClient:
         self._record("system", next(self._samples), sample, None)  # warnings are the caller's to see
 
     def _stop_sampler(self) -> None:
-        """No sample after this: none may follow the run's end."""
+        """No sample after this: none may follow the run's end. A sampler stuck in a GPU
+        driver is left behind after a few seconds, not waited for."""
         sampler, self._sampler = self._sampler, None
         if sampler is not None:
             sampler.stop()
-            sampler.join()
+            sampler.join(SAMPLER_JOIN_S)
 
     def _start_poller(self, interval: float) -> None:
         connect = functools.partial(http_client, self.url, self.token, self.timeout)
