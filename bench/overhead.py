@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingest import fitwatch_server
 
 from client_callbacks import RemoteCallback
+from client_callbacks.system import Gpus, SystemSampler
 
 TARGET_RATIO = 0.97
 TARGET_HOOK_US = 50.0
@@ -121,6 +122,19 @@ def steps_per_s(m: keras.Model, x, y, callbacks: list) -> tuple[float, float]:
     m.fit(x, y, batch_size=32, epochs=1, callbacks=[clock, *callbacks], verbose=0, shuffle=False)
     steps = len(x) // 32
     return steps / (time.perf_counter() - start), steps / (clock.last - clock.first)
+
+
+def system_sample_us(n: int = 2000) -> float:
+    """The median cost of one sample of the process and machine (psutil; NVML when there)."""
+    sampler = SystemSampler(lambda sample: None, 10.0)
+    sampler.gpus = Gpus()
+    sampler.process.cpu_percent(None)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        sampler.sample()
+        times.append(time.perf_counter_ns() - start)
+    return statistics.median(times) / 1000
 
 
 def main() -> None:
@@ -208,8 +222,17 @@ def main() -> None:
     edges = ", ".join(f"{name} {ns / 1e6:.1f} ms" for name, ns in timed.edges_ns.items())
     print(f"once a fit: {edges} (the final flush waits for the server's answer)")
     print(f"runs stored by RemoteCallback variants: {stored}")
+    sample_us = system_sample_us()
+    print(
+        f"one system sample: {sample_us:.0f} us of its own thread's CPU time, "
+        f"{sample_us / 1e4:.4f} % of a core at the default 10 s interval"
+    )
     print()
-    for name in ("RemoteCallback", "RemoteCallback, a knob and an action"):
+    for name in (
+        "RemoteCallback",
+        "RemoteCallback, a knob and an action",
+        "RemoteCallback, system sampled every 0.5 s",
+    ):
         steady, whole = ratios[name]
         print(
             f"target ({name}): ratio >= {TARGET_RATIO}: steps {steady:.3f} "

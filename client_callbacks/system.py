@@ -27,14 +27,14 @@ class SystemSampler(threading.Thread):
         self.interval = interval
         self.stopped = threading.Event()
         self.process = psutil.Process()
-        self.gpus: _Gpus | None = None
+        self.gpus: Gpus | None = None
 
     def stop(self) -> None:
         self.stopped.set()
 
     def run(self) -> None:
         try:
-            self.gpus = _Gpus()  # here, not on the training thread: NVML takes a while to start
+            self.gpus = Gpus()  # here, not on the training thread: NVML takes a while to start
             self.process.cpu_percent(None)  # the first reading only starts the count
             while not self.stopped.wait(self.interval):
                 self.log_sample(self.sample())
@@ -55,7 +55,7 @@ class SystemSampler(threading.Thread):
         }
 
 
-class _Gpus:
+class Gpus:
     """NVML's view of the GPUs; empty without nvidia-ml-py, a driver or a GPU."""
 
     def __init__(self) -> None:
