@@ -6,8 +6,8 @@ the real client with its sender and poller threads, logging `--rate` batches a s
 (default 50) with loss and accuracy. One thread plays all the training loops, a step of
 every run each tick: a thread a training, sleeping and waking fifty times a second each,
 cost this process more than a core, which the server on the same machine then lacked. A
-reader plays the dashboard: it reads the run list and one run's loss series in a loop. At the end it checks every run: each batch stored exactly once.
-It prints errors, lost and duplicated points, and the p50/p99 latency of log requests
+reader plays the dashboard: it reads the run list and one run's loss series in a loop. At
+the end it checks every run: each batch stored exactly once. It prints errors, lost and duplicated points, and the p50/p99 latency of log requests
 (from the server's answers to the clients' sender threads) and of dashboard reads, against
 DESIGN.md's target: zero errors, lost or duplicated, and log request p99 <= 500 ms.
 

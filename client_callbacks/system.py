@@ -65,10 +65,10 @@ class Gpus:
             import pynvml
 
             pynvml.nvmlInit()
+            self.nvml = pynvml  # from here on `close` shuts NVML down
             self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-            self.nvml = pynvml
         except Exception:  # not installed, no driver, no GPU: no GPU series
-            self.handles = []
+            pass
 
     def sample(self) -> dict[str, float]:
         """What each GPU reports; a reading a GPU does not support (utilisation on a MIG

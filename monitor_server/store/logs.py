@@ -19,8 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
@@ -28,7 +27,7 @@ from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from ..config import Settings
 from ..downsample import group_starts
 from ..errors import Invalid, NotFound
-from ..records import Record
+from ..records import Flat, Record, flatten
 from ..tables import rules, series
 from . import chunks as chunk_store
 from . import received as received_store
@@ -70,7 +69,7 @@ class _Storing:
     cap_names: Collection[tuple[str, str]]
     fresh: received_store.Fresh
     result: IngestResult
-    flat: _Flat
+    flat: Flat
 
 
 # The statements every post runs, built once (building one costs more than running it).
@@ -115,7 +114,7 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
         )
         out.append(result)
         if fresh.records:
-            flat = _flatten(fresh.records)
+            flat = flatten(fresh.records)
             cap_names = flat.keys if post.cap_names is None else post.cap_names
             storing.append(_Storing(len(out) - 1, run, cap_names, fresh, result, flat))
     existing = _series_of(conn, [s.run.id for s in storing])
@@ -203,12 +202,12 @@ def _store_points(
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
 
-    ids, new = _upsert_series(conn, names, existing, key, step, wall, seq, value)
+    index = {name: k for k, name in enumerate(names)}
+    ids, new = _upsert_series(conn, names, index, existing, key, step, wall, seq, value)
     sid = ids[key]
     chunk_store.append(conn, sid, chunk_store.Decoded(step, seq, epoch, wall, value), new)
     merge_blocks(conn, block_rows(sid, step, wall, value))
     out: dict[str, rule_store.Points] = {}
-    index = {name: k for k, name in enumerate(names)}
     for run_id, rules_of_run in watched.items():
         for scope, name in rule_store.watched_series(rules_of_run):
             k = index.get((run_id, scope, name))
@@ -218,39 +217,10 @@ def _store_points(
     return out
 
 
-class _Flat(NamedTuple):
-    """A post's points, one per (record, metric) in record order."""
-
-    keys: dict[tuple[str, str], int]  # series key (scope, name) -> index
-    key_col: Any  # key index of each point
-    values: list[Any]
-    sizes: int | list[int]  # metrics per record: one number when every record has as many
-
-
-def _flatten(records: list[Record]) -> _Flat:
-    """Keras logs the same metrics in the same order every batch: then the values come out
-    in one pass with no per-point Python work."""
-    scope, names = records[0].scope, tuple(records[0].metrics)
-    if all(r.scope == scope and tuple(r.metrics) == names for r in records):
-        keys = {(scope, name): k for k, name in enumerate(names)}
-        values = list(chain.from_iterable(r.metrics.values() for r in records))
-        return _Flat(keys, np.tile(np.arange(len(names)), len(records)), values, len(names))
-    keys: dict[tuple[str, str], int] = {}
-    key_col: list[int] = []
-    values = []
-    sizes = []
-    for r in records:
-        scope, metrics = r.scope, r.metrics
-        sizes.append(len(metrics))
-        for name, value in metrics.items():
-            key_col.append(keys.setdefault((scope, name), len(keys)))
-            values.append(value)
-    return _Flat(keys, key_col, values, sizes)
-
-
 def _upsert_series(
     conn: Connection,
     names: list[tuple[str, str, str]],
+    index: dict[tuple[str, str, str], int],
     existing: dict[str, dict[tuple[str, str], Any]],
     key: np.ndarray,
     step: np.ndarray,
@@ -259,8 +229,8 @@ def _upsert_series(
     value: np.ndarray,
 ) -> tuple[np.ndarray, set[int]]:
     """Create or update each touched series' running stats; (ids indexed by key, ids of
-    the series made now). `names`: (run, scope, name) of each key; `existing`: the runs'
-    series rows.
+    the series made now). `names`: (run, scope, name) of each key, `index` the reverse;
+    `existing`: the runs' series rows.
 
     New series are inserted in one statement and their ids read back in one more: a post
     that brings thousands of new names costs two statements, not one per name. (RETURNING
@@ -303,7 +273,6 @@ def _upsert_series(
     made: set[int] = set()
     if inserts:
         conn.execute(NEW_SERIES, inserts)
-        index = {name: k for k, name in enumerate(names)}
         run_ids = sorted({row["run_id"] for row in inserts})
         after = max((row.id for run_id in run_ids for row in existing.get(run_id, {}).values()), default=0)
         for row in conn.execute(SERIES_MADE, {"run_ids": run_ids, "after": after}):

@@ -184,18 +184,23 @@ def test_a_big_post_past_the_series_limit_is_refused_whole_by_its_first_part(sta
     assert [run_id for batch in batches for run_id, _ in batch] == ["r"]  # no later part was sent
 
 
-def test_a_big_post_retried_after_a_part_failed_stores_each_record_once(start_server, monkeypatch):
-    server = start_server()
+@pytest.fixture
+def second_batch_fails_once(monkeypatch):
+    """The writers' second batch fails as a full disk fails it; the others are stored."""
     real = writer_module.ingest_many
     calls = [0]
 
-    def second_part_fails_once(conn, posts, now, settings):
+    def failing(conn, posts, now, settings):
         calls[0] += 1
         if calls[0] == 2:
             raise OperationalError("INSERT", {}, Exception("the disk is full"))
         return real(conn, posts, now, settings)
 
-    monkeypatch.setattr(writer_module, "ingest_many", second_part_fails_once)
+    monkeypatch.setattr(writer_module, "ingest_many", failing)
+
+
+def test_a_big_post_retried_after_a_part_failed_stores_each_record_once(start_server, second_batch_fails_once):
+    server = start_server()
     with server.client() as api:
         create_run(api, "r")
         body = wide_records(2000)
@@ -208,20 +213,12 @@ def test_a_big_post_retried_after_a_part_failed_stores_each_record_once(start_se
         assert len(counts) == 4000 and set(counts.values()) == {1}
 
 
-def test_a_retry_whose_first_parts_were_stored_is_still_judged_by_the_series_limit(start_server, monkeypatch):
+def test_a_retry_whose_first_parts_were_stored_is_still_judged_by_the_series_limit(
+    start_server, second_batch_fails_once
+):
     """The first part was stored, a later one failed; by the retry the limit was lowered.
     The retry's first part is all duplicates: the next part still carries the names of
     itself and the parts after it, and the request is refused there."""
-    real = writer_module.ingest_many
-    calls = [0]
-
-    def second_part_fails_once(conn, posts, now, settings):
-        calls[0] += 1
-        if calls[0] == 2:
-            raise OperationalError("INSERT", {}, Exception("the disk is full"))
-        return real(conn, posts, now, settings)
-
-    monkeypatch.setattr(writer_module, "ingest_many", second_part_fails_once)
     body = wide_records(2000)
     with start_server().client() as api:
         create_run(api, "r")
