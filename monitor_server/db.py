@@ -16,11 +16,7 @@ from contextlib import contextmanager, nullcontext
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
-from sqlalchemy.schema import CreateTable
-
-from .tables import summaries_in
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -40,7 +36,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         _SQLITE_WRITERS[engine] = threading.Lock()
         return engine
     if parsed.get_backend_name() == "postgresql":
-        engine = create_engine(
+        return create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -48,8 +44,6 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             pool_recycle=1800,
             json_deserializer=_load_json,
         )
-        event.listen(engine, "connect", _postgres_on_connect)
-        return engine
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
     )
@@ -75,16 +69,6 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA cache_size=-16384")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.close()
-
-
-# Each PostgreSQL session's staging table for summary blocks (see `tables.summaries_in`).
-PG_STAGING = str(CreateTable(summaries_in).compile(dialect=postgresql.dialect()))
-
-
-def _postgres_on_connect(dbapi_conn, _record) -> None:
-    with dbapi_conn.cursor() as cur:
-        cur.execute(PG_STAGING)
-    dbapi_conn.commit()
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

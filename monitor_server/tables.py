@@ -108,17 +108,6 @@ summaries = Table(
     sqlite_with_rowid=False,
 )
 
-# PostgreSQL only, not in the migrations: each database session's own table where a post's
-# block rows land by binary COPY before one statement merges them into `summaries`. Rows
-# go at commit or rollback; `db` creates it when it opens a connection.
-summaries_in = Table(
-    "summaries_in",
-    MetaData(),
-    *(Column(c.name, c.type) for c in summaries.columns),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DELETE ROWS",
-)
-
 # Every (run, seq) ever stored, as ranges of consecutive seqs: the ledger that makes a
 # retried batch count as duplicates, a row per gap in the seqs, not a row per record.
 received = Table(

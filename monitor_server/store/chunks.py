@@ -10,7 +10,7 @@ resumed run logs a step again), so a read sorts what it decodes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -72,16 +72,15 @@ def unpack(row: Any) -> Decoded:
     return Decoded(*(np.frombuffer(getattr(row, name), dtype).astype(dtype[1:]) for name, dtype in COLUMNS.items()))
 
 
-def append(conn: Connection, series_ids: np.ndarray, points: Decoded, new: set[int]) -> None:
-    """Add points sorted by (series, step, wall, seq) to their series' chunks. `new`:
-    series made by this post, which have no chunk to grow."""
+def append(conn: Connection, series_ids: np.ndarray, points: Decoded, tails: dict[int, Any]) -> None:
+    """Add points sorted by (series, step, wall, seq) to their series' chunks: `tails` are
+    the small latest chunks to grow (`small_tails`). Writes only: it may be pipelined."""
     starts = group_starts(series_ids)
     ends = np.append(starts[1:], len(series_ids))
-    touched = [int(series_ids[s]) for s in starts]
-    tails = _small_tails(conn, [sid for sid in touched if sid not in new])
     inserts: list[tuple] = []
     updates: list[dict[str, Any]] = []
-    for sid, start, end in zip(touched, starts.tolist(), ends.tolist()):
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        sid = int(series_ids[start])
         part = points.take(slice(start, end))
         tail = tails.get(sid)
         if tail is not None:
@@ -107,11 +106,12 @@ SMALL_TAILS = select(chunks).join(_NEWEST, chunks.c.id == _NEWEST.c.id).where(ch
 REWRITE = update(chunks).where(chunks.c.id == bindparam("chunk_id"))
 
 
-def _small_tails(conn: Connection, series_ids: Sequence[int]) -> dict[int, Any]:
+def small_tails(conn: Connection, series_ids: Collection[int]) -> dict[int, Any]:
     """The latest chunk of each of `series_ids`, where it holds fewer than `GROW` points."""
+    ids = sorted(series_ids)
     tails = {}
-    for i in range(0, len(series_ids), 10_000):  # within SQLite's limit of bound parameters
-        rows = conn.execute(SMALL_TAILS, {"series_ids": series_ids[i : i + 10_000]})
+    for i in range(0, len(ids), 10_000):  # within SQLite's limit of bound parameters
+        rows = conn.execute(SMALL_TAILS, {"series_ids": ids[i : i + 10_000]})
         tails.update((row.series_id, row) for row in rows)
     return tails
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from . import chunks as chunk_store
 from . import received as received_store
 from . import rules as rule_store
 from .runs import TOUCH, lock_runs, was_stale
+from .sql import pipelined
 from .summaries import block_rows, merge_blocks
 
 
@@ -123,18 +125,32 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
         if refusal is not None:
             out[s.index] = refusal
     storing = [s for s in storing if out[s.index] is s.result]
-    if storing:
-        received_store.record(conn, [(s.run.id, s.fresh) for s in storing])
-        watched = _watching(conn, [s.run for s in storing])
-        points = _store_points(conn, storing, existing, watched)
-        for s in storing:
-            if points.get(s.run.id):
-                s.result.fired = rule_store.judge_post(
-                    conn, s.run, watched[s.run.id], points[s.run.id], now, settings.max_lr
-                )
     touched = [{"run_id": post.run_id, "now": now} for post, o in zip(posts, out) if isinstance(o, IngestResult)]
-    if touched:
+    if not storing:
+        if touched:
+            conn.execute(TOUCH, touched)
+        return out
+    # Every read first; then the writes go in one pipeline (see `sql.pipelined`), and the
+    # summaries are computed while the server stores the chunks.
+    watched = _watching(conn, [s.run for s in storing])
+    batch = _gather(storing)
+    if batch is not None:
+        ids, new, stats = _upsert_series(conn, batch, existing)
+        sid = ids[batch.key]
+        tails = chunk_store.small_tails(conn, set(ids.tolist()) - new)
+    with pipelined(conn):
+        if batch is not None:
+            chunk_store.append(conn, sid, batch.points, tails)
+            merge_blocks(conn, block_rows(sid, batch.points.steps, batch.points.walls, batch.points.vals))
+            if stats:
+                conn.execute(SERIES_STATS, stats)
+        received_store.record(conn, [(s.run.id, s.fresh) for s in storing])
         conn.execute(TOUCH, touched)
+    if batch is not None:
+        for s in storing:
+            points = batch.watched(s.run.id, watched[s.run.id])
+            if points:
+                s.result.fired = rule_store.judge_post(conn, s.run, watched[s.run.id], points, now, settings.max_lr)
     return out
 
 
@@ -167,15 +183,33 @@ def _watching(conn: Connection, runs: list[Any]) -> dict[str, list[Any]]:
     }
 
 
-def _store_points(
-    conn: Connection,
-    storing: list[_Storing],
-    existing: dict[str, dict[tuple[str, str], Any]],
-    watched: dict[str, list[Any]],
-) -> dict[str, rule_store.Points]:
-    """Insert the points of all posts; give back, per run, those of its watched series in
-    step order."""
-    names: list[tuple[str, str, str]] = []  # (run, scope, name) of each key
+@dataclass
+class _Batch:
+    """The points of a batch's posts, sorted by series and step: the order of points in a
+    chunk (at one step, the point logged last comes last; seqs are ordered per writer
+    only, and a resumed run may log a step again)."""
+
+    names: list[tuple[str, str, str]]  # (run, scope, name) of each key
+    key: np.ndarray  # of each point, into `names`
+    points: chunk_store.Decoded
+
+    def watched(self, run_id: str, rules_of_run: list[Any]) -> rule_store.Points:
+        """The points of the run's series that its rules watch, in step order."""
+        out: rule_store.Points = {}
+        for scope, name in rule_store.watched_series(rules_of_run):
+            at = np.flatnonzero(self.key == self.index.get((run_id, scope, name), -1))
+            if len(at):
+                out[(scope, name)] = (self.points.steps[at], self.points.vals[at])
+        return out
+
+    @cached_property
+    def index(self) -> dict[tuple[str, str, str], int]:
+        return {name: k for k, name in enumerate(self.names)}
+
+
+def _gather(storing: list[_Storing]) -> _Batch | None:
+    """The fresh points of all posts as one sorted batch; None when they hold none."""
+    names: list[tuple[str, str, str]] = []
     columns: list[list[np.ndarray]] = [[] for _ in range(5)]  # key, step, seq, epoch, wall
     values: list[Any] = []
     for s in storing:
@@ -193,43 +227,19 @@ def _store_points(
         names.extend((s.run.id, scope, name) for scope, name in flat.keys)
         values.extend(flat.values)
     if not values:
-        return {}
+        return None
     key, step, seq, epoch, wall = (np.concatenate(c) for c in columns)
-    # By series and step; at one step, the point logged last comes last (seqs are ordered per
-    # writer only, and a resumed run may log a step again): the order of points in a chunk.
     order = np.lexsort((seq, wall, step, key))
-    key, step, seq, epoch, wall = key[order], step[order], seq[order], epoch[order], wall[order]
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
-
-    index = {name: k for k, name in enumerate(names)}
-    ids, new = _upsert_series(conn, names, index, existing, key, step, wall, seq, value)
-    sid = ids[key]
-    chunk_store.append(conn, sid, chunk_store.Decoded(step, seq, epoch, wall, value), new)
-    merge_blocks(conn, block_rows(sid, step, wall, value))
-    out: dict[str, rule_store.Points] = {}
-    for run_id, rules_of_run in watched.items():
-        for scope, name in rule_store.watched_series(rules_of_run):
-            k = index.get((run_id, scope, name))
-            if k is not None:
-                at = np.flatnonzero(key == k)
-                out.setdefault(run_id, {})[(scope, name)] = (step[at], value[at])
-    return out
+    return _Batch(names, key[order], chunk_store.Decoded(step[order], seq[order], epoch[order], wall[order], value))
 
 
 def _upsert_series(
-    conn: Connection,
-    names: list[tuple[str, str, str]],
-    index: dict[tuple[str, str, str], int],
-    existing: dict[str, dict[tuple[str, str], Any]],
-    key: np.ndarray,
-    step: np.ndarray,
-    wall: np.ndarray,
-    seq: np.ndarray,
-    value: np.ndarray,
-) -> tuple[np.ndarray, set[int]]:
-    """Create or update each touched series' running stats; (ids indexed by key, ids of
-    the series made now). `names`: (run, scope, name) of each key, `index` the reverse;
+    conn: Connection, batch: _Batch, existing: dict[str, dict[tuple[str, str], Any]]
+) -> tuple[np.ndarray, set[int], list[dict[str, Any]]]:
+    """Create the batch's new series with their running stats; (ids indexed by key, ids
+    of the series made now, the stat updates of the others, to run with the writes).
     `existing`: the runs' series rows.
 
     New series are inserted in one statement and their ids read back in one more: a post
@@ -237,24 +247,25 @@ def _upsert_series(
     would make it one, but psycopg parses the long statements SQLAlchemy then sends each
     time: two to four times slower on PostgreSQL.)
     """
+    key, p = batch.key, batch.points
     starts = group_starts(key)
     ends = np.append(starts[1:], len(key)) - 1
-    ids = np.zeros(len(names), np.int64)
+    ids = np.zeros(len(batch.names), np.int64)
     inserts, updates = [], []
     for start, end in zip(starts.tolist(), ends.tolist()):
         k = int(key[start])
-        finite = value[start : end + 1][np.isfinite(value[start : end + 1])]
+        finite = p.vals[start : end + 1][np.isfinite(p.vals[start : end + 1])]
         new = {
             "count": end - start + 1,
-            "first_step": int(step[start]),
-            "last_step": int(step[end]),
-            "last_wall": float(wall[end]),
-            "last_seq": int(seq[end]),
-            "last_value": float(value[end]),
+            "first_step": int(p.steps[start]),
+            "last_step": int(p.steps[end]),
+            "last_wall": float(p.walls[end]),
+            "last_seq": int(p.seqs[end]),
+            "last_value": float(p.vals[end]),
             "min_value": float(finite.min()) if len(finite) else None,
             "max_value": float(finite.max()) if len(finite) else None,
         }
-        run_id, scope, name = names[k]
+        run_id, scope, name = batch.names[k]
         old = existing.get(run_id, {}).get((scope, name))
         if old is None:
             inserts.append({"run_id": run_id, "scope": scope, "name": name, **new})
@@ -276,13 +287,11 @@ def _upsert_series(
         run_ids = sorted({row["run_id"] for row in inserts})
         after = max((row.id for run_id in run_ids for row in existing.get(run_id, {}).values()), default=0)
         for row in conn.execute(SERIES_MADE, {"run_ids": run_ids, "after": after}):
-            ids[index[(row.run_id, row.scope, row.name)]] = row.id
+            ids[batch.index[(row.run_id, row.scope, row.name)]] = row.id
             made.add(row.id)
         if not ids.all():  # never store points under no series
             raise RuntimeError("new series rows were not found after their insert")
-    if updates:
-        conn.execute(SERIES_STATS, updates)
-    return ids, made
+    return ids, made, updates
 
 
 def _pick(fn, a: float | None, b: float | None) -> float | None:

@@ -15,8 +15,8 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from ..downsample import group_starts
-from ..tables import summaries, summaries_in
-from .sql import bulk_insert
+from ..tables import summaries
+from .sql import bulk_params, bulk_rows
 
 # Level k covers blocks of 4**(k + 2) steps. Level 0 (16 steps) is no longer kept: ranges
 # that fine are read from the chunks (up to 64 steps a bucket decode in a few ms), and it
@@ -61,12 +61,12 @@ def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.nd
     return list(zip(*(c.tolist() for c in columns)))
 
 
-COLUMNS = ", ".join(c.name for c in summaries.columns)
+COLUMNS = [c.name for c in summaries.columns]
 
 
 def _merge_sql(rows: str) -> str:
-    """New points (`rows`: VALUES or a SELECT) merge into a stored block: counts add up, an
-    extreme moves only when the new one is strictly beyond it."""
+    """New points (`rows`: see `sql.bulk_rows`) merge into a stored block: counts add up,
+    an extreme moves only when the new one is strictly beyond it."""
     sets = ["count = summaries.count + excluded.count"]
     for kind, beyond in (("min", "<"), ("max", ">")):
         new, old = f"excluded.{kind}_value", f"summaries.{kind}_value"
@@ -75,24 +75,17 @@ def _merge_sql(rows: str) -> str:
             f"{kind}_{c} = CASE WHEN {moves} THEN excluded.{kind}_{c} ELSE summaries.{kind}_{c} END"
             for c in ("value", "step", "wall")
         ]
-    return f"INSERT INTO summaries ({COLUMNS}) {rows} ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
-
-
-SQLITE_MERGE = _merge_sql(f"VALUES ({', '.join('?' * len(summaries.columns))})")
-# PostgreSQL: one binary COPY and one statement a post, not a round trip a row.
-PG_MERGE = _merge_sql(f"SELECT {COLUMNS} FROM summaries_in")
+    return (
+        f"INSERT INTO summaries ({', '.join(COLUMNS)}) {rows} "
+        f"ON CONFLICT (series_id, level, block) DO UPDATE SET {', '.join(sets)}"
+    )
 
 
 def merge_blocks(conn: Connection, rows: list[tuple]) -> None:
     """Merge a post's block rows into the stored summaries, by driver SQL: this runs for
-    every block a post touches."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        bulk_insert(conn, summaries_in, rows)
-        conn.exec_driver_sql(PG_MERGE)
-    else:
-        conn.exec_driver_sql(SQLITE_MERGE, rows)
+    every block a post touches, one statement for them all on PostgreSQL."""
+    if rows:
+        conn.exec_driver_sql(_merge_sql(bulk_rows(conn, summaries, COLUMNS)), bulk_params(conn, rows))
 
 
 def read_blocks(conn: Connection, series_id: int, level: int, first: int, last: int) -> list[Any]:

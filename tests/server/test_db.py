@@ -5,10 +5,13 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from monitor_server.db import make_engine, writing
 from monitor_server.migrations import upgrade
+from monitor_server.store.sql import bulk_insert, pipelined
+from monitor_server.tables import received
 from tests.conftest import needs_postgres
 
 
@@ -40,10 +43,11 @@ def test_migrations_create_the_schema_once(database_url):
         "rules",
         "rule_states",
         "rule_firings",
+        "run_tags",
         "alembic_version",
     } <= names
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
     assert {"issued_by", "cancel_requested_at"} <= {c["name"] for c in inspect(engine).get_columns("commands")}
     engine.dispose()
 
@@ -92,3 +96,18 @@ def test_migrations_create_exactly_the_tables_module(database_url):
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert [d for d in diff if not (isinstance(d, tuple) and d[1] == "alembic_version")] == []
+
+
+def test_a_pipelined_write_that_fails_is_raised_as_sqlalchemy_raises_it_and_stores_nothing(database_url):
+    # On PostgreSQL the writes of a post are pipelined: their errors come at the sync, past
+    # SQLAlchemy, and must still read as the error the API maps (here a 409, not a 500).
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with writing(engine) as conn:
+        bulk_insert(conn, received, [("r", 1, 5)])
+    with pytest.raises(IntegrityError), writing(engine) as conn, pipelined(conn):
+        bulk_insert(conn, received, [("r", 7, 9)])
+        bulk_insert(conn, received, [("r", 1, 3)])  # the same key again
+    with engine.connect() as conn:
+        assert conn.execute(select(received.c.first_seq, received.c.last_seq)).all() == [(1, 5)]
+    engine.dispose()
