@@ -129,10 +129,26 @@ class MonitorClient:
         the run ran (`context.run_context()`, plus `context`)."""
         if self._sender is not None:
             return
-        config = {"context": {**run_context(), **(context or {})}, **(config or {}), **self.config}
-        body = {"id": self.run_id, "project": self.project, "config": config}
-        if self.run_name:
-            body["name"] = self.run_name
+        given, extra = {**(config or {}), **self.config}, dict(context or {})
+        found: dict[str, Any] = {}
+
+        def read_context() -> None:
+            """On the sender's thread, before it sends: git may take seconds, the training
+            does not wait for it, and no one waits for it under the sender's lock."""
+            try:
+                found.update(run_context())
+            except Exception:  # where it ran is never worth the run
+                pass
+
+        def body() -> dict[str, Any]:
+            """The create request, with the context read so far: none when a close() gives
+            up and spools the run before it was read."""
+            made = {"id": self.run_id, "project": self.project}
+            made["config"] = {"context": {**found, **extra}, **given}
+            if self.run_name:
+                made["name"] = self.run_name
+            return made
+
         self._queue.appendleft({"op": "create", "body": body, "resume": resume})
         # Commands left from an earlier start were cancelled when that run ended.
         self._inbox.clear()
@@ -149,6 +165,7 @@ class MonitorClient:
             self._receive,
             self._notify,
             self.flush_interval,
+            prepare=read_context,
         )
         self._sender.adopt(backlog)
         self._sender.start()

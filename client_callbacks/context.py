@@ -9,6 +9,7 @@ framework; whatever cannot be read is left out, never an error.
 from __future__ import annotations
 
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# A flag whose name holds one of these has its value kept out of the record (`--api-key=…`,
+# `--db-password …`), as has the password of a URL (`postgresql://user:…@host`).
+SECRET_WORDS = re.compile(r"token|passw|secret|key|credential|auth", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)\S*@")  # up to the last @: a password may hold / or @
+HIDDEN = "***"
 PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy")
 GIT_TIMEOUT_S = 5.0
 
@@ -28,13 +34,31 @@ def run_context(cwd: str | Path | None = None) -> dict[str, Any]:
         "host": socket.gethostname(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "argv": list(sys.argv),
+        "argv": redact_argv(sys.argv),
         "packages": _versions(),
     }
     git = git_state(cwd)
     if git:
         context["git"] = git
     return context
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with secrets hidden: the page shows it to everyone who reads runs.
+    `--api-key=V`, `--api-key V` and `api_key=V` (an override, as Hydra takes them) hide
+    V; so does a URL its password."""
+    out: list[str] = []
+    value_is_secret = False  # the previous argument was a secret flag without `=`
+    for arg in argv:
+        if value_is_secret and not arg.startswith("--"):
+            out.append(HIDDEN)
+            value_is_secret = False
+            continue
+        name, eq, _value = arg.partition("=")
+        secret = SECRET_WORDS.search(name) is not None and (eq != "" or name.startswith("-"))
+        value_is_secret = secret and not eq
+        out.append(URL_PASSWORD.sub(rf"\1{HIDDEN}@", f"{name}={HIDDEN}" if secret and eq else arg))
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -48,14 +72,19 @@ def _versions() -> dict[str, str]:
 
 
 def git_state(cwd: str | Path | None = None) -> dict[str, Any] | None:
-    """{commit, branch, dirty} of the repository holding `cwd`; None outside one or
-    without git. `branch` is None on a detached head."""
-    commit = _git(cwd, "rev-parse", "HEAD")
-    if commit is None:
+    """{commit, branch, dirty} of the repository holding `cwd`; None outside one, before its
+    first commit, or without git. `branch` is None on a detached head. One git process
+    (`status --porcelain=v2 --branch`): on a slow disk or a big repository each costs."""
+    status = _git(cwd, "status", "--porcelain=v2", "--branch", "--untracked-files=no")
+    if status is None:
         return None
-    branch = _git(cwd, "symbolic-ref", "--short", "-q", "HEAD")
-    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "branch": branch or None, "dirty": bool(status)}
+    heads = dict(line[2:].split(" ", 1) for line in status.splitlines() if line.startswith("# ") and " " in line[2:])
+    commit = heads.get("branch.oid", "(initial)")
+    if commit == "(initial)":
+        return None
+    branch = heads.get("branch.head", "(detached)")
+    dirty = any(not line.startswith("#") for line in status.splitlines())
+    return {"commit": commit, "branch": None if branch == "(detached)" else branch, "dirty": dirty}
 
 
 def _git(cwd: str | Path | None, *args: str) -> str | None:

@@ -43,9 +43,11 @@ class Sender(threading.Thread):
         on_commands: Callable[[list[dict[str, Any]]], None],
         notify: Callable[[str, str], None],
         flush_interval: float,
+        prepare: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name=f"fitwatch-sender-{run_id}", daemon=True)
         self.connect = connect  # made on this thread: building an httpx client takes ~20 ms
+        self.prepare = prepare  # run on this thread first: what a queued body reads (see `_merge`)
         self.http: httpx.Client | None = None
         self.run_id = run_id
         self.queue = queue
@@ -124,6 +126,7 @@ class Sender(threading.Thread):
     # -- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:
+        self.prepare()
         self.http = self.connect()
         try:
             self._loop()
@@ -260,7 +263,8 @@ def _merge(items: list[dict[str, Any]]) -> list[Op]:
     ops: list[Op] = []
     for item in items:
         if "op" in item:
-            ops.append(item)
+            # A body may come as the function that builds it (see `MonitorClient.start`).
+            ops.append({**item, "body": item["body"]()} if callable(item.get("body")) else item)
         elif ops and ops[-1]["op"] == "logs" and len(ops[-1]["records"]) < BATCH:
             ops[-1]["records"].append(item)
         else:

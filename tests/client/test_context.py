@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import threading
+from pathlib import Path
 
 import keras
 import psutil
 import pytest
 
-from client_callbacks import RemoteCallback
+from client_callbacks import MonitorClient, RemoteCallback
+from client_callbacks.sync import sync_file
 
-from .conftest import AtStep, fit, wait_for
+from .conftest import AtStep, fit, records, wait_for
 
 
 def git(repo, *args: str) -> str:
@@ -50,6 +54,72 @@ def test_a_fit_records_the_commit_branch_and_dirty_flag_of_its_code(server, api,
     assert context["host"] and context["os"] and context["python"] and context["argv"]
     assert context["packages"]["keras"] == keras.version()
     assert context["backend"] == keras.backend.backend() and context["devices"]
+
+
+def slow_git(tmp_path, monkeypatch, go) -> Path:
+    """A git that answers only once `go` exists; the file it touches when it starts."""
+    ran = tmp_path / "git-ran"
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(
+        f'#!/bin/sh\ntouch {ran}\nwhile [ ! -e {go} ]; do sleep 0.01; done\nexec {shutil.which("git")} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    return ran
+
+
+def test_the_training_does_not_wait_for_git(server, api, spool_dir, repo, tmp_path, monkeypatch):
+    # A git that answers only once the training has run two batches: had the context been
+    # read on the training thread, git would have timed out and the run had no commit.
+    started = tmp_path / "training-started"
+    slow_git(tmp_path, monkeypatch, started)
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([cb, AtStep({2: lambda _step: started.touch()})], epochs=1)
+    assert context_of(api, cb.run_id)["git"]["commit"] == git(repo, "rev-parse", "HEAD")
+
+
+def test_a_close_while_git_is_slow_spools_the_run_without_waiting_for_it(
+    server, api, spool_dir, repo, tmp_path, monkeypatch
+):
+    go = tmp_path / "go"
+    ran = slow_git(tmp_path, monkeypatch, go)
+    monkeypatch.setattr("client_callbacks.context.GIT_TIMEOUT_S", 600.0)  # a very big repository
+    client = MonitorClient(url=server.url, spool_dir=spool_dir, system_interval=None)
+    client.start()
+    client.log("eval", 0, {"a": 1.0})
+    client.end("finished")
+    wait_for(ran.exists, what="git to start")
+    # Let git answer in a few seconds at the latest: a close that waited for it would spool
+    # a create request that has the commit.
+    release = threading.Timer(3.0, go.touch)
+    release.start()
+    try:
+        spool = client.close(timeout=0.1)
+    finally:
+        release.cancel()
+        go.touch()
+    assert spool is not None and spool.exists()
+    assert sync_file(spool).delivered
+    context = context_of(api, client.run_id)
+    assert "git" not in context  # spooled before git answered
+    assert [r["metrics"] for r in records(api, client.run_id)] == [{"a": 1.0}]
+    assert api.get(f"/api/v1/runs/{client.run_id}").json()["status"] == "finished"
+
+
+def test_the_command_line_is_recorded_with_its_secrets_hidden(server, api, spool_dir, monkeypatch):
+    argv = ["train.py", "--api-key=k-123", "--token", "-t-456", "--db", "postgresql://me:pw/7@89@db/x", "--lr", "0.1"]
+    argv += ["wandb.api_key=w-000", "epochs=3"]  # overrides, as Hydra takes them
+    monkeypatch.setattr("sys.argv", argv)
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
+    fit([cb], epochs=1)
+    recorded = context_of(api, cb.run_id)["argv"]
+    assert recorded == [
+        *["train.py", "--api-key=***", "--token", "***", "--db", "postgresql://me:***@db/x", "--lr", "0.1"],
+        *["wandb.api_key=***", "epochs=3"],
+    ]
+    stored = api.get(f"/api/v1/runs/{cb.run_id}").text
+    assert not any(secret in stored for secret in ("k-123", "t-456", "pw/7", "w-000"))
 
 
 def test_outside_a_repository_or_without_git_the_run_has_no_git_context(server, api, spool_dir, tmp_path, monkeypatch):
@@ -100,7 +170,6 @@ def test_sampling_off_logs_no_system_records(server, api, spool_dir):
 
 
 def test_sampling_ends_with_the_run_and_takes_no_interval_but_a_positive_one(server, api, spool_dir):
-    import threading
 
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=0.05)
     fit([cb], epochs=1)

@@ -53,7 +53,8 @@ def test_fitwatch_demo_serves_and_trains_a_run_and_says_only_what_matters(tmp_pa
     assert the_run(tmp_path) == ("finished", "all 2 epochs done")
     with create_engine(f"sqlite:///{tmp_path / 'demo.db'}").connect() as conn:
         scopes = dict(conn.execute(text("SELECT scope, count(*) FROM series GROUP BY scope")).all())
-    assert set(scopes) == {"batch", "epoch", "eval"}
+    # System samples come every 10 s: a demo that ran that long (a busy machine) has them too.
+    assert {"batch", "epoch", "eval"} <= set(scopes) <= {"batch", "epoch", "eval", "system"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
