@@ -146,6 +146,8 @@ class PostgresBus(EventBus):
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if self._listening.is_set():  # back after a break: what came meanwhile is lost
+                        self.lost()
                     self._listening.set()
                     delay = 0.5
                     reminded = 0.0

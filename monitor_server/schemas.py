@@ -102,6 +102,10 @@ Metrics = Annotated[
     ),
 ]
 Step = json_int(0, MAX_INT64)
+MAX_TAGS = 20
+# A tag is kept trimmed; a run's tags are a set, kept sorted.
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, pattern=NO_NUL, min_length=1, max_length=50)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(lambda tags: sorted(set(tags)))]
 Epoch = json_int(0, 2**31 - 1)
 
 
@@ -133,6 +137,8 @@ class RunPatch(BaseModel):
     name: Name | None = None
     config: Config | None = None
     controls: Controls | None = None
+    tags: Tags | None = Field(None, description="the run's tags, all of them: they replace those it had")
+    note: text(10_000) | None = None
 
 
 class RunPublic(BaseModel):
@@ -147,6 +153,8 @@ class RunPublic(BaseModel):
     last_seen: datetime
     latest: dict[str, OutFloat] = Field(description="last value of each epoch-scope series")
     controls: dict[str, Any] | None = Field(None, description="what the training says can be steered")
+    tags: list[str] = Field(default_factory=list)
+    note: str = ""
 
 
 class LogRecord(TypedDict):

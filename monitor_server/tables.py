@@ -45,8 +45,18 @@ runs = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("last_seen", Double, nullable=False),
+    Column("note", Text, nullable=False, server_default=""),  # the team's word on the run
     Index("ix_runs_project_created", "project", "created_at"),
     Index("ix_runs_created", "created_at"),
+)
+
+# A run's tags, a row each: the run list filters by them.
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(50), primary_key=True),
+    Index("ix_run_tags_tag", "tag"),
 )
 
 series = Table(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
-from ..schemas import LIVE, NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus
+from ..schemas import LIVE, MAX_TAGS, NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus, Tag
 from ..store import commands as command_store
 from ..store import runs as store
 from .commands import announce as announce_command
@@ -45,18 +45,40 @@ def create_run(body: RunCreate, response: Response, engine: EngineDep, settings:
     return run
 
 
-@router.get("", response_model=list[RunPublic], dependencies=[Reader])
+@router.get(
+    "",
+    response_model=list[RunPublic],
+    dependencies=[Reader],
+    responses={200: {"headers": {"X-Total-Count": {"description": "runs that pass the filters, all pages"}}}},
+)
 def list_runs(
+    response: Response,
     engine: EngineDep,
     settings: SettingsDep,
     project: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     status: RunStatus | None = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="in the name or id, any case")] = None,
+    tag: Annotated[list[Tag], Query(max_length=MAX_TAGS, description="runs with every one of these tags")] = [],  # noqa: B006
+    sort: Annotated[
+        str,
+        Query(
+            max_length=210,
+            pattern=r"^(started|name|status|metric:[^\x00]+)$",
+            description="`started`, `name`, `status`, or `metric:NAME`: the last value of epoch series NAME",
+        ),
+    ] = "started",
+    order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[RunPublic]:
-    """Runs, newest first."""
+    """A page of runs, newest first unless sorted otherwise; `X-Total-Count` says how
+    many pass the filters."""
     with reading(engine) as conn:
-        return store.list_runs(conn, settings.stale_after, project, status, limit, offset)
+        page, total = store.list_runs(
+            conn, settings.stale_after, project, status, limit, offset, q, tag, sort, order == "desc"
+        )
+    response.headers["X-Total-Count"] = str(total)
+    return page
 
 
 @router.get("/{run_id}", response_model=RunPublic, dependencies=[Reader])
@@ -68,8 +90,8 @@ def read_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Run
 
 @router.patch("/{run_id}", response_model=RunPublic, dependencies=[Ingester])
 def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
-    """Change a run's status (with the reason it ended), name or config. Ending a run
-    cancels the commands it never acknowledged."""
+    """Change a run's status (with the reason it ended), name, config, controls, tags (the
+    whole set) or note. Ending a run cancels the commands it never acknowledged."""
     now = time.time()
     with writing(engine) as conn:
         store.patch_run(conn, run_id, body, now)

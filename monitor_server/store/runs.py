@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from ..errors import NotFound
 from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
-from ..tables import chunks, commands, received, rule_firings, rule_states, rules, runs, series, summaries
+from ..tables import chunks, commands, received, rule_firings, rule_states, rules, run_tags, runs, series, summaries
 from .sql import insert_ignore
 
 
@@ -27,7 +28,7 @@ def effective_status(row: Any, stale_after: float, now: float) -> str:
     return row.status
 
 
-def to_public(row: Any, latest: dict[str, float], stale_after: float, now: float) -> RunPublic:
+def to_public(row: Any, latest: dict[str, float], tags: list[str], stale_after: float, now: float) -> RunPublic:
     return RunPublic(
         id=row.id,
         name=row.name,
@@ -40,7 +41,25 @@ def to_public(row: Any, latest: dict[str, float], stale_after: float, now: float
         last_seen=timestamp(row.last_seen),
         latest=latest,
         controls=row.controls,
+        tags=tags,
+        note=row.note,
     )
+
+
+def _public(conn: Connection, rows: list[Any], stale_after: float) -> list[RunPublic]:
+    """`rows` as the API shows them, with their latest epoch values and tags."""
+    ids = [row.id for row in rows]
+    latest, tags, now = latest_epoch_values(conn, ids), tags_of(conn, ids), time.time()
+    return [to_public(row, latest[row.id], tags[row.id], stale_after, now) for row in rows]
+
+
+def tags_of(conn: Connection, run_ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
+    if run_ids:
+        query = select(run_tags).where(run_tags.c.run_id.in_(run_ids)).order_by(run_tags.c.tag)
+        for run_id, tag in conn.execute(query):
+            out[run_id].append(tag)
+    return out
 
 
 def create_run(conn: Connection, body: RunCreate, now: float) -> tuple[Any, bool]:
@@ -99,8 +118,7 @@ def latest_epoch_values(conn: Connection, run_ids: list[str]) -> dict[str, dict[
 
 
 def read_run(conn: Connection, run_id: str, stale_after: float) -> RunPublic:
-    row = get_run_row(conn, run_id)
-    return to_public(row, latest_epoch_values(conn, [run_id])[run_id], stale_after, time.time())
+    return _public(conn, [get_run_row(conn, run_id)], stale_after)[0]
 
 
 def list_runs(
@@ -110,22 +128,53 @@ def list_runs(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> list[RunPublic]:
-    now = time.time()
-    cutoff = now - stale_after
-    query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit).offset(offset)
+    q: str | None = None,
+    tags: Sequence[str] = (),
+    sort: str = "started",
+    descending: bool = True,
+) -> tuple[list[RunPublic], int]:
+    """A page of the runs that pass the filters, and how many pass them. Ties in the sort
+    break by id, so pages never overlap."""
+    # The status readers see (`effective_status`): a silent live run is interrupted.
+    stale = and_(runs.c.status.in_(LIVE), runs.c.last_seen < time.time() - stale_after)
+    shown_status = case((stale, "interrupted"), else_=runs.c.status)
+    where = []
     if project is not None:
-        query = query.where(runs.c.project == project)
-    if status == "interrupted":
-        stale = and_(runs.c.status.in_(LIVE), runs.c.last_seen < cutoff)
-        query = query.where(or_(runs.c.status == "interrupted", stale))
-    elif status in LIVE:
-        query = query.where(runs.c.status == status, runs.c.last_seen >= cutoff)
-    elif status is not None:
-        query = query.where(runs.c.status == status)
-    rows = conn.execute(query).all()
-    latest = latest_epoch_values(conn, [row.id for row in rows])
-    return [to_public(row, latest[row.id], stale_after, now) for row in rows]
+        where.append(runs.c.project == project)
+    if status is not None:
+        where.append(shown_status == status)
+    if q:
+        where.append(
+            or_(
+                func.lower(runs.c.name).contains(q.lower(), autoescape=True),
+                func.lower(runs.c.id).contains(q.lower(), autoescape=True),
+            )
+        )
+    for tag in tags:
+        where.append(runs.c.id.in_(select(run_tags.c.run_id).where(run_tags.c.tag == tag)))
+    total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar_one()
+    query = select(runs).where(*where)
+    if sort.startswith("metric:"):
+        value = series.c.last_value
+        query = query.outerjoin(
+            series, and_(series.c.run_id == runs.c.id, series.c.scope == "epoch", series.c.name == sort[7:])
+        )
+        # No value (no such series, or NaN) comes last in either order, then by id.
+        missing = or_(value.is_(None), value == float("nan"))
+        keys = [case((missing, 1), else_=0), _order(case((missing, None), else_=value), descending)]
+    else:
+        column = {
+            "started": runs.c.created_at,
+            "name": runs.c.name,
+            "status": shown_status,
+        }[sort]
+        keys = [_order(column, descending)]
+    rows = conn.execute(query.order_by(*keys, runs.c.id).limit(limit).offset(offset)).all()
+    return _public(conn, rows, stale_after), total
+
+
+def _order(column: Any, descending: bool) -> Any:
+    return column.desc() if descending else column.asc()
 
 
 def newly_stale(conn: Connection, stale_after: float, since: float, now: float) -> list[RunPublic]:
@@ -134,9 +183,7 @@ def newly_stale(conn: Connection, stale_after: float, since: float, now: float) 
     query = select(runs).where(
         runs.c.status.in_(LIVE), runs.c.last_seen >= since - stale_after, runs.c.last_seen < now - stale_after
     )
-    rows = conn.execute(query).all()
-    latest = latest_epoch_values(conn, [row.id for row in rows])
-    return [to_public(row, latest[row.id], stale_after, now) for row in rows]
+    return _public(conn, conn.execute(query).all(), stale_after)
 
 
 def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None:
@@ -147,6 +194,11 @@ def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None
     }
     if body.controls is not None:  # whole, defaults included: the page reads every key
         values["controls"] = body.controls.model_dump()
+    tags = values.pop("tags", None)
+    if tags is not None:
+        conn.execute(delete(run_tags).where(run_tags.c.run_id == run_id))
+        if tags:
+            conn.execute(insert(run_tags), [{"run_id": run_id, "tag": tag} for tag in tags])
     if body.status is not None:
         # A run that says it is running (or paused) is alive; any other status ends it, with its reason.
         values.setdefault("reason", None)
@@ -174,6 +226,7 @@ def delete_run(conn: Connection, run_id: str) -> None:
     conn.execute(delete(rules).where(rules.c.run_id == run_id))
     conn.execute(delete(commands).where(commands.c.run_id == run_id))
     conn.execute(delete(series).where(series.c.run_id == run_id))
+    conn.execute(delete(run_tags).where(run_tags.c.run_id == run_id))
     conn.execute(delete(runs).where(runs.c.id == run_id))
 
 

@@ -16,35 +16,45 @@ from tests.helpers import JSON, create_run, make_records, post_logs
 class Stream:
     """Reads an SSE stream in a thread; `next(event)` waits for the next such event."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, last_event_id: str | None = None) -> None:
         self.events: queue.Queue = queue.Queue()
         self.ready = threading.Event()
+        self.last_id: str | None = None  # of the last event taken by `next` or `take`
         self._client = httpx.Client(timeout=httpx.Timeout(30, read=None))
-        threading.Thread(target=self._read, args=(url,), daemon=True).start()
+        headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+        threading.Thread(target=self._read, args=(url, headers), daemon=True).start()
         assert self.ready.wait(10)
 
-    def _read(self, url: str) -> None:
+    def _read(self, url: str, headers: dict) -> None:
         try:
-            with self._client.stream("GET", url) as response:
+            with self._client.stream("GET", url, headers=headers) as response:
                 assert response.headers["content-type"].startswith("text/event-stream")
                 self.ready.set()
-                event, data = None, []
+                event, data, event_id = None, [], None
                 for line in response.iter_lines():
                     if line.startswith("event:"):
                         event = line[6:].strip()
+                    elif line.startswith("id:"):
+                        event_id = line[3:].strip()
                     elif line.startswith("data:"):
                         data.append(line[5:].strip())
                     elif line == "" and data:
-                        self.events.put((event, json.loads("\n".join(data)), time.monotonic()))
+                        self.events.put((event, json.loads("\n".join(data)), time.monotonic(), event_id))
                         event, data = None, []
         except httpx.HTTPError:
             pass
 
+    def take(self, timeout: float = 30.0) -> tuple[str, dict]:
+        """The next event, whatever it is: (name, data)."""
+        name, data, _at, self.last_id = self.events.get(timeout=timeout)
+        return name, data
+
     def next(self, event: str, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
         while True:
-            name, data, at = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            name, data, at, event_id = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             if name == event:
+                self.last_id = event_id
                 return data, at
 
     def close(self) -> None:
@@ -122,3 +132,116 @@ def test_a_run_that_falls_silent_is_announced_interrupted(start_server):
             assert (run["id"], run["status"]) == ("quiet", "running")
         finally:
             stream.close()
+
+
+def seqs(data: dict) -> list[int]:
+    return [r["seq"] for r in data["records"]]
+
+
+def test_a_stream_that_reconnects_gets_every_event_it_missed_in_order(api, server):
+    create_run(api, "r")
+    stream = Stream(f"{server.url}/api/v1/runs/r/events")
+    stream.next("run")
+    post_logs(api, "r", make_records(2))
+    assert seqs(stream.next("metrics")[0]) == [0, 1]
+    resume_from = stream.last_id
+    stream.close()
+    # While it is away: points, a command, a run change.
+    for start in (2, 4, 6):
+        post_logs(api, "r", make_records(2, start=start))
+    api.post("/api/v1/runs/r/commands", json={"type": "stop_training"})
+    api.patch("/api/v1/runs/r", json={"name": "renamed"})
+    again = Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=resume_from)
+    try:
+        # What was missed comes first; across processes (PostgreSQL) what was still on its
+        # way comes live after the run's state: either way each once, in order, no resync.
+        events = [again.take()]
+        while sum(len(seqs(d)) for n, d in events if n == "metrics") < 6 or events[-1][0] != "run":
+            events.append(again.take())
+        names = [name for name, _ in events]
+        assert "resync" not in names and names.count("command") == 1
+        assert [seq for name, data in events if name == "metrics" for seq in seqs(data)] == [2, 3, 4, 5, 6, 7]
+        assert events[-1][1]["name"] == "renamed"
+        # And it goes on live.
+        post_logs(api, "r", make_records(1, start=8))
+        assert seqs(again.next("metrics")[0]) == [8]
+    finally:
+        again.close()
+
+
+def left_after_one_point(api, server) -> str:
+    """Run `r` streamed until its first point, then the stream left: the id it had last."""
+    create_run(api, "r")
+    stream = Stream(f"{server.url}/api/v1/runs/r/events")
+    stream.next("run")
+    post_logs(api, "r", make_records(1))
+    stream.next("metrics")
+    stream.close()
+    return stream.last_id
+
+
+def test_a_stream_told_to_resync_where_it_cannot_be_given_all_it_missed(api, server, start_server):
+    old_id = left_after_one_point(api, server)
+    # Another process (a restart, another replica) numbers its events its own way.
+    other = start_server()
+    for url, last_event_id in ((other.url, old_id), (server.url, "garbage"), (server.url, "-")):
+        again = Stream(f"{url}/api/v1/runs/r/events", last_event_id=last_event_id)
+        try:
+            assert again.take()[0] == "resync", (url, last_event_id)
+            assert again.take()[0] == "run"
+        finally:
+            again.close()
+
+
+def test_more_missed_than_a_topic_keeps_is_a_resync(api, server, monkeypatch):
+    from monitor_server import events
+
+    monkeypatch.setattr(events, "RECENT", 3)
+    last = left_after_one_point(api, server)
+    for seq in range(1, 3):  # two missed: kept
+        post_logs(api, "r", make_records(1, start=seq))
+    again = Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=last)
+    assert [again.take()[0] for _ in range(3)] == ["metrics", "metrics", "run"]
+    last = again.last_id
+    again.close()
+    for seq in range(3, 8):  # five missed, three kept
+        post_logs(api, "r", make_records(1, start=seq))
+    again = Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=last)
+    try:
+        assert [again.take()[0] for _ in range(2)] == ["resync", "run"]
+    finally:
+        again.close()
+
+
+def test_the_run_list_stream_starts_ready_and_resumes_too(api, server):
+    stream = Stream(f"{server.url}/api/v1/events")
+    stream.next("ready")
+    start = stream.last_id
+    stream.close()
+    create_run(api, "a")
+    create_run(api, "b")
+    again = Stream(f"{server.url}/api/v1/events", last_event_id=start)
+    try:
+        events = [again.take()]
+        while {"a", "b"} - {data.get("id") for name, data in events if name == "run"}:
+            events.append(again.take())
+        assert [data["id"] for name, data in events if name == "run"] == ["a", "b"]
+        assert "resync" not in [name for name, _ in events]
+    finally:
+        again.close()
+
+
+def test_live_streams_are_told_to_resync_when_events_may_have_been_lost(api, server):
+    # What the PostgreSQL bus does when its listener connection comes back after a break.
+    create_run(api, "r")
+    stream = Stream(f"{server.url}/api/v1/runs/r/events")
+    try:
+        stream.next("run")
+        before = stream.last_id
+        server.app.state.bus.lost()
+        stream.next("resync")
+        post_logs(api, "r", make_records(1))
+        assert seqs(stream.next("metrics")[0]) == [0]
+        assert stream.last_id.split("-")[0] != before.split("-")[0]  # a new epoch: old ids resync
+    finally:
+        stream.close()

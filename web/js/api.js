@@ -18,8 +18,20 @@ function headers(method) {
   return h;
 }
 
+/** The API's JSON answer (null for 204). */
+export async function api(path, options = {}) {
+  const response = await call(path, options);
+  return response.status === 204 ? null : response.json();
+}
+
+/** A page of a list, with how many items match in all (the X-Total-Count header). */
+export async function apiPage(path) {
+  const response = await call(path);
+  return { items: await response.json(), total: Number(response.headers.get("X-Total-Count")) };
+}
+
 /** Call the API; on 401 ask for the server's token once, keep it, and try again. */
-export async function api(path, { method = "GET", body } = {}) {
+async function call(path, { method = "GET", body } = {}) {
   for (let attempt = 0; ; attempt++) {
     const response = await fetch(path, {
       method,
@@ -42,7 +54,7 @@ export async function api(path, { method = "GET", body } = {}) {
       }
       throw new ApiError(response.status, detail);
     }
-    return response.status === 204 ? null : response.json();
+    return response;
   }
 }
 
@@ -65,17 +77,55 @@ export async function records(runId, scope) {
   return (await response.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
 
-/** Subscribe to an SSE stream: `handlers` maps event names to functions of the parsed data. */
-export function stream(path, handlers, onState) {
-  const source = new EventSource(withToken(path));
-  for (const [name, handle] of Object.entries(handlers)) {
-    source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
-  }
-  if (onState) {
-    source.onopen = () => onState(true);
-    source.onerror = () => onState(false);
-  }
-  return source;
+const REOPEN_MS = 2000;
+const OPEN_WAIT_MS = 3000; // how long a page waits for its stream before it reads anyway
+
+/** Subscribe to an SSE stream: `handlers` maps event names to functions of the parsed
+ * data. The browser reconnects by itself, saying the last event it had, and the server
+ * sends what was missed, or `resync` where it cannot, which the page answers by reading
+ * again. A stream the browser gives up on (an error answer while the server restarts) is
+ * opened again here; it cannot say what it had, so the page reads again then too. The
+ * header's `#live` says whether the page is live or reconnecting. Returns a promise of the
+ * stream's first event (each stream opens with one), or of OPEN_WAIT_MS passing: a page
+ * that reads after it misses no change made in between. */
+export function stream(path, handlers) {
+  let first;
+  const opened = new Promise((resolve) => (first = resolve));
+  let reopened = false;
+  let wait = REOPEN_MS; // doubles while the server keeps refusing (a deleted run, a token), to 1 min
+  const open = () => {
+    const source = new EventSource(withToken(path));
+    for (const [name, handle] of Object.entries(handlers)) {
+      source.addEventListener(name, (event) => {
+        first();
+        handle(JSON.parse(event.data));
+      });
+    }
+    source.onopen = () => {
+      connection("live");
+      if (reopened) handlers.resync?.({});
+      reopened = false;
+      wait = REOPEN_MS;
+    };
+    source.onerror = () => {
+      connection("reconnecting");
+      if (source.readyState === EventSource.CLOSED) {
+        reopened = true;
+        setTimeout(open, wait);
+        wait = Math.min(wait * 2, 60_000);
+      }
+    };
+  };
+  open();
+  return Promise.race([opened, new Promise((resolve) => setTimeout(resolve, OPEN_WAIT_MS))]);
+}
+
+function connection(state) {
+  const badge = document.getElementById("live");
+  if (!badge) return;
+  badge.hidden = false;
+  badge.dataset.state = state;
+  badge.textContent = state === "live" ? "live" : "reconnecting…";
 }
 
 const NAMED = { NaN: NaN, Infinity: Infinity, "-Infinity": -Infinity };
@@ -83,6 +133,13 @@ const NAMED = { NaN: NaN, Infinity: Infinity, "-Infinity": -Infinity };
 /** A value from the API as a number: non-finite values arrive as their names. */
 export function num(value) {
   return typeof value === "string" ? NAMED[value] : value;
+}
+
+/** A chart's zoom (`Chart.onZoom`) as the series API's query for series `s`. */
+export function stepParams(range, s) {
+  if (!range) return {};
+  const [since, until] = range(s);
+  return { since_step: String(since), until_step: String(until) };
 }
 
 export function seriesUrl(runId, scope, name, params = {}) {

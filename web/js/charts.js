@@ -26,7 +26,8 @@ function ema(values, alpha) {
 export class Chart {
   /**
    * @param {HTMLElement} parent where the chart goes
-   * @param {object} opts title, onZoom(sinceStep|null, untilStep|null), settings (shared object:
+   * @param {object} opts title, onZoom(range) with range null (all) or a function of a series
+   *   giving its [since, until] steps, settings (shared object:
    *   smoothing, logy, xmode, stepsPerEpoch)
    */
   constructor(parent, { title, onZoom, settings }) {
@@ -71,7 +72,7 @@ export class Chart {
     }
     s.count = (s.count || 0) + points.length;
     this.scheduleRender();
-    if (s.steps.length > LIVE_LIMIT && !this.zoomed && this.onZoom) this.onZoom(null, null);
+    if (s.steps.length > LIVE_LIMIT && !this.zoomed && this.onZoom) this.onZoom(null);
   }
 
   /** Replace the markers of one `source`; a marker's `scope` (default batch) places it. */
@@ -80,17 +81,22 @@ export class Chart {
     this.scheduleRender();
   }
 
-  x(s, i) {
-    const { xmode, stepsPerEpoch } = this.settings;
-    if (xmode === "wall") return new Date(s.walls[i] * 1000);
-    if (xmode === "epoch" && s.scope === "batch" && stepsPerEpoch) return s.steps[i] / stepsPerEpoch;
-    return s.steps[i];
+  /** Steps in an epoch of series `s`: its own (runs compared may differ), else the page's. */
+  perEpoch(s) {
+    return s.scope === "batch" ? s.stepsPerEpoch || this.settings.stepsPerEpoch : null;
   }
 
-  toStep(x) {
-    const { xmode, stepsPerEpoch } = this.settings;
-    const batch = [...this.series.values()].some((s) => s.scope === "batch");
-    return xmode === "epoch" && batch && stepsPerEpoch ? x * stepsPerEpoch : x;
+  x(s, i) {
+    const { xmode } = this.settings;
+    if (xmode === "wall") return new Date(s.walls[i] * 1000);
+    const perEpoch = this.perEpoch(s);
+    return xmode === "epoch" && perEpoch ? s.steps[i] / perEpoch : s.steps[i];
+  }
+
+  /** The step of series `s` at `x` on the axis. */
+  toStep(x, s) {
+    const perEpoch = this.perEpoch(s);
+    return this.settings.xmode === "epoch" && perEpoch ? x * perEpoch : x;
   }
 
   traces() {
@@ -213,6 +219,14 @@ export class Chart {
     if (!this.rendered) {
       this.rendered = true;
       this.plot.on("plotly_relayout", (event) => this.relayout(event));
+      // `responsive` follows the window; the page can change a chart's width without it
+      // (a group of charts showing beside this one, a scrollbar).
+      let width = this.plot.clientWidth;
+      new ResizeObserver(() => {
+        if (!this.plot.clientWidth || this.plot.clientWidth === width) return; // hidden or removed, or only taller
+        width = this.plot.clientWidth;
+        Plotly.Plots.resize(this.plot);
+      }).observe(this.plot);
     }
   }
 
@@ -220,15 +234,17 @@ export class Chart {
     if (!this.onZoom || this.settings.xmode === "wall") return;
     if (event["xaxis.autorange"]) {
       this.zoomed = false;
-      this.onZoom(null, null);
+      this.onZoom(null);
     } else {
       // A drag gives range[0] and range[1]; Plotly.relayout may give the whole range.
       const range = event["xaxis.range"] || [event["xaxis.range[0]"], event["xaxis.range[1]"]];
       if (range[0] === undefined) return;
       this.zoomed = true;
-      const since = Math.max(0, Math.floor(this.toStep(range[0])));
-      const until = Math.max(since, Math.ceil(this.toStep(range[1])));
-      this.onZoom(since, until);
+      // Each series' own steps: runs compared by epoch have different steps per epoch.
+      this.onZoom((s) => {
+        const since = Math.max(0, Math.floor(this.toStep(range[0], s)));
+        return [since, Math.max(since, Math.ceil(this.toStep(range[1], s)))];
+      });
     }
   }
 }

@@ -1,7 +1,7 @@
 // Compare: one metric of several runs on one chart, live, with the same controls, and a
 // table of the config and context keys whose values differ between the runs.
 
-import { api, seriesUrl, stream } from "./api.js";
+import { api, seriesUrl, stepParams, stream } from "./api.js";
 import { Chart, colorAt } from "./charts.js";
 import { toolbar } from "./controls.js";
 import { fleetControls, LIVE } from "./steer.js";
@@ -15,22 +15,42 @@ let metric = null; // "scope/name"
 const runs = new Map();
 
 async function draw() {
+  held = held || []; // points that come while the runs are read wait for the read
   $("charts").replaceChildren();
   const [scope, ...rest] = metric.split("/");
   const name = rest.join("/");
-  chart = new Chart($("charts"), { title: `${name} (${scope})`, settings, onZoom: (since, until) => load(since, until).then(() => chart.render()) });
-  ids.forEach((id, i) => chart.add(id, runs.get(id).name, scope, colorAt(i)));
-  await load(null, null);
+  chart = new Chart($("charts"), { title: `${name} (${scope})`, settings, onZoom: (range) => load(range).then(() => chart.render()).catch(showError) });
+  ids.forEach((id, i) => {
+    // By epoch, each run's batches are scaled by its own steps per epoch.
+    chart.add(id, runs.get(id).name, scope, colorAt(i)).stepsPerEpoch = runs.get(id).config?.fit?.steps || null;
+  });
+  await load(null);
   chart.render();
+  for (const [id, data] of held) onMetrics(id, data);
+  held = null;
 }
 
-async function load(since, until) {
+/** Each run as it is now, into the legend and the table of differences. */
+async function readRuns() {
+  const read = await Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}`)));
+  ids.forEach((id, i) => runs.set(id, read[i]));
+  renderLegend();
+  renderDifferences();
+}
+
+let redrawing = null;
+/** Read again once resyncs pause: a restart resyncs every run's stream at once. */
+function redrawSoon() {
+  clearTimeout(redrawing);
+  redrawing = setTimeout(() => metric && Promise.all([readRuns(), draw()]).catch(showError), 300);
+}
+
+async function load(range) {
   const [scope, ...rest] = metric.split("/");
-  const params = since === null ? {} : { since_step: String(since), until_step: String(until) };
   await Promise.all(
     ids.map(async (id) => {
       try {
-        chart.setData(id, await api(seriesUrl(id, scope, rest.join("/"), params)));
+        chart.setData(id, await api(seriesUrl(id, scope, rest.join("/"), stepParams(range, chart.series.get(id)))));
       } catch (error) {
         if (error.status !== 404) throw error; // this run has no such series
       }
@@ -85,26 +105,34 @@ function renderDifferences() {
   $("differences").hidden = false;
 }
 
-let held = []; // live events that arrive before the first draw
+let held = []; // live events that arrive while the runs are read (null: drawn as they come)
+
+/** Each run's colour, name and status (live). */
+function renderLegend() {
+  $("legend").replaceChildren(...ids.map((id, i) => {
+    const run = runs.get(id);
+    const swatch = el("span", { className: "swatch", style: `background:${colorAt(i)}` });
+    return el("li", { "data-id": id }, swatch, el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
+  }));
+}
 
 async function main() {
   if (ids.length === 0) throw new Error("Choose runs to compare on the run list.");
   for (const id of ids) {
     stream(`/api/v1/runs/${encodeURIComponent(id)}/events`, {
+      run: (run) => {
+        if (!runs.has(id)) return; // the first read has it
+        runs.set(id, run);
+        if (ids.every((other) => runs.has(other))) renderLegend(); // else drawn once every run is read
+      },
       metrics: (data) => (held ? held.push([id, data]) : onMetrics(id, data)),
-    }, (live) => ($("live").hidden = !live));
+      resync: redrawSoon, // some points are lost to this page: read again
+    });
   }
-  const lists = await Promise.all(ids.map(async (id) => {
-    const base = `/api/v1/runs/${encodeURIComponent(id)}`;
-    const [run, series] = await Promise.all([api(base), api(`${base}/series`)]);
-    runs.set(id, run);
-    return series;
-  }));
-  $("legend").replaceChildren(...ids.map((id, i) => {
-    const run = runs.get(id);
-    return el("li", {}, el("span", { className: "swatch", style: `background:${colorAt(i)}` }), el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
-  }));
-  renderDifferences();
+  const [lists] = await Promise.all([
+    Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}/series`))),
+    readRuns(),
+  ]);
   fleetControls($("fleet"), () => ids)([...runs.values()].some((run) => LIVE.includes(run.status)));
   const metrics = [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))].sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
   const select = $("metric");
@@ -116,10 +144,8 @@ async function main() {
     metric = select.value;
     draw().catch(showError);
   });
-  toolbar($("toolbar"), settings, () => chart && chart.render(), { epochAxis: false });
+  toolbar($("toolbar"), settings, () => chart && chart.render());
   await draw();
-  for (const [id, data] of held) onMetrics(id, data);
-  held = null;
   document.body.dataset.ready = "true";
 }
 

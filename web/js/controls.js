@@ -3,7 +3,7 @@
 import { el } from "./util.js";
 
 /** Build the toolbar into `parent`; `settings` is changed in place, then `onChange()`. */
-export function toolbar(parent, settings, onChange, { epochAxis = true } = {}) {
+export function toolbar(parent, settings, onChange) {
   const smoothing = el("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: String(settings.smoothing), id: "smoothing" });
   const shown = el("output", { for: "smoothing", text: settings.smoothing.toFixed(2) });
   smoothing.addEventListener("input", () => {
@@ -20,7 +20,7 @@ export function toolbar(parent, settings, onChange, { epochAxis = true } = {}) {
     "select",
     { id: "xmode" },
     el("option", { value: "step", text: "step" }),
-    epochAxis ? el("option", { value: "epoch", text: "epoch" }) : null,
+    el("option", { value: "epoch", text: "epoch" }),
     el("option", { value: "wall", text: "wall time" }),
   );
   xmode.addEventListener("change", () => {

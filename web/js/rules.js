@@ -150,7 +150,7 @@ function onFiring(firing) {
 
 async function main() {
   wireForm();
-  stream("/api/v1/events", { rule: onFiring }, (live) => ($("live").hidden = !live));
+  stream("/api/v1/events", { rule: onFiring, resync: () => load().catch(showError) });
   await load();
   document.body.dataset.ready = "true";
 }

@@ -1,9 +1,10 @@
 // The run page: live curves over SSE, the control panel and the command history.
 
-import { api, num, records, seriesUrl, stream, withToken } from "./api.js";
+import { api, num, records, seriesUrl, stepParams, stream, withToken } from "./api.js";
 import { Chart } from "./charts.js";
 import { toolbar } from "./controls.js";
 import { Firings, marker } from "./firings.js";
+import { RunEdits } from "./runedit.js";
 import { Steering } from "./steer.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
 
@@ -22,7 +23,12 @@ const firings = new Firings((list) => {
   for (const f of list) byChart.get(seriesChart.get(`${f.scope}/${f.name}`))?.push(marker(f));
   for (const [key, markers] of byChart) charts.get(key).setMarkers(markers, "rules");
 });
+const edits = new RunEdits(runId, (saved) => {
+  run = saved;
+  renderHeader();
+});
 const evaluations = new Map(); // "step/wall time" -> eval record, in the order logged (seqs pass 2**53)
+const latest = new Map(); // "batch/name" or "epoch/name" -> [step, value] of its newest point
 let run = null;
 
 const $ = (id) => document.getElementById(id);
@@ -80,7 +86,7 @@ function ensureChart(scope, name) {
   if (!chart) {
     const section = $(key === "lr" ? "lr-charts" : SECTIONS[scope] || "batch-charts");
     section.closest("section").hidden = false;
-    chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (since, until) => zoom(chart, since, until) });
+    chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (range) => zoom(chart, range).catch(showError) });
     charts.set(key, chart);
   }
   chart.add(id, seriesLabel(key, scope, name), scope);
@@ -94,10 +100,11 @@ async function load(chart, id, params = {}) {
   chart.setData(id, body);
 }
 
-async function zoom(chart, since, until) {
-  const params = since === null ? {} : { since_step: String(since), until_step: String(until) };
+async function zoom(chart, range) {
   const bucket = Math.max(200, Math.round(chart.plot.clientWidth || 800) * 2);
-  await Promise.all([...chart.series.keys()].map((id) => load(chart, id, { ...params, max_points: String(bucket) })));
+  await Promise.all(
+    [...chart.series.values()].map((s) => load(chart, s.key, { ...stepParams(range, s), max_points: String(bucket) })),
+  );
   chart.render();
 }
 
@@ -114,6 +121,7 @@ function renderHeader() {
   $("run-reason").textContent = run.reason || "";
   $("run-reason").hidden = !run.reason;
   steering.update(run);
+  edits.show(run);
   renderContext(run.config?.context);
   const config = $("config");
   config.textContent = JSON.stringify(run.config, null, 2);
@@ -191,6 +199,25 @@ function renderEvaluations() {
   );
 }
 
+function noteLatest(scope, name, step, value) {
+  const id = `${scope}/${name}`;
+  if ((scope === "batch" || scope === "epoch") && !(latest.get(id)?.[0] > step)) latest.set(id, [step, value]);
+}
+
+/** The newest value of each batch and epoch series, as text: what a chart shows only on
+ * hover, which a phone hardly has. Kept apart from the charts, which may hold a zoom. */
+function renderLatest() {
+  const lines = [["batch", "step"], ["epoch", "epoch"]].flatMap(([scope, at]) => {
+    const here = [...latest].filter(([id]) => id.startsWith(`${scope}/`));
+    if (!here.length) return [];
+    const step = Math.max(...here.map(([, [s]]) => s));
+    const values = here.map(([id, [, value]]) => `${id.slice(scope.length + 1)} ${fmtValue(value)}`);
+    return [el("span", { text: `${at} ${step}: ${values.join(" · ")}` })];
+  });
+  $("run-latest").replaceChildren(...lines);
+  $("run-latest").hidden = lines.length === 0;
+}
+
 /** Live records into the charts and the evaluation table; `replay` skips points the
  * first read already had. */
 function onMetrics({ records }, replay = false) {
@@ -203,6 +230,7 @@ function onMetrics({ records }, replay = false) {
       continue;
     }
     for (const [name, value] of Object.entries(r.metrics)) {
+      noteLatest(r.scope, name, r.step, value);
       const chart = ensureChart(r.scope, name);
       if (!chart) continue;
       const id = `${r.scope}/${name}`;
@@ -217,19 +245,55 @@ function onMetrics({ records }, replay = false) {
   }
   if (grouped.has("batch/lr") || grouped.has("epoch/lr")) renderLr();
   if (evaluated) renderEvaluations();
+  if (grouped.size) renderLatest();
+}
+
+// Live points wait here while the stored ones are read (null: drawn as they come), so that
+// no point logged in between is missed.
+let held = [];
+
+/** Read the run, its series, commands and firings from the API and draw them, then the
+ * points that came live meanwhile: at the start, and when the stream says to resync. */
+async function readAll(base) {
+  held = held || [];
+  let seriesList;
+  [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
+  const [commands, fired] = await Promise.all([api(`${base}/commands`), api(`${base}/firings`)]);
+  for (const c of commands) steering.remember(c);
+  for (const f of fired) firings.remember(f);
+  renderHeader();
+  seriesList.sort((a, b) => seriesOrder(a) - seriesOrder(b) || byName(a, b));
+  for (const s of seriesList) {
+    ensureChart(s.scope, s.name);
+    noteLatest(s.scope, s.name, s.last_step, s.last_value);
+  }
+  const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
+  await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
+  for (const r of await evaluated) evaluations.set(evalKey(r), r);
+  for (const data of held || []) onMetrics(data, true);
+  held = null;
+  $("empty").hidden = charts.size > 0 || evaluations.size > 0;
+  charts.forEach((c) => c.render());
+  steering.render();
+  firings.render();
+  renderLr();
+  renderEvaluations();
+  renderLatest();
 }
 
 async function main() {
   toolbar($("toolbar"), settings, () => charts.forEach((c) => c.render()));
   const base = `/api/v1/runs/${encodeURIComponent(runId)}`;
-  // Subscribe first and hold live events until the stored points are drawn, so that no
-  // point logged in between is missed; the stream opens with a `run` event.
-  let held = [];
-  let subscribed;
-  const opened = new Promise((resolve) => (subscribed = resolve));
-  stream(`${base}/events`, {
+  // Reads one after another: the first once the stream is open (it opens with a `run`
+  // event), then one per resync; a read again that fails is tried again, holding live
+  // points meanwhile.
+  const readAgain = () =>
+    readAll(base).catch((error) => {
+      showError(error);
+      return new Promise((resolve) => setTimeout(resolve, 2000)).then(readAgain);
+    });
+  let reading = stream(`${base}/events`, {
     run: (data) => {
-      subscribed();
       if (run) {
         run = data;
         renderHeader();
@@ -245,31 +309,16 @@ async function main() {
     },
     rule: (f) => {
       firings.remember(f);
-      if (!held) firings.render(); // else drawn with the first read
+      if (!held) firings.render(); // else drawn with the read under way
+    },
+    resync: () => {
+      // Some events are lost to this page: read everything again, after any read under way.
+      if (!held) held = [];
+      reading = reading.then(readAgain, readAgain);
     },
     deleted: () => showError("This run was deleted."),
-  }, (live) => ($("live").hidden = !live));
-  await Promise.race([opened, new Promise((resolve) => setTimeout(resolve, 3000))]);
-
-  let seriesList;
-  [run, seriesList] = await Promise.all([api(base), api(`${base}/series`)]);
-  const [commands, fired] = await Promise.all([api(`${base}/commands`), api(`${base}/firings`)]);
-  for (const c of commands) steering.remember(c);
-  for (const f of fired) firings.remember(f);
-  renderHeader();
-  seriesList.sort((a, b) => seriesOrder(a) - seriesOrder(b) || byName(a, b));
-  for (const s of seriesList) ensureChart(s.scope, s.name);
-  const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
-  await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
-  for (const r of await evaluated) evaluations.set(evalKey(r), r);
-  for (const data of held) onMetrics(data, true);
-  held = null;
-  $("empty").hidden = charts.size > 0 || evaluations.size > 0;
-  charts.forEach((c) => c.render());
-  steering.render();
-  firings.render();
-  renderLr();
-  renderEvaluations();
+  }).then(() => readAll(base));
+  await reading;
   $("report").href = withToken(`/runs/${encodeURIComponent(runId)}/report.html`);
   document.body.dataset.ready = "true";
   setInterval(() => {

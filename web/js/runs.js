@@ -1,22 +1,28 @@
-// The run list: filters, live rows over SSE, and the selection to compare.
+// The run list: a page of runs at a time, filtered, searched and sorted by the server;
+// live rows over SSE; tags edited in place; the selection to compare or steer.
 
-import { api, stream } from "./api.js";
+import { apiPage, stream } from "./api.js";
+import { apiPath, fromUrl, matches, newestFirst, PAGE_SIZE, sortBy, sortKey, toUrl } from "./liststate.js";
 import { fleetControls } from "./steer.js";
+import { chip, tagEditor } from "./tags.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
-const runs = new Map(); // id -> run
-const selected = new Set();
+const state = fromUrl();
+let runs = []; // the page shown, in order
+let total = 0; // runs that match the filters, on every page
+const selected = new Set(); // ids, kept across pages
+// The server lists runs, not projects or metric names: offer those seen so far.
+const projects = new Set();
+const metrics = new Set();
 let enableFleet = () => {};
+let asked = 0; // the newest read of the list: an older answer is dropped
+let settle = null; // a read again after live changes, once they pause
 
-function visible(run) {
-  const project = $("project").value;
-  const status = $("status").value;
-  return (!project || run.project === project) && (!status || run.status === status);
-}
+const byMetricName = (a, b) => a.startsWith("val_") - b.startsWith("val_") || a.localeCompare(b);
 
 function latest(run) {
-  const names = Object.keys(run.latest).sort((a, b) => (a.startsWith("val_") - b.startsWith("val_")) || a.localeCompare(b));
+  const names = Object.keys(run.latest).sort(byMetricName);
   return names.slice(0, 4).map((n) => `${n} ${fmtValue(run.latest[n])}`).join(" · ");
 }
 
@@ -25,59 +31,180 @@ function row(run) {
   box.checked = selected.has(run.id);
   box.addEventListener("change", () => {
     box.checked ? selected.add(run.id) : selected.delete(run.id);
-    $("compare").disabled = selected.size < 2;
-    enableFleet(selected.size > 0);
+    selectionChanged();
   });
+  const note = run.note ? el("div", { className: "run-note", title: run.note, text: run.note.split("\n")[0] }) : null;
   return el(
     "tr",
     { "data-id": run.id, "data-status": run.status },
     el("td", {}, box),
-    el("td", {}, el("a", { href: `/runs/${encodeURIComponent(run.id)}`, text: run.name })),
-    el("td", { text: run.project }),
+    el("td", {}, el("a", { href: `/runs/${encodeURIComponent(run.id)}`, text: run.name }), note),
+    el("td", { className: "opt" }, tagEditor(run, { onPick: filterByTag, onSaved: showRun })),
+    el("td", { className: "opt", text: run.project }),
     el("td", {}, statusBadge(run.status)),
-    el("td", { text: fmtDate(run.created_at) }),
-    el("td", { className: "duration", text: fmtDuration(runSeconds(run)) }),
+    el("td", { className: "opt", text: fmtDate(run.created_at) }),
+    el("td", { className: "opt duration", text: fmtDuration(runSeconds(run)) }),
+    el("td", { className: "opt num", text: state.metric ? fmtValue(run.latest[state.metric]) : "" }),
     el("td", { className: "latest", text: latest(run) }),
   );
 }
 
-function render() {
-  const shown = [...runs.values()].filter(visible).sort((a, b) => b.created_at.localeCompare(a.created_at));
-  $("runs").replaceChildren(...shown.map(row));
-  $("empty").hidden = runs.size > 0;
-  const projects = [...new Set([...runs.values()].map((r) => r.project))].sort();
-  const select = $("project");
-  const current = select.value;
-  select.replaceChildren(el("option", { value: "", text: "all" }), ...projects.map((p) => el("option", { value: p, text: p })));
-  select.value = projects.includes(current) ? current : "";
+function remember(list) {
+  for (const run of list) {
+    projects.add(run.project);
+    for (const name of Object.keys(run.latest)) metrics.add(name);
+  }
 }
 
-async function main() {
+function options(select, values, current, blank) {
+  select.replaceChildren(el("option", { value: "", text: blank }), ...values.map((v) => el("option", { value: v, text: v })));
+  select.value = current;
+}
+
+function render() {
+  $("runs").replaceChildren(...runs.map(row));
+  const first = (state.page - 1) * PAGE_SIZE;
+  $("range").textContent = total ? `${first + 1}–${first + runs.length} of ${total}` : "";
+  $("prev").disabled = state.page === 1;
+  $("next").disabled = first + runs.length >= total;
+  const filtered = Boolean(state.project || state.status || state.q || state.tags.length);
+  $("empty").hidden = total > 0 || filtered;
+  $("no-match").hidden = total > 0 || !filtered;
+
+  options($("project"), [...projects].sort(), state.project, "all");
+  options($("metric"), [...metrics].sort(byMetricName), state.metric, "metric…");
+  $("status").value = state.status;
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    const on = sortKey(state) === th.dataset.sort;
+    th.setAttribute("aria-sort", on ? (state.order === "asc" ? "ascending" : "descending") : "none");
+  }
+  document.querySelector("th[data-sort=metric] .sort").disabled = !state.metric;
+  $("tag-filters").replaceChildren(
+    state.tags.length ? el("span", { className: "muted", text: "tagged" }) : "",
+    ...state.tags.map((tag) =>
+      chip(tag, { onRemove: () => change({ tags: state.tags.filter((t) => t !== tag) }), removeLabel: `stop filtering by tag ${tag}` }),
+    ),
+  );
+}
+
+async function load() {
+  toUrl(state);
+  const ask = ++asked;
+  const page = await apiPage(apiPath(state));
+  if (ask !== asked) return;
+  // Past the last page (runs were deleted): show the last one.
+  if (!page.items.length && page.total && state.page > 1) {
+    state.page = Math.ceil(page.total / PAGE_SIZE);
+    return load();
+  }
+  runs = page.items;
+  total = page.total;
+  remember(runs);
+  render();
+}
+
+const reload = () => load().catch(showError);
+
+function readSoon() {
+  clearTimeout(settle);
+  settle = setTimeout(reload, 300);
+}
+
+/** Filters changed: back to the first page. */
+function change(patch) {
+  Object.assign(state, patch, { page: 1 });
+  reload();
+}
+
+function filterByTag(tag) {
+  if (!state.tags.includes(tag)) change({ tags: [...state.tags, tag] });
+}
+
+/** Show a newer state of a run on this page; false when it is not on it. */
+function showRun(run) {
+  const i = runs.findIndex((r) => r.id === run.id);
+  if (i < 0) return false;
+  runs[i] = run;
+  remember([run]);
+  [...$("runs").children].find((tr) => tr.dataset.id === run.id)?.replaceWith(row(run));
+  return true;
+}
+
+function selectionChanged() {
+  $("compare").disabled = selected.size < 2;
+  enableFleet(selected.size > 0);
+}
+
+function wire() {
   enableFleet = fleetControls($("fleet"), () => [...selected]);
-  enableFleet(false);
-  $("project").addEventListener("change", render);
-  $("status").addEventListener("change", render);
+  selectionChanged();
   $("compare").addEventListener("click", () => {
     location.href = `/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`;
   });
-  stream("/api/v1/events", {
+  $("project").addEventListener("change", () => change({ project: $("project").value }));
+  $("status").addEventListener("change", () => change({ status: $("status").value }));
+  let typing = null;
+  $("q").value = state.q;
+  $("q").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => change({ q: $("q").value.trim() }), 300);
+  });
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    th.querySelector(".sort").addEventListener("click", () => {
+      sortBy(state, th.dataset.sort);
+      reload();
+    });
+  }
+  $("metric").addEventListener("change", () => {
+    state.metric = $("metric").value;
+    if (state.metric) sortBy(state, "metric");
+    else if (sortKey(state) === "metric") Object.assign(state, { sort: "started", order: "desc", page: 1 });
+    reload();
+  });
+  $("prev").addEventListener("click", () => {
+    state.page -= 1;
+    reload();
+  });
+  $("next").addEventListener("click", () => {
+    state.page += 1;
+    reload();
+  });
+}
+
+async function main() {
+  if (state.project) projects.add(state.project);
+  if (state.metric) metrics.add(state.metric);
+  wire();
+  // Read the first page once the stream is open: no run made in between is missed.
+  const opened = stream("/api/v1/events", {
+    ready: () => {}, // the stream's first event
     run: (run) => {
-      runs.set(run.id, run);
-      render();
+      if (showRun(run)) {
+        // It may have left the filters, or moved in the order.
+        if (!matches(state, run) || sortKey(state) !== "started") readSoon();
+        return;
+      }
+      remember([run]);
+      const onFirstPage = runs.length < PAGE_SIZE || run.created_at >= runs.at(-1).created_at;
+      if (newestFirst(state) && matches(state, run) && onFirstPage) readSoon();
     },
     deleted: ({ id }) => {
-      runs.delete(id);
       selected.delete(id);
-      enableFleet(selected.size > 0);
-      render();
+      selectionChanged();
+      if (!runs.some((r) => r.id === id)) return;
+      runs = runs.filter((r) => r.id !== id);
+      [...$("runs").children].find((tr) => tr.dataset.id === id)?.remove();
+      readSoon(); // the count, and the next page's first run moves up
     },
-  }, (live) => ($("live").hidden = !live));
-  for (const run of await api("/api/v1/runs?limit=1000")) if (!runs.has(run.id)) runs.set(run.id, run);
-  render();
+    resync: readSoon, // some changes are lost to this page: read it again
+  });
+  await opened;
+  await load();
   document.body.dataset.ready = "true";
   setInterval(() => {
+    const byId = new Map(runs.map((r) => [r.id, r]));
     for (const tr of $("runs").children) {
-      const run = runs.get(tr.dataset.id);
+      const run = byId.get(tr.dataset.id);
       if (run?.status === "running") tr.querySelector(".duration").textContent = fmtDuration(runSeconds(run));
     }
   }, 1000);
