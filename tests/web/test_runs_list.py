@@ -151,6 +151,11 @@ def test_search_narrows_the_list_and_stays_in_the_url(page, api):
     expect(page.locator("#empty")).to_be_hidden()
 
 
+def saved(response) -> bool:
+    """The answer to a PATCH of a run."""
+    return response.request.method == "PATCH" and response.ok
+
+
 def test_a_tag_added_on_a_row_is_saved_and_its_chip_filters_the_list(page, api):
     many_runs(api)
     api.patch("/api/v1/runs/r005", json={"tags": ["best"]})  # on the third page
@@ -158,8 +163,9 @@ def test_a_tag_added_on_a_row_is_saved_and_its_chip_filters_the_list(page, api):
     row = page.locator("tr[data-id=r119]")
     row.get_by_role("button", name="add a tag to mlp-119").click()
     row.get_by_role("textbox", name="new tag for mlp-119").fill("best")
-    row.get_by_role("textbox", name="new tag for mlp-119").press("Enter")
-    expect(row.locator(".chip-name")).to_have_text(["best"])
+    with page.expect_response(saved):  # shown at once, saved in the background
+        row.get_by_role("textbox", name="new tag for mlp-119").press("Enter")
+        expect(row.locator(".chip-name")).to_have_text(["best"])
     assert api.get("/api/v1/runs/r119").json()["tags"] == ["best"]
 
     row.get_by_role("button", name="best", exact=True).click()
@@ -171,8 +177,9 @@ def test_a_tag_added_on_a_row_is_saved_and_its_chip_filters_the_list(page, api):
     page.get_by_role("button", name="stop filtering by tag best").click()
     expect(page.locator("#range")).to_have_text(shown(1, 50, 120))
 
-    page.locator("tr[data-id=r119]").get_by_role("button", name="remove tag best").click()
-    expect(page.locator("tr[data-id=r119] .chip")).to_have_count(0)
+    with page.expect_response(saved):
+        page.locator("tr[data-id=r119]").get_by_role("button", name="remove tag best").click()
+        expect(page.locator("tr[data-id=r119] .chip")).to_have_count(0)
     assert api.get("/api/v1/runs/r119").json()["tags"] == []
 
 
@@ -199,8 +206,9 @@ def test_tags_on_the_run_page_are_saved_and_lead_to_the_filtered_list(page, api)
     page.wait_for_selector(READY)
     page.get_by_role("button", name="add a tag to tagged").click()
     page.get_by_role("textbox", name="new tag for tagged").fill("baseline")
-    page.get_by_role("textbox", name="new tag for tagged").press("Enter")
-    expect(page.locator("#run-tags .chip-name")).to_have_text(["baseline"])
+    with page.expect_response(saved):
+        page.get_by_role("textbox", name="new tag for tagged").press("Enter")
+        expect(page.locator("#run-tags .chip-name")).to_have_text(["baseline"])
     assert api.get("/api/v1/runs/r1").json()["tags"] == ["baseline"]
 
     expect(page.locator("#live")).to_be_visible()
