@@ -18,6 +18,7 @@ import functools
 import itertools
 import os
 import random
+import sys
 import time
 import uuid
 import warnings
@@ -131,12 +132,13 @@ class MonitorClient:
             return
         given, extra = {**(config or {}), **self.config}, dict(context or {})
         found: dict[str, Any] = {}
+        cwd, argv = os.getcwd(), list(sys.argv)  # as they are now: the training may change them
 
         def read_context() -> None:
             """On the sender's thread, before it sends: git may take seconds, the training
             does not wait for it, and no one waits for it under the sender's lock."""
             try:
-                found.update(run_context())
+                found.update(run_context(cwd, argv))
             except Exception:  # where it ran is never worth the run
                 pass
 

@@ -17,24 +17,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# A flag whose name holds one of these has its value kept out of the record (`--api-key=…`,
-# `--db-password …`), as has the password of a URL (`postgresql://user:…@host`).
-SECRET_WORDS = re.compile(r"token|passw|secret|key|credential|auth", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)\S*@")  # up to the last @: a password may hold / or @
+# A flag whose name holds one of these words has its value kept out of the record
+# (`--api-key=…`, `--db-password …`, `wandb.api_key=…`), as has the password of a URL.
+SECRET_WORDS = re.compile(r"token|passw|secret|credential|(?:^|[-_.])(?:api)?(?:key|auth)(?:$|[-_.])", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s?#]*", re.IGNORECASE)  # up to the query
 HIDDEN = "***"
 PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy")
 GIT_TIMEOUT_S = 5.0
 
 
-def run_context(cwd: str | Path | None = None) -> dict[str, Any]:
-    """Host, OS, Python, installed framework versions, command line, and the git commit,
-    branch and dirty flag of `cwd` (default: the working directory) when it is in a
-    repository and `git` is installed."""
+def run_context(cwd: str | Path | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Host, OS, Python, installed framework versions, command line (`argv`, default
+    `sys.argv`), and the git commit, branch and dirty flag of `cwd` (default: the working
+    directory) when it is in a repository and `git` is installed."""
     context: dict[str, Any] = {
         "host": socket.gethostname(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "argv": redact_argv(sys.argv),
+        "argv": redact_argv(sys.argv if argv is None else argv),
         "packages": _versions(),
     }
     git = git_state(cwd)
@@ -46,7 +46,7 @@ def run_context(cwd: str | Path | None = None) -> dict[str, Any]:
 def redact_argv(argv: list[str]) -> list[str]:
     """The command line with secrets hidden: the page shows it to everyone who reads runs.
     `--api-key=V`, `--api-key V` and `api_key=V` (an override, as Hydra takes them) hide
-    V; so does a URL its password."""
+    V; so does a URL its password. A `--no-…` flag takes no value."""
     out: list[str] = []
     value_is_secret = False  # the previous argument was a secret flag without `=`
     for arg in argv:
@@ -55,10 +55,22 @@ def redact_argv(argv: list[str]) -> list[str]:
             value_is_secret = False
             continue
         name, eq, _value = arg.partition("=")
-        secret = SECRET_WORDS.search(name) is not None and (eq != "" or name.startswith("-"))
+        secret = SECRET_WORDS.search(name.lstrip("-")) is not None and not name.startswith("--no-")
+        secret = secret and (eq != "" or name.startswith("-"))
         value_is_secret = secret and not eq
-        out.append(URL_PASSWORD.sub(rf"\1{HIDDEN}@", f"{name}={HIDDEN}" if secret and eq else arg))
+        out.append(f"{name}={HIDDEN}" if secret and eq else URL.sub(_hide_password, arg))
     return out
+
+
+def _hide_password(match: re.Match) -> str:
+    """`scheme://user:***@host/path`. The password ends at the last @ before the query (it
+    may hold / or @); `host:8080/path@x` has a port, not a password."""
+    scheme, rest = match.group(0).split("://", 1)
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or "/" in user or re.match(r"\d+/", password):
+        return match.group(0)
+    return f"{scheme}://{user}:{HIDDEN}@{host}"
 
 
 def _versions() -> dict[str, str]:
