@@ -18,7 +18,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
   if [ "$db" != postgres ]; then
-    echo "CREATE DATABASE \"$db\" OWNER \"$user\";" | setpriv --reuid=postgres --regid=postgres --init-groups postgres --single -D "$PGDATA" postgres >/dev/null
+    # Single-user mode exits 0 whatever the statement did: look for its ERROR.
+    made="$(echo "CREATE DATABASE \"$db\" OWNER \"$user\";" \
+      | setpriv --reuid=postgres --regid=postgres --init-groups postgres --single -D "$PGDATA" postgres 2>&1)"
+    case "$made" in *ERROR*) echo "$made" >&2; exit 1 ;; esac
   fi
 fi
 exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"

@@ -45,13 +45,26 @@ def engine() -> None:
         if os.environ.get("FITWATCH_REQUIRE_DOCKER") == "1":
             pytest.fail("FITWATCH_REQUIRE_DOCKER=1 but no Docker engine answers (start dockerd)")
         pytest.skip("no Docker engine (apt-get install docker.io; dockerd &)")
+    # What a killed earlier run left behind would hold port 8000.
+    for kind, listing in (
+        ("container", ["ps", "-aq"]),
+        ("volume", ["volume", "ls", "-q"]),
+        ("network", ["network", "ls", "-q"]),
+    ):
+        left = docker(*listing, "--filter", "name=fitwatch-test-").split()
+        if left:
+            docker(kind, "rm", *(["-f"] if kind != "network" else []), *left, check=False)
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 8000)) == 0:
             pytest.fail("port 8000 is taken: the server container needs it")
 
 
 def build(target: str) -> str:
-    done = subprocess.run([str(ROOT / "docker" / "build-images"), target], capture_output=True, text=True)
+    """Where no registry answers, on local stand-ins for the base images."""
+    script = str(ROOT / "docker" / "build-images")
+    done = subprocess.run(
+        [script, target], capture_output=True, text=True, env={**os.environ, "FITWATCH_STANDINS": "1"}
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return f"fitwatch:{target}"
 

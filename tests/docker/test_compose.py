@@ -16,6 +16,8 @@ from tests.conftest import wait_for
 
 from .conftest import ROOT, SERVER_URL, STARTUP_S, docker, logs, wait_healthy
 
+pytestmark = pytest.mark.timeout(1800)  # the first build of the demo image installs TensorFlow
+
 # Only the build changes: pip reaches the package index through the host's network. The
 # stack runs on compose's own network, and the test reaches it only through the port the
 # compose file publishes on loopback.
@@ -37,7 +39,7 @@ def compose(engine, tmp_path):
         assert done.returncode == 0, f"docker-compose {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    run.container = lambda service: f"{project}_{service}_1"
+    run.container = lambda service: run("--profile", "demo", "ps", "-q", service).strip()
     yield run
     subprocess.run(
         [*base, "--profile", "demo", "down", "-v", "--rmi", "local", "--remove-orphans"], cwd=ROOT, capture_output=True

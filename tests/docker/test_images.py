@@ -5,6 +5,7 @@ run, and the data outlives restarts of either container and a new database conta
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from client_callbacks import RemoteCallback
 from tests.client.conftest import STEPS, batch_steps, fit
@@ -13,6 +14,8 @@ from tests.server.test_deploy import compose, substitute
 from tests.web.test_pages import plot_data
 
 from .conftest import SERVER_URL, answers, docker, inspect, wait_healthy
+
+pytestmark = pytest.mark.timeout(1800)  # a first build of the image installs every dependency
 
 
 def as_compose_runs_it() -> tuple[dict[str, str], list[str]]:
