@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -228,3 +229,32 @@ def receiver():
     yield make
     for r in made:
         r.close()
+
+
+# Debian's Chromium driven by Playwright, headless: one for the whole session (a second
+# sync Playwright in the same thread cannot start). Without Chromium the page tests skip,
+# unless FITWATCH_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+CHROMIUM = os.environ.get("FITWATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not os.path.exists(CHROMIUM):
+        if os.environ.get("FITWATCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"FITWATCH_REQUIRE_BROWSER=1 but no Playwright or no Chromium at {CHROMIUM}")
+        pytest.skip("no Chromium/Playwright (apt-get install chromium; pip install playwright)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()

@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.web.conftest import browser  # noqa: F401  (the session's Chromium)
 
 ROOT = Path(__file__).parents[2]
 SERVER_URL = "http://127.0.0.1:8000"
