@@ -10,13 +10,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml ./
-# The project's dependencies and its `postgres` extra, read from pyproject.toml. Then 40 MB
-# less: the test suites that packages ship go, and so does the bytecode of plotly's Python
-# side, which only the downloadable report uses (each server process compiles it then).
+# The project's dependencies and its `postgres` extra, read from pyproject.toml, without
+# their bytecode (the server stage compiles what a server imports at start), their test
+# suites or the debugging symbols of compiled modules that carry them; binutils comes and
+# goes in this layer. Libraries that auditwheel patched (they have an RPATH) are left alone:
+# stripping breaks them.
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install --no-compile -r /tmp/requirements.txt \
     && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-    && find "$site" -depth -type d \( -name tests -o -path '*/plotly/*/__pycache__' \) -exec rm -rf {} + \
+    && find "$site" -depth -type d -name tests -exec rm -rf {} + \
+    && apt-get update -q && apt-get install -y -q --no-install-recommends binutils \
+    && find "$site" -name '*.so' -type f | while read -r so; do \
+         if readelf -S "$so" | grep -q debug_info && ! readelf -d "$so" | grep -qE 'RPATH|RUNPATH'; then \
+           strip --strip-debug "$so"; \
+         fi; \
+       done \
+    && apt-get purge -y -q --auto-remove binutils && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
     && useradd --system --uid 10001 --home-dir /app fitwatch
 
 FROM deps AS server
@@ -24,7 +34,8 @@ COPY README.md ./
 COPY monitor_server ./monitor_server
 COPY client_callbacks ./client_callbacks
 COPY web ./web
-RUN pip install --no-deps ".[postgres]"
+RUN pip install --no-deps ".[postgres]" \
+    && cd / && PYTHONDONTWRITEBYTECODE= python -c "import monitor_server.cli, monitor_server.app, monitor_server.migrations, uvicorn.main, uvicorn.protocols.http.httptools_impl, uvicorn.loops.uvloop, uvicorn.lifespan.on, sqlalchemy.dialects.postgresql.psycopg, alembic.command"
 
 USER fitwatch
 EXPOSE 8000

@@ -53,6 +53,10 @@ def test_the_server_image_serves_a_real_fit_and_keeps_its_data(stack, server_ima
     finally:
         page.close()
 
+    # The downloadable report draws with plotly's Python side, slimmed in the image.
+    report = api.get(f"/runs/{cb.run_id}/report.html")
+    assert report.status_code == 200 and "Plotly.newPlot" in report.text
+
     docker("restart", stack.server)
     wait_healthy(stack.server)
     assert batch_steps(api, cb.run_id) == steps
