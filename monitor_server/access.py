@@ -126,11 +126,15 @@ Controller = require(Right.CONTROL)
 Role = Annotated[str, Controller]
 
 
-class RedactTokens(logging.Filter):
-    """Keeps `access_token=...` out of the access log."""
+class AccessLog(logging.Filter):
+    """Keeps `access_token=...` out of the access log, and successful health checks
+    altogether: a container's HEALTHCHECK makes one every few seconds."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
+            # uvicorn's arguments: client, method, path with query, HTTP version, status.
+            if record.args[2:3] == ("/healthz",) and record.args[4:5] == (200,):
+                return False
             record.args = tuple(TOKEN_IN_URL.sub(r"\1=[redacted]", a) if isinstance(a, str) else a for a in record.args)
         return True
 

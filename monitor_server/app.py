@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
-from .access import Guard, RedactTokens
+from .access import AccessLog, Guard
 from .api import commands, compat, events, export, health, logs, pages, rules, runs, series
 from .api.compat import EpochLogs
 from .config import Settings, get_settings
@@ -117,8 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Guard, settings=settings)
     access_log = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactTokens) for f in access_log.filters):
-        access_log.addFilter(RedactTokens())
+    if not any(isinstance(f, AccessLog) for f in access_log.filters):
+        access_log.addFilter(AccessLog())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

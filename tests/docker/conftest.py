@@ -136,8 +136,8 @@ def stack(engine) -> Iterator[Stack]:
     made.remove()
 
 
-def logs(container: str) -> str:
-    done = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True)
+def logs(container: str, tail: str = "40") -> str:
+    done = subprocess.run(["docker", "logs", "--tail", tail, container], capture_output=True, text=True)
     return done.stdout + done.stderr
 
 

@@ -13,7 +13,7 @@ from tests.conftest import wait_for
 from tests.server.test_deploy import compose, substitute
 from tests.web.test_pages import plot_data
 
-from .conftest import SERVER_URL, answers, docker, inspect, wait_healthy
+from .conftest import SERVER_URL, answers, docker, inspect, logs, wait_healthy
 
 pytestmark = pytest.mark.timeout(1800)  # a first build of the image installs every dependency
 
@@ -56,6 +56,10 @@ def test_the_server_image_serves_a_real_fit_and_keeps_its_data(stack, server_ima
     # The downloadable report draws with plotly's Python side, slimmed in the image.
     report = api.get(f"/runs/{cb.run_id}/report.html")
     assert report.status_code == 200 and "Plotly.newPlot" in report.text
+
+    # The access log has the requests, not the health checks made every 4 s.
+    requests = logs(stack.server, tail="all")
+    assert "POST /api/v1/runs" in requests and "/healthz" not in requests
 
     docker("restart", stack.server)
     wait_healthy(stack.server)

@@ -134,10 +134,10 @@ def test_no_cors_headers_unless_origins_are_listed(start_server):
 def test_tokens_in_urls_are_not_logged(server):
     import logging
 
-    from monitor_server.access import RedactTokens
+    from monitor_server.access import AccessLog
 
     access_log = logging.getLogger("uvicorn.access")
-    [redact] = [f for f in access_log.filters if isinstance(f, RedactTokens)]
+    [redact] = [f for f in access_log.filters if isinstance(f, AccessLog)]
     # The record uvicorn writes for each request: client, method, path with query, HTTP version, status.
     record = logging.LogRecord(
         "uvicorn.access",
