@@ -12,24 +12,20 @@ and times, from `docker run`, the first 200 from /healthz and Docker's `healthy`
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from tests.docker.conftest import DB_HOST, Stack, build, docker, health, logs  # the image tests' own
+
 TARGET_MB = 300.0
 TARGET_HEALTHY_S = 5.0
 GIVE_UP_S = 120.0  # a start that takes longer failed
-DB_HOST = "127.0.0.2"  # beside a PostgreSQL of this machine's own on 127.0.0.1
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def size_mb(image: str) -> float:
@@ -55,13 +51,13 @@ def one_start(name: str, url: str) -> tuple[float, float]:
                         answered = time.perf_counter() - start
                 except httpx.HTTPError:
                     pass
-            health = docker("inspect", "-f", "{{.State.Health.Status}}", name)
-            if health == "healthy":
+            state = health(name)
+            if state == "healthy":
                 return answered or time.perf_counter() - start, time.perf_counter() - start
-            if health == "unhealthy":
+            if state == "unhealthy":
                 break
             time.sleep(0.05)
-        raise SystemExit(f"{name} did not turn healthy:\n" + docker("logs", "--tail", "20", name))
+        raise SystemExit(f"{name} did not turn healthy:\n" + logs(name))
     finally:
         docker("rm", "-f", name)
 
@@ -70,9 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    # Where no registry answers, on local stand-ins for the base images (see the script).
-    env = {**os.environ, "FITWATCH_STANDINS": os.environ.get("FITWATCH_STANDINS", "1")}
-    subprocess.run([str(ROOT / "docker" / "build-images"), "server"], check=True, env=env)
+    build("server")  # on local stand-ins for the base images where no registry answers
 
     image, base = size_mb("fitwatch:server"), size_mb("python:3.11-slim")
     kind = "a local stand-in" if stand_in("python:3.11-slim") else "pulled"
@@ -81,23 +75,14 @@ def main() -> None:
     print(f"  target: image ≤ {TARGET_MB:.0f} MB: {verdict}")
 
     tag = uuid.uuid4().hex[:8]
-    db, volume = f"fitwatch-bench-db-{tag}", f"fitwatch-bench-{tag}"
-    docker("run", "-d", "--name", db, "--network", "host", "-v", f"{volume}:/var/lib/postgresql/data",
-           "-e", "POSTGRES_USER=fitwatch", "-e", "POSTGRES_PASSWORD=fitwatch", "-e", "POSTGRES_DB=fitwatch",
-           "postgres:16-alpine", "postgres", "-c", f"listen_addresses={DB_HOST}")  # fmt: skip
+    stack = Stack(db=f"fitwatch-bench-db-{tag}", server=f"fitwatch-bench-server-{tag}", volume=f"fitwatch-bench-{tag}")
+    stack.start_db()
     try:
-        deadline = time.perf_counter() + GIVE_UP_S
-        while subprocess.run(["docker", "exec", db, "pg_isready", "-h", DB_HOST, "-U", "fitwatch"],
-                             capture_output=True).returncode:  # fmt: skip
-            if time.perf_counter() > deadline:
-                raise SystemExit("the database container did not start:\n" + docker("logs", "--tail", "20", db))
-            time.sleep(0.2)
         url = "postgresql+psycopg://fitwatch:fitwatch@db:5432/fitwatch"
-        one_start(f"fitwatch-bench-server-{tag}", url)  # the schema is made once, not timed
-        times = [one_start(f"fitwatch-bench-server-{tag}-{i}", url) for i in range(args.rounds)]
+        one_start(stack.server, url)  # the schema is made once, not timed
+        times = [one_start(f"{stack.server}-{i}", url) for i in range(args.rounds)]
     finally:
-        docker("rm", "-f", "-v", db)
-        docker("volume", "rm", "-f", volume)
+        stack.remove()
     ready = statistics.median(t for t, _ in times)
     healthy = statistics.median(h for _, h in times)
     print(f"start to /healthz 200: median {ready:.2f} s; to Docker's healthy: median {healthy:.2f} s "
