@@ -55,7 +55,7 @@ def _evaluations(conn: Connection, run_id: str) -> str:
         cells = [str(r["step"]), "" if r["epoch"] is None else str(r["epoch"])]
         cells += [_number(r["metrics"].get(n)) for n in names]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    return f'<h2>Evaluation</h2><table class="evals"><tr>{head}</tr>{"".join(body)}</table>'
+    return f'<h2>Evaluation</h2><div class="wide"><table class="evals"><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 def _number(value: float | None) -> str:
@@ -126,7 +126,9 @@ def render(conn: Connection, run_id: str, stale_after: float) -> str:
     charts = []
     for i, (title, members) in enumerate(_groups(list_series(conn, run_id)).items()):
         fig = _figure(conn, run_id, title, members)
-        charts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0, config={"displaylogo": False}))
+        charts.append(
+            fig.to_html(full_html=False, include_plotlyjs=i == 0, config={"displaylogo": False, "responsive": True})
+        )
     e = html.escape
     rows = [
         ("status", run.status),
@@ -141,10 +143,12 @@ def render(conn: Connection, run_id: str, stale_after: float) -> str:
     body = "\n".join(charts) if charts or evaluations else "<p>No points were logged.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(run.name)} · fitwatch report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#1f2328}}
+h1,td{{overflow-wrap:anywhere}}.wide{{overflow-x:auto}}
 table{{border-collapse:collapse}}td{{padding:3px 12px 3px 0;vertical-align:top}}td:first-child{{color:#656d76}}
 pre{{background:#f6f8fa;padding:10px;border-radius:6px;overflow:auto}}.note{{color:#656d76;font-size:13px}}
-.evals th,.evals td{{padding:3px 14px 3px 0;text-align:left;font-variant-numeric:tabular-nums}}</style>
+.evals th,.evals td{{padding:3px 14px 3px 0;text-align:left;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}}</style>
 </head><body>
 <h1>{e(run.name)}</h1>
 <table>{"".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows)}

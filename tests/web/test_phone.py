@@ -184,3 +184,23 @@ def test_charts_fill_a_wide_screen_and_follow_its_width(page_at, api):
     page.wait_for_function(PLOTS_FIT)
     [chart], content = boxes(page, ".chart"), content_box(page)
     assert abs(chart["left"] - content["left"]) < 2 and abs(chart["right"] - content["right"]) < 2
+
+
+def test_a_report_opened_on_a_phone_fits_its_screen(page_at, api, tmp_path):
+    """The report file, mailed and opened on a phone: its charts drawn to the screen's
+    width, and a wide evaluation table or config scrolls in its own box, not the page."""
+    create_run(api, "r1", name="report-" + "x" * 80, config={"layers": ["dense"] * 40, "note": "n" * 300})
+    post_logs(api, "r1", make_records(50) + EPOCH)
+    metrics = {f"metric_number_{k}": 0.5 for k in range(12)}
+    evaluation = {"seq": 200, "scope": "eval", "step": 50, "wall_time": 3.0, "metrics": metrics}
+    assert post_logs(api, "r1", [evaluation]).is_success
+    report = tmp_path / "report.html"  # as it is downloaded, and opened from disk
+    report.write_text(api.get("/runs/r1/report.html").text)
+    page = page_at(PHONE, phone=True)
+    page.goto(report.as_uri())
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
+    assert_no_page_overflow(page)
+    plots = boxes(page, ".js-plotly-plot")
+    assert plots and all(box["left"] >= 0 and box["right"] <= PHONE["width"] for box in plots), plots
+    table = page.locator(".evals")  # wider than the screen, in a box that scrolls
+    assert table.evaluate("t => t.scrollWidth > t.parentElement.clientWidth")
