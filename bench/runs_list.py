@@ -4,7 +4,8 @@ Starts `fitwatch serve` on a fresh SQLite file (and, with `--postgres URL`, on a
 PostgreSQL database), creates `--runs` runs through the API (a tenth of them tagged, each
 with a `val_loss` epoch value, in 20 projects), then times the list as the page asks for
 it: the first page of 50, a page deep in the list, a name search, a tag filter, a project
-and status filter, and a sort by the metric's last value. Each query's p50 over
+and status filter, a sort by the metric's last value, and the projects the page reads
+beside every page (`GET /api/v1/projects`). Each query's p50 over
 `--repeats` calls is judged against the target, as is the slowest of them.
 
     python bench/runs_list.py [--runs 10000] [--repeats 50] [--postgres postgresql+psycopg://...]
@@ -78,6 +79,14 @@ def measure(label: str, db_url: str, n_runs: int, repeats: int) -> dict[str, flo
             assert response.json() and total > 0, name
             out[name] = statistics.median(times)
             print(f"{label:<11} {name:<15} p50 {out[name]:6.1f} ms  ({total:,} match, {len(response.json())} shown)")
+        times = []  # the page reads the projects with every page, for its project filter
+        for _ in range(repeats):
+            t = time.perf_counter()
+            response = api.get("/api/v1/projects")
+            times.append((time.perf_counter() - t) * 1000)
+            response.raise_for_status()
+        out["projects"] = statistics.median(times)
+        print(f"{label:<11} {'projects':<15} p50 {out['projects']:6.1f} ms  ({len(response.json())} projects)")
         return out
 
 

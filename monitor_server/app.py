@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         health.router,
         runs.router,
+        runs.projects,
         logs.router,
         series.router,
         commands.router,

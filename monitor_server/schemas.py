@@ -157,6 +157,11 @@ class RunPublic(BaseModel):
     note: str = ""
 
 
+class ProjectPublic(BaseModel):
+    name: str
+    runs: int = Field(description="how many runs it has")
+
+
 class LogRecord(TypedDict):
     seq: Step
     scope: Scope

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Query, Response, status
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..events import RUNS_TOPIC, run_topic
-from ..schemas import LIVE, MAX_TAGS, NO_NUL, RunCreate, RunPatch, RunPublic, RunStatus, Tag
+from ..schemas import LIVE, MAX_TAGS, NO_NUL, ProjectPublic, RunCreate, RunPatch, RunPublic, RunStatus, Tag
 from ..store import commands as command_store
 from ..store import runs as store
 from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+projects = APIRouter(prefix="/api/v1/projects", tags=["runs"])
 
 
 def announce(bus, run: RunPublic) -> None:
@@ -113,3 +114,10 @@ def delete_run(run_id: RunIdPath, engine: EngineDep, bus: BusDep) -> Response:
     bus.publish(RUNS_TOPIC, "deleted", {"id": run_id})
     bus.publish(run_topic(run_id), "deleted", {"id": run_id})
     return Response(status_code=204)
+
+
+@projects.get("", response_model=list[ProjectPublic], dependencies=[Reader])
+def list_projects(engine: EngineDep) -> list[ProjectPublic]:
+    """Every project that has runs, by name, with how many."""
+    with reading(engine) as conn:
+        return [ProjectPublic(name=name, runs=count) for name, count in store.projects(conn)]

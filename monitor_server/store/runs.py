@@ -173,6 +173,13 @@ def list_runs(
     return _public(conn, rows, stale_after), total
 
 
+def projects(conn: Connection) -> list[tuple[str, int]]:
+    """Every project with how many runs it has, by name: the run list pages, so the
+    projects it can filter on are not those of the page it shows."""
+    query = select(runs.c.project, func.count()).group_by(runs.c.project).order_by(runs.c.project)
+    return [(name, count) for name, count in conn.execute(query)]
+
+
 def _order(column: Any, descending: bool) -> Any:
     return column.desc() if descending else column.asc()
 

@@ -118,3 +118,17 @@ def test_sorts_by_name_status_start_and_a_metric_last_value_missing_last(api):
 )
 def test_bad_list_queries_are_422(api, params):
     assert_error(api.get("/api/v1/runs", params=params), 422)
+
+
+def test_projects_are_listed_by_name_with_their_run_counts(api):
+    for i, project in enumerate(["zoo", "vision", "zoo", "default", "zoo"]):
+        create_run(api, f"r{i}", project=project)
+    response = api.get("/api/v1/projects")
+    assert response.status_code == 200, response.text
+    assert response.json() == [
+        {"name": "default", "runs": 1},
+        {"name": "vision", "runs": 1},
+        {"name": "zoo", "runs": 3},
+    ]
+    assert api.delete("/api/v1/runs/r1").status_code == 204  # vision's only run
+    assert [p["name"] for p in api.get("/api/v1/projects").json()] == ["default", "zoo"]

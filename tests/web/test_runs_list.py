@@ -268,3 +268,16 @@ def test_a_delete_the_server_refuses_shows_why(browser, start_server, kept_token
     with server.client(headers=admin) as api:
         assert api.get("/api/v1/runs/r1").status_code == 200
     context.close()
+
+
+def test_the_project_filter_offers_projects_beyond_the_page_shown(page, api):
+    create_run(api, "old", name="the-only-vision-run", project="vision")  # oldest: not on page 1
+    many_runs(api, 60)
+    open_list(page)
+    expect(rows(page)).to_have_count(50)
+    expect(page.locator("#project option")).to_have_text(["all", "vision", "zoo"])
+
+    page.select_option("#project", "vision")
+    expect(rows(page)).to_have_count(1)
+    expect(name_cell(page, 0)).to_have_text("the-only-vision-run")
+    assert "project=vision" in page.url

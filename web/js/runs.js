@@ -1,7 +1,7 @@
 // The run list: a page of runs at a time, filtered, searched and sorted by the server;
 // live rows over SSE; tags edited in place; the selection to compare or steer.
 
-import { apiPage, stream } from "./api.js";
+import { api, apiPage, stream } from "./api.js";
 import { apiPath, fromUrl, matches, newestFirst, PAGE_SIZE, sortBy, sortKey, toUrl } from "./liststate.js";
 import { fleetControls } from "./steer.js";
 import { chip, tagEditor } from "./tags.js";
@@ -12,7 +12,8 @@ const state = fromUrl();
 let runs = []; // the page shown, in order
 let total = 0; // runs that match the filters, on every page
 const selected = new Set(); // ids, kept across pages
-// The server lists runs, not projects or metric names: offer those seen so far.
+// Every project the server has (read with each page) and those of runs seen live; the
+// metric names of the runs seen so far.
 const projects = new Set();
 const metrics = new Set();
 let enableFleet = () => {};
@@ -90,8 +91,9 @@ function render() {
 async function load() {
   toUrl(state);
   const ask = ++asked;
-  const page = await apiPage(apiPath(state));
+  const [page, known] = await Promise.all([apiPage(apiPath(state)), api("/api/v1/projects")]);
   if (ask !== asked) return;
+  for (const project of known) projects.add(project.name);
   // Past the last page (runs were deleted): show the last one.
   if (!page.items.length && page.total && state.page > 1) {
     state.page = Math.ceil(page.total / PAGE_SIZE);
