@@ -35,7 +35,7 @@ COPY monitor_server ./monitor_server
 COPY client_callbacks ./client_callbacks
 COPY web ./web
 RUN pip install --no-deps ".[postgres]" \
-    && cd / && PYTHONDONTWRITEBYTECODE= python -c "import monitor_server.cli, monitor_server.app, monitor_server.migrations, uvicorn.main, uvicorn.protocols.http.httptools_impl, uvicorn.loops.uvloop, uvicorn.lifespan.on, sqlalchemy.dialects.postgresql.psycopg, alembic.command"
+    && cd / && PYTHONDONTWRITEBYTECODE= python -c "import monitor_server.cli, monitor_server.app, monitor_server.migrations, uvicorn.main, uvicorn.protocols.http.httptools_impl, uvicorn.loops.uvloop, uvicorn.lifespan.on, sqlalchemy.dialects.postgresql.psycopg, monitor_server.store.postgres, alembic.command"
 
 USER fitwatch
 EXPOSE 8000

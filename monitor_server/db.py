@@ -36,7 +36,9 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         _SQLITE_WRITERS[engine] = threading.Lock()
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(
+        from .store import postgres  # psycopg comes with the `postgres` extra
+
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -44,6 +46,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             pool_recycle=1800,
             json_deserializer=_load_json,
         )
+        postgres.prepare(engine)
+        return engine
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
     )
@@ -82,10 +86,12 @@ _SQLITE_WRITERS: WeakKeyDictionary[Engine, threading.Lock] = WeakKeyDictionary()
 
 
 @contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: committed on success, rolled back on any error."""
+def writing(engine: Engine, conn: Connection | None = None) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any error. On `conn`, a
+    connection the caller keeps (see `writer.LogWriter`), or on one from the pool."""
     lock = _SQLITE_WRITERS.get(engine, nullcontext())
-    with lock, engine.connect().execution_options(write=True) as conn, conn.begin():
+    held = nullcontext(conn) if conn is not None else engine.connect()
+    with lock, held as conn, conn.execution_options(write=True).begin():
         yield conn
 
 

@@ -25,7 +25,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from .config import Settings
 from .db import writing
@@ -65,6 +66,7 @@ class LogWriter:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine, self._settings = engine, settings
+        self._conn: Connection | None = None  # kept across batches: see `_connection`
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._later: deque[_Job] = deque()  # put off to the next batch: their run was in this one
         self._thread = threading.Thread(target=self._run, name="fitwatch-log-writer", daemon=True)
@@ -76,6 +78,8 @@ class LogWriter:
         """Store what was submitted, then end the thread."""
         self._queue.put(_STOP)
         self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
 
     def submit(self, post: Post) -> Future[Stored]:
         job = _Job(post, Future())
@@ -113,25 +117,43 @@ class LogWriter:
             if batch:
                 self._store(list(batch.values()))
 
+    def _connection(self) -> Connection:
+        """The writer's own connection. One from the pool would cost a pre-ping, a round
+        trip, every batch; this one is given up after any error (see `_store`)."""
+        if self._conn is None:
+            self._conn = self._engine.connect()
+        return self._conn
+
     def _store(self, jobs: list[_Job]) -> None:
-        try:
-            with writing(self._engine) as conn:
-                now = time.time()
-                results = ingest_many(conn, [job.post for job in jobs], now, self._settings)
-                stored = [job.post.run_id for job, r in zip(jobs, results) if isinstance(r, IngestResult)]
-                deliveries = deliver_many(conn, stored, now)
-        except Exception as exc:
-            if len(jobs) > 1:  # store the others, and find the post at fault
-                for job in jobs:
-                    self._store([job])
-            else:
-                jobs[0].future.set_exception(exc)
-            return
+        for attempt in range(2):
+            try:
+                with writing(self._engine, self._connection()) as conn:
+                    now = time.time()
+                    results = ingest_many(conn, [job.post for job in jobs], now, self._settings)
+                    stored = [job.post.run_id for job, r in zip(jobs, results) if isinstance(r, IngestResult)]
+                    deliveries = deliver_many(conn, stored, now)
+                break
+            except Exception as exc:
+                # A database that restarted can leave the connection broken without saying
+                # so: the next try starts on a fresh one, checked by the pool's pre-ping.
+                if self._conn is not None:
+                    self._conn.invalidate()
+                    self._conn = None
+                if attempt == 0 and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                    continue  # the batch found the connection dropped: store it on the new one
+                return self._failed(jobs, exc)
         for job, result in zip(jobs, results):
             if isinstance(result, Exception):
                 job.future.set_exception(result)
             else:
                 job.future.set_result(Stored(result, *deliveries[job.post.run_id]))
+
+    def _failed(self, jobs: list[_Job], exc: Exception) -> None:
+        if len(jobs) > 1:  # store the others, and find the post at fault
+            for job in jobs:
+                self._store([job])
+        else:
+            jobs[0].future.set_exception(exc)
 
 
 def slices(run_id: str, records: list[Record]) -> list[Post]:

@@ -8,14 +8,14 @@ seqs; a post's new seqs are merged into the ranges they touch.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Connection, Select, and_, bindparam, delete, or_, select
 
 from ..records import Record
 from ..tables import received
-from .sql import bulk_insert
+from .sql import Fetch, bulk_insert
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 BATCH = 64  # runs a ranges query asks for: 192 bound parameters
@@ -51,24 +51,32 @@ class Fresh(NamedTuple):
     known: list[tuple[int, int]]  # the run's ranges that meet or touch the post's seqs
 
 
-def fresh(conn: Connection, posts: list[tuple[str, list[Record]]]) -> list[Fresh]:
-    """For each (run, records) of posts to distinct runs, the records whose seq the run has
-    not stored yet."""
-    seqs = [np.array([r.seq for r in records], np.int64) for _, records in posts]
-    asked = [(run_id, s) for (run_id, _), s in zip(posts, seqs) if len(s)]
-    known: dict[str, list[tuple[int, int]]] = {run_id: [] for run_id, _ in asked}
+def ask(fetch: Fetch, posts: list[tuple[str, list[Record]]]) -> list[list[Any]]:
+    """Queue (see `sql.fetching`) the reads of the ranges that meet or touch the seqs of
+    each (run, records) of posts to distinct runs; `fresh` takes their rows."""
+    asked = [(run_id, [r.seq for r in records]) for run_id, records in posts if records]
+    found = []
     for i in range(0, len(asked), BATCH):  # within SQLite's limit of bound parameters
         part = asked[i : i + BATCH]
         params = {}
-        for k, (run_id, s) in enumerate(part):  # ranges that meet or touch the post's seqs
-            params.update({f"run{k}": run_id, f"lo{k}": max(int(s.min()) - 1, INT64_MIN)})
-            params[f"hi{k}"] = min(int(s.max()) + 1, INT64_MAX)
-        for row in conn.execute(_ranges_of(len(part)), params):
-            known[row.run_id].append((row.first_seq, row.last_seq))
-    return [
-        _fresh(records, s, known.get(run_id, [])) if len(s) else Fresh([], s, [])
-        for (run_id, records), s in zip(posts, seqs)
-    ]
+        for k, (run_id, seqs) in enumerate(part):
+            params.update({f"run{k}": run_id, f"lo{k}": max(min(seqs) - 1, INT64_MIN)})
+            params[f"hi{k}"] = min(max(seqs) + 1, INT64_MAX)
+        found.append(fetch(_ranges_of(len(part)), params))
+    return found
+
+
+def fresh(posts: list[tuple[str, list[Record]]], found: list[list[Any]]) -> list[Fresh]:
+    """For each (run, records) of `posts`, the records whose seq the run has not stored
+    yet; `found`: the rows of the reads `ask` queued for them."""
+    known: dict[str, list[tuple[int, int]]] = {}
+    for row in (row for rows in found for row in rows):
+        known.setdefault(row.run_id, []).append((row.first_seq, row.last_seq))
+    out = []
+    for run_id, records in posts:
+        seqs = np.array([r.seq for r in records], np.int64)
+        out.append(_fresh(records, seqs, known.get(run_id, [])) if len(seqs) else Fresh([], seqs, []))
+    return out
 
 
 def _fresh(records: list[Record], seqs: np.ndarray, known: list[tuple[int, int]]) -> Fresh:

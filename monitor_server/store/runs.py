@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, 
 from ..errors import NotFound
 from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
 from ..tables import chunks, commands, received, rule_firings, rule_states, rules, run_tags, runs, series, summaries
-from .sql import insert_ignore
+from .sql import Fetch, insert_ignore
 
 
 def effective_status(row: Any, stale_after: float, now: float) -> str:
@@ -98,11 +98,12 @@ def get_run_row(conn: Connection, run_id: str, lock: bool = False) -> Any:
     return row
 
 
-def lock_runs(conn: Connection, run_ids: list[str]) -> dict[str, Any]:
-    """The rows of those of `run_ids` that exist, held for the transaction on PostgreSQL
-    (locked in id order, so transactions that lock several runs never deadlock)."""
+def lock_runs(conn: Connection, fetch: Fetch, run_ids: list[str]) -> list[Any]:
+    """Queue (see `sql.fetching`) the read of the rows of those of `run_ids` that exist, held
+    for the transaction on PostgreSQL (locked in id order, so transactions that lock several
+    runs never deadlock)."""
     query = RUNS_LOCKED if conn.dialect.name == "postgresql" else RUNS
-    return {row.id: row for row in conn.execute(query, {"ids": sorted(set(run_ids))})}
+    return fetch(query, {"ids": sorted(set(run_ids))})
 
 
 def latest_epoch_values(conn: Connection, run_ids: list[str]) -> dict[str, dict[str, float]]:

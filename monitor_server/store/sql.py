@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Double, Integer, LargeBinary, SmallInteger, String, Table
+import numpy as np
+from sqlalchemy import BigInteger, Connection, Double, Executable, Integer, LargeBinary, SmallInteger, String, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -41,11 +42,17 @@ def bulk_rows(conn: Connection, table: Table, columns: Sequence[str]) -> str:
     return f"VALUES ({', '.join('?' * len(columns))})"
 
 
-def bulk_params(conn: Connection, rows: Sequence[tuple]) -> Any:
-    """`rows` as `bulk_rows` takes them: one tuple of column lists, or the rows."""
+def bulk_params(conn: Connection, table: Table, names: Sequence[str], columns: Sequence[Sequence | np.ndarray]) -> Any:
+    """The `columns` named `names` as `bulk_rows` takes them: on PostgreSQL an array each
+    (a NumPy column packed whole: see `postgres.pack_array`), on SQLite the rows."""
     if conn.dialect.name == "postgresql":
-        return tuple(list(column) for column in zip(*rows))
-    return rows
+        from .postgres import pack_array
+
+        return tuple(
+            pack_array(column, PG_TYPES[type(table.c[name].type)]) if isinstance(column, np.ndarray) else list(column)
+            for name, column in zip(names, columns)
+        )
+    return list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c for c in columns)))
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple], columns: Sequence[str] | None = None) -> None:
@@ -57,7 +64,7 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[tuple], columns: 
         return
     names = list(columns) if columns is not None else [c.name for c in table.columns]
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) {bulk_rows(conn, table, names)}"
-    conn.exec_driver_sql(sql, bulk_params(conn, rows))
+    conn.exec_driver_sql(sql, bulk_params(conn, table, names, list(zip(*rows))))
 
 
 @contextmanager
@@ -66,7 +73,7 @@ def pipelined(conn: Connection) -> Iterator[None]:
     the server stores while Python goes on computing, and the round trips are paid once,
     at the end of the block, where any error of theirs is raised. Only statements whose
     results are not read belong in it (reading one raises `ResourceClosedError`)."""
-    if conn.dialect.name != "postgresql" or not conn.dialect.loaded_dbapi.Pipeline.is_supported():  # libpq < 14
+    if not _pipelines(conn):
         yield
         return
     error = conn.dialect.loaded_dbapi.Error
@@ -74,4 +81,37 @@ def pipelined(conn: Connection) -> Iterator[None]:
         with conn.connection.driver_connection.pipeline():
             yield
     except error as exc:  # raised at the sync, past SQLAlchemy: wrap it as SQLAlchemy would
-        raise DBAPIError.instance(None, None, exc, error, dialect=conn.dialect) from exc
+        gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(None, None, exc, error, connection_invalidated=gone, dialect=conn.dialect) from exc
+
+
+def _pipelines(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql" and conn.dialect.loaded_dbapi.Pipeline.is_supported()  # libpq >= 14
+
+
+Fetch = Callable[[Executable, dict[str, Any]], list[Any]]
+
+
+@contextmanager
+def fetching(conn: Connection) -> Iterator[Fetch]:
+    """Queries whose rows are read after the block: `fetch(query, params)` answers with a
+    list that holds the rows once the block is done. On PostgreSQL the queries are sent
+    together and answered in one round trip, in order (a log post's half dozen reads cost a
+    round trip each; see `postgres.prepare`); on SQLite each runs at once."""
+    if not _pipelines(conn):
+        yield lambda query, params: conn.execute(query, params).all()
+        return
+    queued: list[tuple[list[Any], Any]] = []
+
+    def fetch(query: Executable, params: dict[str, Any]) -> list[Any]:
+        rows: list[Any] = []
+        conn.execute(query, params, execution_options={"fetch_later": (rows, queued)})
+        return rows
+
+    with pipelined(conn):
+        yield fetch
+    for rows, cursor in queued:
+        rows.extend(cursor.fetchall())
+        cursor.close()

@@ -42,10 +42,11 @@ def extremes(values: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nda
     return min_hits[np.searchsorted(min_hits, starts)], max_hits[np.searchsorted(max_hits, starts)], has_finite, counts
 
 
-def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.ndarray) -> list[tuple]:
-    """Summary rows of every level, as tuples in column order, for points sorted by
-    (series, step). All levels are grouped in one pass: a post's few points per series
-    would otherwise pay NumPy's per-call cost once a level."""
+def block_columns(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.ndarray) -> list[np.ndarray]:
+    """Summary rows of every level, as columns in table order (the extremes' masked where a
+    block has no finite value), for points sorted by (series, step). All levels are grouped
+    in one pass: a post's few points per series would otherwise pay NumPy's per-call cost
+    once a level."""
     sizes = np.array(list(LEVELS.values()))
     level = np.repeat(np.array(list(LEVELS)), len(step))
     block = (step[None, :] // sizes[:, None]).ravel()
@@ -54,11 +55,8 @@ def block_rows(sid: np.ndarray, step: np.ndarray, wall: np.ndarray, value: np.nd
     imin, imax, has_finite, counts = extremes(value, starts)
     columns = [sid[starts], level[starts], block[starts], counts]
     for at in (imin, imax):
-        for array in (value, step, wall):
-            column = array[at].astype(object)
-            column[~has_finite] = None  # no finite value in the block
-            columns.append(column)
-    return list(zip(*(c.tolist() for c in columns)))
+        columns += [np.ma.masked_array(array[at], mask=~has_finite) for array in (value, step, wall)]
+    return columns
 
 
 COLUMNS = [c.name for c in summaries.columns]
@@ -81,11 +79,12 @@ def _merge_sql(rows: str) -> str:
     )
 
 
-def merge_blocks(conn: Connection, rows: list[tuple]) -> None:
-    """Merge a post's block rows into the stored summaries, by driver SQL: this runs for
-    every block a post touches, one statement for them all on PostgreSQL."""
-    if rows:
-        conn.exec_driver_sql(_merge_sql(bulk_rows(conn, summaries, COLUMNS)), bulk_params(conn, rows))
+def merge_blocks(conn: Connection, columns: list[np.ndarray]) -> None:
+    """Merge a post's block rows (`block_columns`) into the stored summaries, by driver
+    SQL: this runs for every block a post touches, one statement for them all on PostgreSQL."""
+    if len(columns[0]):
+        sql = _merge_sql(bulk_rows(conn, summaries, COLUMNS))
+        conn.exec_driver_sql(sql, bulk_params(conn, summaries, COLUMNS, columns))
 
 
 def read_blocks(conn: Connection, series_id: int, level: int, first: int, last: int) -> list[Any]:

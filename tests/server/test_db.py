@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from monitor_server.db import make_engine, writing
 from monitor_server.migrations import upgrade
-from monitor_server.store.sql import bulk_insert, pipelined
+from monitor_server.store.sql import bulk_insert, fetching, pipelined
 from monitor_server.tables import received
 from tests.conftest import needs_postgres
 
@@ -111,3 +112,52 @@ def test_a_pipelined_write_that_fails_is_raised_as_sqlalchemy_raises_it_and_stor
     with engine.connect() as conn:
         assert conn.execute(select(received.c.first_seq, received.c.last_seq)).all() == [(1, 5)]
     engine.dispose()
+
+
+@needs_postgres
+def test_numpy_columns_reach_postgresql_exactly_nulls_and_extremes_included(pg_database):
+    """Bulk parameters packed by NumPy (`postgres.pack_array`) read back as the same
+    values: every type the bulk inserts carry, their limits, NaN and ±Infinity, and the
+    masked items as NULL."""
+    from monitor_server.store.postgres import pack_array
+
+    columns = {
+        "int2": np.array([-(2**15), 0, 7, 2**15 - 1]),
+        "int4": np.array([-(2**31), -1, 3, 2**31 - 1]),
+        "int8": np.array([-(2**63), -5, 11, 2**63 - 1]),
+        "float8": np.array([-np.inf, np.nan, 1e-300, np.inf]),
+    }
+    masked = np.ma.masked_array([1.5, 2.5, 3.5, 4.5], mask=[False, True, False, True])
+    engine = make_engine(pg_database)
+    with engine.connect() as conn:
+        for element, values in columns.items():
+            (back,) = conn.exec_driver_sql(f"SELECT %b::{element}[]", (pack_array(values, element),)).one()
+            np.testing.assert_array_equal(np.array(back, float), values.astype(float))
+        (back,) = conn.exec_driver_sql("SELECT %b::float8[]", (pack_array(masked, "float8"),)).one()
+    engine.dispose()
+    assert back == [1.5, None, 3.5, None]
+
+
+def test_fetched_rows_read_as_executed_ones(database_url):
+    """`fetching` (one round trip for several reads on PostgreSQL) answers each query with
+    the rows `execute` reads: the same values by the same names, JSON as it was stored."""
+    from monitor_server.store.runs import RUN
+    from monitor_server.tables import runs
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    config = {"big": 1e300, "int": 2**62, "list": [1, 2.5, None], "text": "é"}
+    values = {"id": "r", "name": "r", "project": "p", "status": "running", "config": config}
+    with writing(engine) as conn:
+        conn.execute(runs.insert().values(created_at=1.0, updated_at=1.0, last_seen=1.0, **values))
+        bulk_insert(conn, received, [("r", 1, 5), ("r", 9, 12)])
+    queries = [(RUN, {"run_id": "r"}), (select(received).order_by(received.c.first_seq), {}), (RUN, {"run_id": "x"})]
+    with writing(engine) as conn:
+        executed = [conn.execute(query, params).all() for query, params in queries]
+        with fetching(conn) as fetch:
+            fetched = [fetch(query, params) for query, params in queries]
+    engine.dispose()
+    assert [[row._asdict() for row in rows] for rows in fetched] == [
+        [row._asdict() for row in rows] for rows in executed
+    ]
+    assert fetched[0][0].config == config and fetched[2] == []

@@ -256,3 +256,34 @@ def test_metric_names_with_slashes(api):
     create_run(api, "r")
     upload(api, "r", np.array([1.0, 2.0]), name="train/loss")
     assert read(api, name="train/loss")["values"] == [1.0, 2.0]
+
+
+def test_a_post_of_several_long_series_summarizes_each_as_if_posted_alone(api):
+    """A big post's summaries are computed and sent in parts, cut between series: each
+    series reads back downsampled exactly as the same points posted alone in one part."""
+    rng = np.random.default_rng(7)
+    n, names = 3000, ("a", "b", "c")  # 9,000 points: more than one part
+    values = {name: rng.normal(size=n) * rng.choice([1, 50], size=n) for name in names}
+    values["b"][::97] = np.nan
+    steps = {name: 10_000 * k + (k + 1) * np.arange(n) for k, name in enumerate(names)}
+    create_run(api, "together")
+    records = [
+        {
+            "seq": k * n + i,
+            "scope": "batch",
+            "step": int(steps[name][i]),
+            "wall_time": 1000.0 + i,
+            "metrics": {name: as_json(values[name][i])},
+        }
+        for k, name in enumerate(names)
+        for i in range(n)
+    ]
+    assert post_logs(api, "together", records).json()["accepted"] == len(records)
+    for k, name in enumerate(names):
+        create_run(api, f"alone-{name}")
+        upload(api, f"alone-{name}", values[name], name=name, steps=steps[name], start_seq=k * n)
+        lo = int(steps[name][700])
+        for params in ({"max_points": 10}, {"max_points": 200}, {"max_points": 60, "since_step": lo}):
+            together, alone = read(api, "together", name, **params), read(api, f"alone-{name}", name, **params)
+            assert together["downsampled"] and together["steps"] == alone["steps"], (name, params)
+            np.testing.assert_array_equal(together["values"], alone["values"])

@@ -7,15 +7,19 @@ from __future__ import annotations
 import threading
 
 import msgspec
+import psycopg
 import pytest
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from monitor_server import writer as writer_module
+from monitor_server.config import Settings
 from monitor_server.errors import Invalid, NotFound
+from monitor_server.pgbus import libpq_url
 from monitor_server.records import Record
 from monitor_server.store.logs import Post
 from monitor_server.writer import LogWriter
+from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
 from tests.helpers import create_run, make_records, post_logs
 
 
@@ -230,3 +234,24 @@ def test_a_retry_whose_first_parts_were_stored_is_still_judged_by_the_series_lim
         assert response.status_code == 422, response.text
         assert f"has {stored} series" in response.json()["detail"]
         assert len(api.get("/api/v1/runs/r/series").json()) == stored
+
+
+@needs_postgres
+def test_a_post_after_the_database_dropped_the_writers_connection_is_stored_at_first_try(pg_database):
+    """The writer keeps its connection between batches; when the database drops it (a
+    restart, an idle timeout), the next post is stored on a new one, not refused."""
+    _clean_postgres(pg_database)
+    with serve(Settings(database_url=pg_database)) as server, server.client() as api:
+        create_run(api, "r")
+        assert post_logs(api, "r", make_records(5)).json()["accepted"] == 5
+        with psycopg.connect(libpq_url(pg_database), autocommit=True) as admin:
+            others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            dropped = [pid for (pid,) in admin.execute(f"SELECT pid {others}")]
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (dropped,))
+            gone = f"SELECT count(*) = 0 {others} AND pid = ANY(%s)"
+            wait_for(lambda: admin.execute(gone, (dropped,)).fetchone()[0], what="the dropped connections to end")
+        assert dropped
+        response = post_logs(api, "r", make_records(5, start=5))
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 5
+        assert points(api, "r") == list(range(10))
