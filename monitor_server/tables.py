@@ -97,6 +97,7 @@ chunks = Table(
     Column("epochs", LargeBinary, nullable=False),
     Column("walls", LargeBinary, nullable=False),
     Column("vals", LargeBinary, nullable=False),
+    Column("encoding", SmallInteger, nullable=False, server_default="0"),  # see store.chunks.ENCODINGS
     Index("ix_chunks_series_steps", "series_id", "first_step", "last_step"),
 )
 

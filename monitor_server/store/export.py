@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, select
 from ..db import reading
 from ..schemas import encode_float
 from ..tables import chunks, series
-from .chunks import COLUMNS, unpack
+from .chunks import PACKED, unpack
 from .runs import get_run_row
 
 
@@ -32,7 +32,7 @@ def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator
     names = conn.execute(query.order_by(series.c.scope, series.c.name)).all()
     index = {row.id: i for i, row in enumerate(names)}
     parts, owners = [], []
-    chunk_rows = select(chunks.c.series_id, *(chunks.c[c] for c in COLUMNS))
+    chunk_rows = select(chunks.c.series_id, *(chunks.c[c] for c in PACKED))
     for row in conn.execution_options(yield_per=500).execute(chunk_rows.where(chunks.c.series_id.in_(list(index)))):
         part = unpack(row)
         parts.append(part)
