@@ -106,7 +106,7 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
     """Store the records not stored before of posts to distinct runs, and judge the rules
     on them; per post, what was stored or why nothing of it was (`NotFound`, `Invalid`)."""
     run_ids = sorted({post.run_id for post in posts})
-    asked = [(post.run_id, post.records) for post in posts]
+    asked = [received_store.Asked.of(post.run_id, post.records) for post in posts]
     with fetching(conn) as fetch:  # every read the batch needs before it writes, in one round trip
         run_rows = lock_runs(conn, fetch, run_ids)
         ranges = received_store.ask(fetch, asked)

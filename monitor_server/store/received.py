@@ -51,32 +51,40 @@ class Fresh(NamedTuple):
     known: list[tuple[int, int]]  # the run's ranges that meet or touch the post's seqs
 
 
-def ask(fetch: Fetch, posts: list[tuple[str, list[Record]]]) -> list[list[Any]]:
+class Asked(NamedTuple):
+    """A post to a run, with its records' seqs (read from the records once)."""
+
+    run_id: str
+    records: list[Record]
+    seqs: np.ndarray
+
+    @classmethod
+    def of(cls, run_id: str, records: list[Record]) -> Asked:
+        return cls(run_id, records, np.array([r.seq for r in records], np.int64))
+
+
+def ask(fetch: Fetch, posts: list[Asked]) -> list[list[Any]]:
     """Queue (see `sql.fetching`) the reads of the ranges that meet or touch the seqs of
-    each (run, records) of posts to distinct runs; `fresh` takes their rows."""
-    asked = [(run_id, [r.seq for r in records]) for run_id, records in posts if records]
+    each of posts to distinct runs; `fresh` takes their rows."""
+    asked = [post for post in posts if len(post.seqs)]
     found = []
     for i in range(0, len(asked), BATCH):  # within SQLite's limit of bound parameters
         part = asked[i : i + BATCH]
         params = {}
-        for k, (run_id, seqs) in enumerate(part):
-            params.update({f"run{k}": run_id, f"lo{k}": max(min(seqs) - 1, INT64_MIN)})
-            params[f"hi{k}"] = min(max(seqs) + 1, INT64_MAX)
+        for k, post in enumerate(part):
+            params.update({f"run{k}": post.run_id, f"lo{k}": max(int(post.seqs.min()) - 1, INT64_MIN)})
+            params[f"hi{k}"] = min(int(post.seqs.max()) + 1, INT64_MAX)
         found.append(fetch(_ranges_of(len(part)), params))
     return found
 
 
-def fresh(posts: list[tuple[str, list[Record]]], found: list[list[Any]]) -> list[Fresh]:
-    """For each (run, records) of `posts`, the records whose seq the run has not stored
-    yet; `found`: the rows of the reads `ask` queued for them."""
+def fresh(posts: list[Asked], found: list[list[Any]]) -> list[Fresh]:
+    """For each of `posts`, the records whose seq the run has not stored yet; `found`: the
+    rows of the reads `ask` queued for them."""
     known: dict[str, list[tuple[int, int]]] = {}
     for row in (row for rows in found for row in rows):
         known.setdefault(row.run_id, []).append((row.first_seq, row.last_seq))
-    out = []
-    for run_id, records in posts:
-        seqs = np.array([r.seq for r in records], np.int64)
-        out.append(_fresh(records, seqs, known.get(run_id, [])) if len(seqs) else Fresh([], seqs, []))
-    return out
+    return [_fresh(p.records, p.seqs, known.get(p.run_id, [])) if len(p.seqs) else Fresh([], p.seqs, []) for p in posts]
 
 
 def _fresh(records: list[Record], seqs: np.ndarray, known: list[tuple[int, int]]) -> Fresh:
