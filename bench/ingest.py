@@ -92,10 +92,10 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> float:
 
 
 @contextmanager
-def fitwatch_server(db_url: str):
+def fitwatch_server(db_url: str, workers: int = 1):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor_server", "--port", str(port), "--db", db_url],
+        [sys.executable, "-m", "monitor_server", "--port", str(port), "--db", db_url, "--workers", str(workers)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -11,7 +11,11 @@ the end it checks every run: each batch stored exactly once. It prints errors, l
 (from the server's answers to the clients' sender threads) and of dashboard reads, against
 DESIGN.md's target: zero errors, lost or duplicated, and log request p99 <= 500 ms.
 
+With `--workers N` the PostgreSQL server runs N processes (the compose file runs 2);
+`--postgres-only` skips SQLite.
+
     python bench/load.py [--runs 100] [--rate 50] [--seconds 60] [--postgres URL]
+        [--workers 1] [--postgres-only]
 """
 
 from __future__ import annotations
@@ -98,7 +102,10 @@ def run(db_url: str, label: str, args: argparse.Namespace) -> bool:
     LATENCIES.clear()
     FAILURES.clear()
     spool = Path(tempfile.mkdtemp(prefix="fitwatch-load-spool-"))
-    with fitwatch_server(db_url) as (url, _, _):
+    workers = args.workers if label == "postgresql" else 1
+    if workers > 1:
+        label += f" x{workers}"
+    with fitwatch_server(db_url, workers) as (url, _, _):
         ids = [f"load-{uuid.uuid4().hex[:8]}" for _ in range(args.runs)]
         reads: list[float] = []
         stop = threading.Event()
@@ -140,10 +147,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--postgres", help="also run on PostgreSQL (a fresh database on this server)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes on PostgreSQL")
+    parser.add_argument("--postgres-only", action="store_true", help="skip SQLite")
     args = parser.parse_args()
     transport.request = timed_request(transport.request)
 
-    ok = run(f"sqlite:///{tempfile.mkdtemp(prefix='fitwatch-load-')}/fitwatch.db", "sqlite", args)
+    ok = args.postgres_only or run(f"sqlite:///{tempfile.mkdtemp(prefix='fitwatch-load-')}/fitwatch.db", "sqlite", args)
     if args.postgres:
         with postgres_database(args.postgres) as url:
             ok = run(url, "postgresql", args) and ok

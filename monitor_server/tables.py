@@ -99,6 +99,7 @@ chunks = Table(
     Column("vals", LargeBinary, nullable=False),
     Column("encoding", SmallInteger, nullable=False, server_default="0"),  # see store.chunks.ENCODINGS
     Index("ix_chunks_series_steps", "series_id", "first_step", "last_step"),
+    Index("ix_chunks_series_newest", "series_id", "id"),  # a series' newest chunk: one probe
 )
 
 # Min/max of each block of 4**k steps, kept at ingest so that a zoomed-out chart of a long

@@ -31,8 +31,6 @@ from sqlalchemy.exc import DBAPIError
 from .config import Settings
 from .db import writing
 from .records import Record
-from .schemas import CommandPublic
-from .store.commands import deliver_many
 from .store.logs import IngestResult, Post, ingest_many
 
 MAX_POSTS = 64  # a batch: enough to share the fixed cost, few enough to answer soon
@@ -47,18 +45,9 @@ _STOP = object()
 
 
 @dataclass
-class Stored:
-    """What a post stored, and the commands its run has not acknowledged."""
-
-    result: IngestResult
-    commands: list[CommandPublic]
-    delivered: list[CommandPublic]  # those of `commands` handed over by this post
-
-
-@dataclass
 class _Job:
     post: Post
-    future: Future[Stored]
+    future: Future[IngestResult]
 
 
 class LogWriter:
@@ -81,7 +70,8 @@ class LogWriter:
         if self._conn is not None:
             self._conn.close()
 
-    def submit(self, post: Post) -> Future[Stored]:
+    def submit(self, post: Post) -> Future[IngestResult]:
+        """What the post stored, with the commands its run has not acknowledged."""
         job = _Job(post, Future())
         self._queue.put(job)
         return job.future
@@ -128,10 +118,7 @@ class LogWriter:
         for attempt in range(2):
             try:
                 with writing(self._engine, self._connection()) as conn:
-                    now = time.time()
-                    results = ingest_many(conn, [job.post for job in jobs], now, self._settings)
-                    stored = [job.post.run_id for job, r in zip(jobs, results) if isinstance(r, IngestResult)]
-                    deliveries = deliver_many(conn, stored, now)
+                    results = ingest_many(conn, [job.post for job in jobs], time.time(), self._settings, deliver=True)
                 break
             except Exception as exc:
                 # A database that restarted can leave the connection broken without saying
@@ -146,7 +133,7 @@ class LogWriter:
             if isinstance(result, Exception):
                 job.future.set_exception(result)
             else:
-                job.future.set_result(Stored(result, *deliveries[job.post.run_id]))
+                job.future.set_result(result)
 
     def _failed(self, jobs: list[_Job], exc: Exception) -> None:
         if len(jobs) > 1:  # store the others, and find the post at fault

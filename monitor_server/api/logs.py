@@ -21,10 +21,10 @@ from ..errors import Invalid
 from ..events import EventBus, run_topic
 from ..records import Record, decode_log_body
 from ..schemas import LogResult, RunPublic, encode_float
-from ..store.logs import Post
+from ..store.logs import IngestResult, Post
 from ..store.runs import read_run
 from ..webhooks import Webhooks
-from ..writer import Stored, slices
+from ..writer import slices
 from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep, WebhooksDep, WriterDep
 from .rules import announce_fired
@@ -82,24 +82,23 @@ async def post_logs(
     parts = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
     accepted = duplicates = 0
     for post in parts:  # each part stored and announced before the next is sent
-        stored = await asyncio.wrap_future(writer.submit(post))
-        await _announce(stored, run_id, bus, webhooks, engine, settings)
-        accepted += len(stored.result.accepted)
-        duplicates += stored.result.duplicates
-    return LogResult(accepted=accepted, duplicates=duplicates, commands=stored.commands)
+        result = await asyncio.wrap_future(writer.submit(post))
+        await _announce(result, run_id, bus, webhooks, engine, settings)
+        accepted += len(result.accepted)
+        duplicates += result.duplicates
+    return LogResult(accepted=accepted, duplicates=duplicates, commands=result.commands)
 
 
 async def _announce(
-    stored: Stored, run_id: str, bus: EventBus, webhooks: Webhooks, engine: Engine, settings: Settings
+    result: IngestResult, run_id: str, bus: EventBus, webhooks: Webhooks, engine: Engine, settings: Settings
 ) -> None:
     """Tell the streams and webhooks what a stored post brought: points, firings, commands
     handed over, a run back from stale."""
-    result = stored.result
     topic = run_topic(run_id)
     if result.accepted and bus.has_subscribers(topic):
         bus.publish(topic, "metrics", {"records": event_records(result.accepted)})
     announce_fired(bus, webhooks, result.fired)
-    for command in stored.delivered:
+    for command in result.delivered:
         announce_command(bus, command)
     if result.revived:
 

@@ -17,8 +17,8 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from ..downsample import group_starts
-from ..tables import chunks
-from .sql import bulk_insert
+from ..tables import chunks, series
+from .sql import Fetch, bulk_insert
 
 MAX = 4096
 GROW = 256
@@ -140,25 +140,42 @@ def append(conn: Connection, series_ids: np.ndarray, points: Decoded, tails: dic
     bulk_insert(conn, chunks, inserts, INSERTED)
 
 
-# Built once: every post runs them.
-_NEWEST = (
-    select(func.max(chunks.c.id).label("id"))
-    .where(chunks.c.series_id.in_(bindparam("series_ids", expanding=True)))
-    .group_by(chunks.c.series_id)
-    .subquery()
+# Built once: every post runs them. A post's tails are read with the batch's other reads,
+# before its series' ids are known: by run, scope and name, each a list (an index search
+# on both databases, where a list of (run, scope, name) made SQLite scan every series).
+# The newest chunk of a series is one probe of `ix_chunks_series_newest`, however many
+# chunks the series has.
+_OLDER = chunks.alias("older")
+_NEWEST = select(func.max(_OLDER.c.id)).where(_OLDER.c.series_id == series.c.id).scalar_subquery()
+SMALL_TAILS = (
+    select(chunks)
+    .select_from(series.join(chunks, chunks.c.id == _NEWEST))
+    .where(
+        series.c.run_id.in_(bindparam("run_ids", expanding=True)),
+        series.c.scope.in_(bindparam("scopes", expanding=True)),
+        series.c.name.in_(bindparam("names", expanding=True)),
+        chunks.c.count < GROW,
+    )
 )
-SMALL_TAILS = select(chunks).join(_NEWEST, chunks.c.id == _NEWEST.c.id).where(chunks.c.count < GROW)
 REWRITE = update(chunks).where(chunks.c.id == bindparam("chunk_id"))
+NAMES_A_QUERY = 10_000  # within SQLite's limit of bound parameters
 
 
-def small_tails(conn: Connection, series_ids: Collection[int]) -> dict[int, Any]:
-    """The latest chunk of each of `series_ids`, where it holds fewer than `GROW` points."""
-    ids = sorted(series_ids)
-    tails = {}
-    for i in range(0, len(ids), 10_000):  # within SQLite's limit of bound parameters
-        rows = conn.execute(SMALL_TAILS, {"series_ids": ids[i : i + 10_000]})
-        tails.update((row.series_id, row) for row in rows)
-    return tails
+def small_tails(fetch: Fetch, run_ids: list[str], keys: Collection[tuple[str, str]]) -> list[list[Any]]:
+    """Queue (see `sql.fetching`) the reads of the latest chunk of each series of `run_ids`
+    named by one of `keys` (scope, name), where it holds fewer than `GROW` points;
+    `tails_by_series` takes their rows. Runs that log different names may bring a few
+    tails that no post grows."""
+    scopes = sorted({scope for scope, _ in keys})
+    names = sorted({name for _, name in keys})
+    return [
+        fetch(SMALL_TAILS, {"run_ids": run_ids, "scopes": scopes, "names": names[i : i + NAMES_A_QUERY]})
+        for i in range(0, len(names), NAMES_A_QUERY)
+    ]
+
+
+def tails_by_series(found: list[list[Any]]) -> dict[int, Any]:
+    return {row.series_id: row for rows in found for row in rows}
 
 
 def where(series_id: int, lo: int, hi: int):

@@ -123,12 +123,19 @@ MARK_DELIVERED = (
 Delivery = tuple[list[CommandPublic], list[CommandPublic]]
 
 
-def deliver_many(conn: Connection, run_ids: list[str], now: float) -> dict[str, Delivery]:
+def deliver_many(
+    conn: Connection, run_ids: list[str], now: float, rows: list[Any] | None = None
+) -> dict[str, Delivery]:
     """Per run: all its unacknowledged commands, and those of them this call delivered
-    first (pending until now, marked delivered)."""
+    first (pending until now, marked delivered). `rows`: those commands, read already in
+    this transaction with the runs locked."""
     out: dict[str, Delivery] = {run_id: ([], []) for run_id in run_ids}
     first = []
-    for row in conn.execute(UNACKNOWLEDGED_OF_RUNS, {"run_ids": run_ids}):
+    if rows is None:
+        rows = conn.execute(UNACKNOWLEDGED_OF_RUNS, {"run_ids": run_ids}).all()
+    for row in rows:
+        if row.run_id not in out:
+            continue
         command = to_public(row)
         out[command.run_id][0].append(command)
         if command.status == "pending":
@@ -177,7 +184,10 @@ def ack_command(
 
 def cancel_command(conn: Connection, run_id: str, command_id: int, now: float) -> tuple[CommandPublic, bool]:
     """Cancel a pending command, or ask the training to withdraw a delivered one; the
-    flag says whether this changed the command."""
+    flag says whether this changed the command. The run is locked first, as a log post
+    locks it before it reads the commands to hand over: a command it reads as pending is
+    handed over, not cancelled meanwhile."""
+    get_run_row(conn, run_id, lock=True)
     current = _row(conn, run_id, command_id)
     if current.status in ("applied", "failed"):
         raise Conflict(f"command {command_id} is already {current.status}")

@@ -9,31 +9,33 @@ deadlock. What can refuse a post (no such run, too many series) is checked befor
 is written: a refused post leaves no trace and does not fail the others.
 
 The seqs stored are kept as ranges (`store.received`); points go into their series' chunks
-(`store.chunks`), a row per series, and the series' running stats and summaries are
-merged in the same pass. The rules watching a run are judged on its new points in the
+(`store.chunks`), a row per series, and the series' rows (`store.series_rows`) and
+summaries are merged in the same pass. The rules watching a run are judged on its new points in the
 same transaction (see `store.rules`).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select
 
 from ..config import Settings
 from ..downsample import group_starts
-from ..errors import Invalid, NotFound
+from ..errors import NotFound
 from ..records import Flat, Record, flatten
-from ..tables import rules, series
+from ..schemas import CommandPublic
+from ..tables import rules
 from . import chunks as chunk_store
+from . import commands as command_store
 from . import received as received_store
 from . import rules as rule_store
+from . import series_rows
 from .runs import TOUCH, lock_runs, was_stale
 from .sql import fetching, pipelined
 from .summaries import block_columns, merge_blocks
@@ -61,6 +63,9 @@ class IngestResult:
     duplicates: int
     revived: bool
     fired: rule_store.Fired = field(default_factory=rule_store.Fired)
+    # With `deliver`: the run's unacknowledged commands, and those of them handed over now.
+    commands: list[CommandPublic] = field(default_factory=list)
+    delivered: list[CommandPublic] = field(default_factory=list)
 
 
 @dataclass
@@ -81,14 +86,6 @@ class _Storing:
 SUMMARY_PART = 4096
 
 # The statements every post runs, built once (building one costs more than running it).
-SERIES_OF_RUNS = select(series).where(series.c.run_id.in_(bindparam("run_ids", expanding=True)))
-NEW_SERIES = insert(series)
-# Series rows of the runs made after `after`: the runs are locked and ids only grow, so
-# those are the rows this transaction just inserted.
-SERIES_MADE = select(series.c.id, series.c.run_id, series.c.scope, series.c.name).where(
-    series.c.run_id.in_(bindparam("run_ids", expanding=True)), series.c.id > bindparam("after")
-)
-SERIES_STATS = update(series).where(series.c.id == bindparam("sid"))
 RULES_OF_RUNS = select(rules).where(
     or_(rules.c.run_id.is_(None), rules.c.run_id.in_(bindparam("run_ids", expanding=True)))
 )
@@ -102,21 +99,29 @@ def ingest(conn: Connection, run_id: str, records: list[Record], now: float, set
     return out
 
 
-def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Settings) -> list[IngestResult | Exception]:
+def ingest_many(
+    conn: Connection, posts: list[Post], now: float, settings: Settings, deliver: bool = False
+) -> list[IngestResult | Exception]:
     """Store the records not stored before of posts to distinct runs, and judge the rules
-    on them; per post, what was stored or why nothing of it was (`NotFound`, `Invalid`)."""
+    on them; per post, what was stored or why nothing of it was (`NotFound`, `Invalid`).
+    With `deliver`, a stored post's result also hands its run's commands over (see
+    `store.commands.deliver_many`), as the answer to a training's post does."""
     run_ids = sorted({post.run_id for post in posts})
     asked = [received_store.Asked.of(post.run_id, post.records) for post in posts]
+    flats = [flatten(post.records) if post.records else None for post in posts]
+    names = {key for flat in flats if flat for key in flat.keys}
     with fetching(conn) as fetch:  # every read the batch needs before it writes, in one round trip
-        run_rows = lock_runs(conn, fetch, run_ids)
+        run_rows = lock_runs(conn, fetch, run_ids)  # first: what follows is read under the locks
         ranges = received_store.ask(fetch, asked)
-        series_rows = fetch(SERIES_OF_RUNS, {"run_ids": run_ids})
+        series_found = fetch(series_rows.OF_RUNS, {"run_ids": run_ids})
         rule_rows = fetch(RULES_OF_RUNS, {"run_ids": run_ids})
+        tail_rows = chunk_store.small_tails(fetch, run_ids, names)
+        command_rows = fetch(command_store.UNACKNOWLEDGED_OF_RUNS, {"run_ids": run_ids}) if deliver else []
     found = {row.id: row for row in run_rows}
     fresh_of = {post.run_id: fresh for post, fresh in zip(posts, received_store.fresh(asked, ranges))}
     out: list[IngestResult | Exception] = []
     storing: list[_Storing] = []
-    for post in posts:
+    for post, flat in zip(posts, flats):
         run = found.get(post.run_id)
         if run is None:
             out.append(NotFound(f"run {post.run_id!r} not found"))
@@ -127,28 +132,44 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
         )
         out.append(result)
         if fresh.records:
-            flat = flatten(fresh.records)
+            if len(fresh.records) < len(post.records):  # else they are the post's records
+                flat = flatten(fresh.records)
             cap_names = flat.keys if post.cap_names is None else post.cap_names
             storing.append(_Storing(len(out) - 1, run, cap_names, fresh, result, flat))
-    existing = _series_by_name(series_rows)
+    existing = series_rows.by_name(series_found)
     for s in storing:
-        refusal = _over_limit(s, existing.get(s.run.id, {}), settings.max_series_per_run)
+        refusal = series_rows.over_limit(s.run.id, s.cap_names, existing.get(s.run.id, {}), settings.max_series_per_run)
         if refusal is not None:
             out[s.index] = refusal
     storing = [s for s in storing if out[s.index] is s.result]
     touched = [{"run_id": post.run_id, "now": now} for post, o in zip(posts, out) if isinstance(o, IngestResult)]
-    if not storing:
-        if touched:
-            conn.execute(TOUCH, touched)
-        return out
-    # Every read first; then the writes go in one pipeline (see `sql.pipelined`), and the
-    # summaries are computed while the server stores the chunks.
+    if storing:
+        _store(conn, storing, existing, rule_rows, chunk_store.tails_by_series(tail_rows), touched, now, settings)
+    elif touched:
+        conn.execute(TOUCH, touched)
+    if deliver:
+        _deliver(conn, posts, out, command_rows, now)
+    return out
+
+
+def _store(
+    conn: Connection,
+    storing: list[_Storing],
+    existing: dict[str, dict[tuple[str, str], Any]],
+    rule_rows: list[Any],
+    tails: dict[int, Any],
+    touched: list[dict[str, Any]],
+    now: float,
+    settings: Settings,
+) -> None:
+    """Write the fresh points of `storing` and what goes with them, then judge the rules."""
+    # The writes go in one pipeline (see `sql.pipelined`), and the summaries are computed
+    # while the server stores the chunks.
     watched = _watching(rule_rows, [s.run for s in storing])
     batch = _gather(storing)
     if batch is not None:
-        ids, new, stats = _upsert_series(conn, batch, existing)
+        ids, stats = series_rows.upsert(conn, batch.names, batch.key, batch.points, existing)
         sid = ids[batch.key]
-        tails = chunk_store.small_tails(conn, set(ids.tolist()) - new)
     with pipelined(conn):
         if batch is not None:
             chunk_store.append(conn, sid, batch.points, tails)
@@ -156,7 +177,7 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
             for part in _parts(sid, SUMMARY_PART):
                 merge_blocks(conn, block_columns(sid[part], p.steps[part], p.walls[part], p.vals[part]))
             if stats:
-                conn.execute(SERIES_STATS, stats)
+                conn.execute(series_rows.STATS, stats)
         received_store.record(conn, [(s.run.id, s.fresh) for s in storing])
         conn.execute(TOUCH, touched)
     if batch is not None:
@@ -164,7 +185,23 @@ def ingest_many(conn: Connection, posts: list[Post], now: float, settings: Setti
             points = batch.watched(s.run.id, watched[s.run.id])
             if points:
                 s.result.fired = rule_store.judge_post(conn, s.run, watched[s.run.id], points, now, settings.max_lr)
-    return out
+
+
+def _deliver(
+    conn: Connection, posts: list[Post], out: list[IngestResult | Exception], rows: list[Any], now: float
+) -> None:
+    """Hand each stored post's run its commands: those read with the batch's reads, under
+    the run's lock (no command of the run can be issued or cancelled since), or, for a run
+    whose rules issued commands in this post, read again with them."""
+    done = [(post.run_id, o) for post, o in zip(posts, out) if isinstance(o, IngestResult)]
+    fired = {run_id for run_id, result in done if result.fired.commands}
+    deliveries = command_store.deliver_many(
+        conn, [run_id for run_id, _ in done if run_id not in fired], now, [r for r in rows if r.run_id not in fired]
+    )
+    if fired:
+        deliveries.update(command_store.deliver_many(conn, sorted(fired), now))
+    for run_id, result in done:
+        result.commands, result.delivered = deliveries[run_id]
 
 
 def _parts(sid: np.ndarray, size: int) -> list[slice]:
@@ -174,26 +211,6 @@ def _parts(sid: np.ndarray, size: int) -> list[slice]:
     at = np.searchsorted(starts, np.arange(size, len(sid), size))
     bounds = [0, *np.unique(starts[at[at < len(starts)]]).tolist(), len(sid)]
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
-
-
-def _series_by_name(rows: list[Any]) -> dict[str, dict[tuple[str, str], Any]]:
-    """Each run's series rows by (scope, name)."""
-    out: dict[str, dict[tuple[str, str], Any]] = {}
-    for row in rows:
-        out.setdefault(row.run_id, {})[(row.scope, row.name)] = row
-    return out
-
-
-def _over_limit(s: _Storing, existing: dict[tuple[str, str], Any], max_series: int) -> Invalid | None:
-    """The refusal of a post that would take its run past `max_series` names. One that adds
-    none passes even where the run is past it (the limit was lowered since)."""
-    new = sum(1 for name in s.cap_names if name not in existing)
-    if new == 0 or len(existing) + new <= max_series:
-        return None
-    return Invalid(
-        f"run {s.run.id!r} has {len(existing)} series and this post adds {new} new names: "
-        f"over the limit of {max_series} a run (FITWATCH_MAX_SERIES_PER_RUN); nothing of the post was stored"
-    )
 
 
 def _watching(found: list[Any], runs: list[Any]) -> dict[str, list[Any]]:
@@ -253,67 +270,3 @@ def _gather(storing: list[_Storing]) -> _Batch | None:
     # NumPy also reads the names "NaN", "Infinity" and "-Infinity".
     value = np.array(values, np.float64)[order]
     return _Batch(names, key[order], chunk_store.Decoded(step[order], seq[order], epoch[order], wall[order], value))
-
-
-def _upsert_series(
-    conn: Connection, batch: _Batch, existing: dict[str, dict[tuple[str, str], Any]]
-) -> tuple[np.ndarray, set[int], list[dict[str, Any]]]:
-    """Create the batch's new series with their running stats; (ids indexed by key, ids
-    of the series made now, the stat updates of the others, to run with the writes).
-    `existing`: the runs' series rows.
-
-    New series are inserted in one statement and their ids read back in one more: a post
-    that brings thousands of new names costs two statements, not one per name. (RETURNING
-    would make it one, but psycopg parses the long statements SQLAlchemy then sends each
-    time: two to four times slower on PostgreSQL.)
-    """
-    key, p = batch.key, batch.points
-    starts = group_starts(key)
-    ends = np.append(starts[1:], len(key)) - 1
-    ids = np.zeros(len(batch.names), np.int64)
-    inserts, updates = [], []
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        k = int(key[start])
-        finite = p.vals[start : end + 1][np.isfinite(p.vals[start : end + 1])]
-        new = {
-            "count": end - start + 1,
-            "first_step": int(p.steps[start]),
-            "last_step": int(p.steps[end]),
-            "last_wall": float(p.walls[end]),
-            "last_seq": int(p.seqs[end]),
-            "last_value": float(p.vals[end]),
-            "min_value": float(finite.min()) if len(finite) else None,
-            "max_value": float(finite.max()) if len(finite) else None,
-        }
-        run_id, scope, name = batch.names[k]
-        old = existing.get(run_id, {}).get((scope, name))
-        if old is None:
-            inserts.append({"run_id": run_id, "scope": scope, "name": name, **new})
-            continue
-        ids[k] = old.id
-        last_wall = -math.inf if old.last_wall is None else old.last_wall
-        if (old.last_step, last_wall, old.last_seq) > (new["last_step"], new["last_wall"], new["last_seq"]):
-            new.update(
-                last_step=old.last_step, last_wall=old.last_wall, last_seq=old.last_seq, last_value=old.last_value
-            )
-        new["count"] += old.count
-        new["first_step"] = min(new["first_step"], old.first_step)
-        new["min_value"] = _pick(min, old.min_value, new["min_value"])
-        new["max_value"] = _pick(max, old.max_value, new["max_value"])
-        updates.append({"sid": old.id, **new})
-    made: set[int] = set()
-    if inserts:
-        conn.execute(NEW_SERIES, inserts)
-        run_ids = sorted({row["run_id"] for row in inserts})
-        after = max((row.id for run_id in run_ids for row in existing.get(run_id, {}).values()), default=0)
-        for row in conn.execute(SERIES_MADE, {"run_ids": run_ids, "after": after}):
-            ids[batch.index[(row.run_id, row.scope, row.name)]] = row.id
-            made.add(row.id)
-        if not ids.all():  # never store points under no series
-            raise RuntimeError("new series rows were not found after their insert")
-    return ids, made, updates
-
-
-def _pick(fn, a: float | None, b: float | None) -> float | None:
-    values = [v for v in (a, b) if v is not None]
-    return fn(values) if values else None

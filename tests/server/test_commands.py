@@ -5,11 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg
 import pytest
 from sqlalchemy import event
 
+from monitor_server.config import Settings
+from monitor_server.db import writing
 from monitor_server.events import command_topic
-from tests.conftest import wait_for
+from monitor_server.pgbus import libpq_url
+from monitor_server.store.commands import deliver_many
+from monitor_server.store.runs import get_run_row
+from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
 from tests.helpers import JSON, assert_error, create_run
 
 
@@ -81,6 +87,34 @@ def test_cancel_of_a_delivered_command_asks_the_training_which_says_what_it_did(
     assert (applied["status"], applied["step"]) == ("applied", 9)
     assert_error(api.post(f"/api/v1/runs/r/commands/{raced['id']}/cancel", headers=JSON), 409)
     assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+
+
+@needs_postgres
+def test_a_cancel_waits_for_a_log_post_holding_the_run_and_finds_the_command_handed_over(pg_database):
+    """A log post reads the commands to hand over under its run's lock, and marks them
+    delivered. A cancel takes the same lock first: it finds the command delivered and asks
+    the training to withdraw it (202), instead of cancelling what the training now holds."""
+    _clean_postgres(pg_database)
+    with serve(Settings(database_url=pg_database)) as server, server.client() as api:
+        create_run(api, "r")
+        command = issue(api, "r", "checkpoint").json()
+        answer = {}
+
+        def cancel() -> None:
+            with server.client() as other:
+                answer["cancel"] = other.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)
+
+        with writing(server.app.state.engine) as conn:  # a log post's transaction, held open
+            get_run_row(conn, "r", lock=True)
+            assert [c.id for c in deliver_many(conn, ["r"], time.time())["r"][1]] == [command["id"]]
+            canceller = threading.Thread(target=cancel)
+            canceller.start()
+            with psycopg.connect(libpq_url(pg_database), autocommit=True) as admin:
+                waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                wait_for(lambda: admin.execute(waiting).fetchone()[0] == 1, what="the cancel waiting on a lock")
+        canceller.join(30)
+        assert answer["cancel"].status_code == 202, answer["cancel"].text
+        assert answer["cancel"].json()["status"] == "delivered" and answer["cancel"].json()["cancel_requested_at"]
 
 
 def test_an_ack_after_a_cancel_records_what_the_training_did(api):

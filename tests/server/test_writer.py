@@ -5,10 +5,12 @@ down with it."""
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import msgspec
 import psycopg
 import pytest
+from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
@@ -83,9 +85,9 @@ def test_posts_waiting_together_share_one_transaction_and_are_each_answered(serv
     assert len(ledger_reads) == 2  # the duplicate check: one query a batch, not one a post
     for i, future in enumerate(futures):
         stored = future.result()
-        assert (len(stored.result.accepted), stored.result.duplicates) == (20 + i, 0)
+        assert (len(stored.accepted), stored.duplicates) == (20 + i, 0)
         assert points(api, f"r{i}") == list(range(30 if i == 0 else 20 + i))
-    assert (len(again.result().result.accepted), again.result().result.duplicates) == (10, 20)
+    assert (len(again.result().accepted), again.result().duplicates) == (10, 20)
     with pytest.raises(NotFound):
         unknown.result()
     with pytest.raises(Invalid, match="over the limit of 3"):
@@ -101,10 +103,10 @@ def test_a_post_that_fails_is_found_and_the_others_of_its_batch_are_stored(serve
         create_run(api, run_id)
     real = writer_module.ingest_many
 
-    def failing_for_bad(conn, posts, now, settings):
+    def failing_for_bad(conn, posts, now, settings, **kwargs):
         if any(post.run_id == "bad" for post in posts):
             raise RuntimeError("the database refused it")
-        return real(conn, posts, now, settings)
+        return real(conn, posts, now, settings, **kwargs)
 
     monkeypatch.setattr(writer_module, "ingest_many", failing_for_bad)
     writer = batch_writer(server)
@@ -113,8 +115,8 @@ def test_a_post_that_fails_is_found_and_the_others_of_its_batch_are_stored(serve
     writer.stop()
 
     assert commits[0] == 2  # the batch rolled back, then each post alone: two committed
-    assert len(futures["a"].result().result.accepted) == 8
-    assert len(futures["c"].result().result.accepted) == 8
+    assert len(futures["a"].result().accepted) == 8
+    assert len(futures["c"].result().accepted) == 8
     with pytest.raises(RuntimeError, match="refused"):
         futures["bad"].result()
     assert points(api, "a") == points(api, "c") == list(range(8))
@@ -135,9 +137,9 @@ def batches(monkeypatch):
     seen: list[list[tuple[str, int]]] = []
     real = writer_module.ingest_many
 
-    def spy(conn, posts, now, settings):
+    def spy(conn, posts, now, settings, **kwargs):
         seen.append([(post.run_id, len(post.records)) for post in posts])
-        return real(conn, posts, now, settings)
+        return real(conn, posts, now, settings, **kwargs)
 
     monkeypatch.setattr(writer_module, "ingest_many", spy)
     return seen
@@ -165,7 +167,7 @@ def test_a_big_post_is_stored_in_parts_and_other_runs_are_stored_between_them(st
             event.remove(server.app.state.engine, "commit", first_part_stored)
         assert response.json() == {"accepted": 2000, "duplicates": 0, "commands": []}
         assert len(api.get("/api/v1/runs/wide/series").json()) == 4000
-        assert len(small[0].result().result.accepted) == 5
+        assert len(small[0].result().accepted) == 5
 
     wide = [k for k, batch in enumerate(batches) if any(run_id == "wide" for run_id, _ in batch)]
     parts = [n for batch in batches for run_id, n in batch if run_id == "wide"]
@@ -194,11 +196,11 @@ def second_batch_fails_once(monkeypatch):
     real = writer_module.ingest_many
     calls = [0]
 
-    def failing(conn, posts, now, settings):
+    def failing(conn, posts, now, settings, **kwargs):
         calls[0] += 1
         if calls[0] == 2:
             raise OperationalError("INSERT", {}, Exception("the disk is full"))
-        return real(conn, posts, now, settings)
+        return real(conn, posts, now, settings, **kwargs)
 
     monkeypatch.setattr(writer_module, "ingest_many", failing)
 
@@ -255,3 +257,55 @@ def test_a_post_after_the_database_dropped_the_writers_connection_is_stored_at_f
         assert response.status_code == 200, response.text
         assert response.json()["accepted"] == 5
         assert points(api, "r") == list(range(10))
+
+
+@needs_postgres
+def test_a_batch_on_postgresql_costs_three_round_trips(pg_database, monkeypatch):
+    """Every read a batch needs (runs, ledger, series, rules, the chunks it grows, the
+    commands to hand over) goes in one pipeline, every write in another, then the commit.
+    A round trip waits on the database and then, under load, for the interpreter lock."""
+    _clean_postgres(pg_database)
+    with serve(Settings(database_url=pg_database)) as server, server.client() as api:
+        for run_id in ("a", "b", "c"):
+            create_run(api, run_id)
+            post_logs(api, run_id, make_records(5))  # series and their first chunks exist
+        command = api.post("/api/v1/runs/b/commands", json={"type": "checkpoint"}).json()
+        assert [c["id"] for c in post_logs(api, "b", make_records(1, start=5)).json()["commands"]] == [command["id"]]
+
+        trips: list[str] = []
+        engine = server.app.state.engine
+        real_pipeline = psycopg.Connection.pipeline
+
+        @contextmanager
+        def pipeline(self):
+            with real_pipeline(self) as p:
+                yield p
+            if threading.current_thread().name == "fitwatch-log-writer":
+                trips.append("pipeline")
+
+        def on_execute(conn, _cursor, statement, *_):
+            in_pipeline = conn.connection.driver_connection.pgconn.pipeline_status != pq.PipelineStatus.OFF
+            if threading.current_thread().name == "fitwatch-log-writer" and not in_pipeline:
+                trips.append(statement)
+
+        def on_commit(_conn):
+            if threading.current_thread().name == "fitwatch-log-writer":
+                trips.append("commit")
+
+        writer = batch_writer(server)
+        futures = {run_id: writer.submit(Post(run_id, records(10, start=10))) for run_id in ("a", "b", "c")}
+        monkeypatch.setattr(psycopg.Connection, "pipeline", pipeline)
+        event.listen(engine, "before_cursor_execute", on_execute)
+        event.listen(engine, "commit", on_commit)
+        try:
+            writer.start()
+            writer.stop()
+        finally:
+            event.remove(engine, "before_cursor_execute", on_execute)
+            event.remove(engine, "commit", on_commit)
+
+        assert trips == ["pipeline", "pipeline", "commit"]
+        assert [len(f.result().accepted) for f in futures.values()] == [10, 10, 10]
+        assert [c.id for c in futures["b"].result().commands] == [command["id"]]  # delivered, not acknowledged
+        assert futures["a"].result().commands == []
+        assert points(api, "a") == [*range(5), *range(10, 20)]
