@@ -128,7 +128,7 @@ def deliver_many(
 ) -> dict[str, Delivery]:
     """Per run: all its unacknowledged commands, and those of them this call delivered
     first (pending until now, marked delivered). `rows`: those commands, read already in
-    this transaction with the runs locked."""
+    this transaction with the runs locked (rows of other runs are passed over)."""
     out: dict[str, Delivery] = {run_id: ([], []) for run_id in run_ids}
     first = []
     if rows is None:

@@ -195,9 +195,7 @@ def _deliver(
     whose rules issued commands in this post, read again with them."""
     done = [(post.run_id, o) for post, o in zip(posts, out) if isinstance(o, IngestResult)]
     fired = {run_id for run_id, result in done if result.fired.commands}
-    deliveries = command_store.deliver_many(
-        conn, [run_id for run_id, _ in done if run_id not in fired], now, [r for r in rows if r.run_id not in fired]
-    )
+    deliveries = command_store.deliver_many(conn, [run_id for run_id, _ in done if run_id not in fired], now, rows)
     if fired:
         deliveries.update(command_store.deliver_many(conn, sorted(fired), now))
     for run_id, result in done:
