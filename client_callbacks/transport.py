@@ -28,7 +28,9 @@ class Rejected(Exception):
 
 
 def http_client(url: str, token: str | None, timeout: float) -> httpx.Client:
-    headers = {"content-type": "application/json", "user-agent": "fitwatch-client"}
+    # X-Fitwatch-Client marks the training: on an open server, taking pending commands
+    # needs it, since a page on another site cannot send it (see monitor_server/access.py).
+    headers = {"content-type": "application/json", "user-agent": "fitwatch-client", "x-fitwatch-client": "1"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     # Plain http needs no certificates; loading them is most of the ~20 ms a client costs.

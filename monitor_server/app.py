@@ -11,16 +11,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
-from .access import AccessLog, Guard
+from .access import SECURITY_SCHEMES, AccessLog, Guard, security
 from .api import commands, compat, events, export, health, logs, pages, rules, runs, series
 from .api.compat import EpochLogs
+from .api.query import given_once
 from .config import Settings, get_settings
 from .db import make_engine
 from .events import EventBus
@@ -40,7 +42,7 @@ ERROR_RESPONSES = {
     for status, text in (
         (400, "malformed JSON, or an unknown Host"),
         (401, "missing or wrong bearer token"),
-        (403, "the token lacks the right"),
+        (403, "the token lacks the right, or the request comes from another site"),
         (404, "no such run, command or rule"),
         (409, "the run or command is not in a state that allows it"),
         (413, "body over the limit"),
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Live training monitor for Keras: runs, metrics and remote control.",
         lifespan=lifespan,
+        dependencies=[Depends(given_once)],
     )
     app.state.settings = settings
     # Several server processes share live events through PostgreSQL; one SQLite server
@@ -163,8 +166,23 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components["ParamArgs"]["then"]["properties"]["value"]["maximum"] = max_lr
         if app.state.settings.webhook_url is None:
             components["RuleCreate"]["properties"]["notify"]["const"] = False  # nothing to notify
+        _add_security(schema, app)
         app.openapi_schema = _exact_integer_bounds(schema)
     return app.openapi_schema
+
+
+def _add_security(schema: dict[str, Any], app: FastAPI) -> None:
+    """Which operations take a token, and which need one, as this server's settings say."""
+    settings = app.state.settings
+    if settings.token is None:
+        return  # an open server: no token counts
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for route in iter_route_contexts(app.routes):  # as get_openapi walks them
+        if isinstance(route.original_route, APIRoute) and route.include_in_schema:
+            for method in route.methods:
+                requirement = security(settings, route.dependant, method)
+                if requirement is not None:
+                    schema["paths"][route.path_format][method.lower()]["security"] = requirement
 
 
 def _exact_integer_bounds(node: Any) -> Any:

@@ -9,7 +9,6 @@ database costs one failed check, not a failed request.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -44,23 +43,12 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             max_overflow=pool_size,
             pool_pre_ping=True,
             pool_recycle=1800,
-            json_deserializer=_load_json,
         )
         postgres.prepare(engine)
         return engine
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: use sqlite:/// or postgresql+psycopg://"
     )
-
-
-def _int_or_float(text: str) -> int | float:
-    value = int(text)
-    return value if -(2**63) <= value < 2**63 else float(text)
-
-
-def _load_json(text: str):
-    # JSONB writes 1e300 out in full digits; read such numbers back as the floats they were.
-    return json.loads(text, parse_int=_int_or_float)
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

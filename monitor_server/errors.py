@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+
+# uvicorn's own log of the server: where its lines about connections go, at its level.
+server_log = logging.getLogger("uvicorn.error")
 
 
 class ApiError(Exception):
@@ -98,6 +103,14 @@ async def _database_down(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "database unavailable, retry"}, status_code=503, headers={"Retry-After": "1"})
 
 
+async def _client_gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+    # A training killed in the middle of a post, a dropped connection: nothing was stored,
+    # no one reads the answer, and it is no fault of the server's. One line, no traceback.
+    client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+    server_log.info("%s left before the end of its request body: %s %s", client, request.method, request.url.path)
+    return error_response(400, "the request body ended early")
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code != 405:
         return await http_exception_handler(request, exc)
@@ -121,3 +134,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _conflict)
     app.add_exception_handler(DataError, _unstorable)
+    app.add_exception_handler(ClientDisconnect, _client_gone)

@@ -7,8 +7,9 @@ arrives (its own notifications included) to its local subscribers. No broker bey
 database.
 
 A notification carries at most 8,000 bytes: metrics events are split into several, and a
-`run` event that is too big (a large config) travels as a reference that the listener
-reads back from the database. Metrics are only sent for runs that some process streams:
+`run` event that is too big (a large config), or that holds an integer past 64 bits (which
+orjson neither writes nor reads exactly), travels as a reference that the listener reads
+back from the database. Metrics are only sent for runs that some process streams:
 a process with subscribers to a run says so every few seconds (`interest`), and the
 others remember it for a while.
 """
@@ -43,8 +44,11 @@ def libpq_url(url: str) -> str:
 
 def payloads(topic: str, event: str, data: Any) -> list[bytes]:
     """The notification payloads of one event, each within LIMIT."""
-    payload = orjson.dumps({"t": topic, "e": event, "d": data})
-    if len(payload) <= LIMIT:
+    try:
+        payload = orjson.dumps({"t": topic, "e": event, "d": data})
+    except orjson.JSONEncodeError:  # an integer past 64 bits: only a run's config holds one
+        payload = None
+    if payload is not None and len(payload) <= LIMIT:
         return [payload]
     if event == "metrics":
         records = data["records"]
@@ -63,9 +67,8 @@ def payloads(topic: str, event: str, data: Any) -> list[bytes]:
             ]
     if event == "run":
         return [orjson.dumps({"t": topic, "e": event, "ref": data["id"]})]
-    log.warning(
-        "fitwatch: a %s event of %d bytes is too big for NOTIFY; not sent to other processes", event, len(payload)
-    )
+    why = "an integer past 64 bits" if payload is None else f"{len(payload)} bytes"
+    log.warning("fitwatch: a %s event (%s) cannot go through NOTIFY; not sent to other processes", event, why)
     return []
 
 

@@ -103,8 +103,13 @@ Metrics = Annotated[
 ]
 Step = json_int(0, MAX_INT64)
 MAX_TAGS = 20
-# A tag is kept trimmed; a run's tags are a set, kept sorted.
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, pattern=NO_NUL, min_length=1, max_length=50)]
+# What Python's str.strip() takes for whitespace, spelled out so that every regex engine
+# (pydantic's, a browser's, a schema checker's) reads the pattern alike.
+SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A tag is kept as sent: no whitespace at either end (so never only whitespace), no NUL.
+# A run's tags are a set, kept sorted.
+TAG_PATTERN = rf"^[^\x00{SPACE}]([^\x00]*[^\x00{SPACE}])?$"
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN, min_length=1, max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(lambda tags: sorted(set(tags)))]
 Epoch = json_int(0, 2**31 - 1)
 

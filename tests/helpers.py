@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 
 JSON = {"content-type": "application/json"}
+# What fitwatch's client sends on every request, and a page on another site cannot.
+TRAINING = {"x-fitwatch-client": "1"}
 
 
 def assert_error(response: httpx.Response, status: int) -> object:

@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ..access import Controller, Ingester, Reader, Right, Role, authorize
+from ..access import TRAINING_HEADER, Controller, Ingester, Reader, Right, Role, authorize
 from ..db import reading, writing
 from ..events import EventBus, command_topic, run_topic
 from ..schemas import CommandAck, CommandPublic, CommandsCreated
@@ -23,6 +23,19 @@ router = APIRouter(prefix="/api/v1/runs/{run_id}/commands", tags=["commands"])
 several = APIRouter(prefix="/api/v1/commands", tags=["commands"])
 
 CommandId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+# In the OpenAPI document only: `access.authorize` reads the header, not the handler.
+TRAINING_PARAM = {
+    "parameters": [
+        {
+            "name": TRAINING_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "any value: marks the training on an open server (needed with `status=pending`)",
+        }
+    ]
+}
 
 
 def announce(bus: EventBus, command: CommandPublic, wake: bool = False) -> None:
@@ -74,7 +87,7 @@ def _poll(engine, run_id: str, touch_after: float) -> tuple[list[CommandPublic],
         return store.deliver(conn, run_id, now)
 
 
-@router.get("", response_model=list[CommandPublic], dependencies=[Reader])
+@router.get("", response_model=list[CommandPublic], dependencies=[Reader], openapi_extra=TRAINING_PARAM)
 async def list_commands(
     request: Request,
     run_id: RunIdPath,
@@ -86,7 +99,10 @@ async def list_commands(
 ) -> list[CommandPublic]:
     """All commands of the run; with `status=pending`, the ones not yet acknowledged,
     handed to the caller as the training (marked delivered), waiting up to `wait` s for a
-    new one or a cancel. A waiting poll counts as contact: a paused training stays alive."""
+    new one or a cancel. A waiting poll counts as contact: a paused training stays alive.
+    Taking them needs the ingest token, or on an open server the `X-Fitwatch-Client`
+    header; without it, 403 and no command changes (a page on another site can make a
+    browser send a plain GET)."""
     if status is None:
 
         def read() -> list[CommandPublic]:

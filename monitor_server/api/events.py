@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -40,7 +41,14 @@ async def _stream(
 
 
 def _event(bus: EventBus, number: int, event: str, data: Any, retry: int | None = None) -> ServerSentEvent:
-    return ServerSentEvent(id=bus.stream_id(number), event=event, raw_data=orjson.dumps(data).decode(), retry=retry)
+    return ServerSentEvent(id=bus.stream_id(number), event=event, raw_data=_json(data), retry=retry)
+
+
+def _json(data: Any) -> str:
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError:  # an integer past 64 bits (a run's config): Python's json writes it exactly
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 LastEventId = Annotated[str | None, Header(max_length=100, description="the id of the last event received")]

@@ -1,11 +1,13 @@
-"""What the store asks of psycopg beyond SQLAlchemy, on the ingest path: reads queued in a
-pipeline (see `sql.fetching`), and NumPy columns sent as arrays packed whole.
+"""What the store asks of psycopg beyond SQLAlchemy: on the ingest path, reads queued in a
+pipeline (see `sql.fetching`) and NumPy columns sent as arrays packed whole; and JSONB
+numbers read back as what they were.
 
 Imported only for a PostgreSQL database: psycopg comes with the `postgres` extra.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any, NamedTuple
 
@@ -14,6 +16,7 @@ from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.rows import namedtuple_row
+from psycopg.types.json import JsonbBinaryLoader, JsonbLoader
 from sqlalchemy import Engine, event
 
 # Element types of the arrays `pack_array` makes, big-endian as PostgreSQL sends them.
@@ -59,12 +62,34 @@ class _PackedArrayDumper(Dumper):
         return obj.data
 
 
+def _int_or_float(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else float(text)
+
+
+def _load_jsonb(data: bytes) -> Any:
+    # JSONB writes 1e300 out in full digits; read such numbers back as the floats they were
+    # (no integer of a command's args passes 64 bits). Plain JSON columns (a run's config)
+    # keep their text as sent and are read by psycopg's default, `json.loads`: exactly.
+    return json.loads(data, parse_int=_int_or_float)
+
+
+class _JsonbLoader(JsonbLoader):
+    _loads = _load_jsonb
+
+
+class _JsonbBinaryLoader(JsonbBinaryLoader):
+    _loads = _load_jsonb
+
+
 def prepare(engine: Engine) -> None:
-    """Set `engine` up for `sql.fetching` and for `PackedArray` parameters."""
+    """Set `engine` up for `sql.fetching`, for `PackedArray` parameters and for JSONB."""
 
     @event.listens_for(engine, "connect")
-    def packed_arrays(dbapi_conn, _record) -> None:
+    def adapters(dbapi_conn, _record) -> None:
         dbapi_conn.adapters.register_dumper(PackedArray, _PackedArrayDumper)
+        dbapi_conn.adapters.register_loader("jsonb", _JsonbLoader)
+        dbapi_conn.adapters.register_loader("jsonb", _JsonbBinaryLoader)
 
     @event.listens_for(engine, "do_execute", retval=True)
     def fetch_later(cursor, statement, parameters, context) -> bool:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, wait_for
-from tests.helpers import create_run, make_records
+from tests.helpers import TRAINING, create_run, make_records
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> dict:
@@ -195,7 +195,9 @@ def test_a_stop_ends_open_event_streams_and_long_polls_cleanly(tmp_path):
             answers["stream ended"] = True
 
         def long_poll() -> None:
-            answers["poll"] = httpx.get(f"{url}/api/v1/runs/r/commands?status=pending&wait=30", timeout=60)
+            answers["poll"] = httpx.get(
+                f"{url}/api/v1/runs/r/commands?status=pending&wait=30", headers=TRAINING, timeout=60
+            )
 
         threads = [threading.Thread(target=stream), threading.Thread(target=long_poll)]
         for t in threads:

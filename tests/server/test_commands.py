@@ -16,7 +16,7 @@ from monitor_server.pgbus import libpq_url
 from monitor_server.store.commands import deliver_many
 from monitor_server.store.runs import get_run_row
 from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
-from tests.helpers import JSON, assert_error, create_run
+from tests.helpers import JSON, TRAINING, assert_error, create_run
 
 
 def issue(api, run_id="r", type_="stop_training", args=None):
@@ -30,7 +30,7 @@ def test_issue_poll_ack_cycle(api):
     assert command.status_code == 201
     command = command.json()
     assert (command["status"], command["args"], command["delivered_at"]) == ("pending", {"value": 0.01}, None)
-    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()
+    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json()
     assert [(c["id"], c["status"]) for c in polled] == [(command["id"], "delivered")]
     acked = api.post(
         f"/api/v1/runs/r/commands/{command['id']}/ack",
@@ -39,7 +39,7 @@ def test_issue_poll_ack_cycle(api):
     assert acked.status_code == 200
     assert (acked.json()["status"], acked.json()["step"], acked.json()["message"]) == ("applied", 42, "lr 0.1 -> 0.01")
     assert acked.json()["done_at"] is not None
-    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json() == []
     assert [c["status"] for c in api.get("/api/v1/runs/r/commands").json()] == ["applied"]
 
 
@@ -66,18 +66,18 @@ def test_cancel_of_a_pending_command_is_immediate(api):
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
     again = api.post(f"/api/v1/runs/r/commands/{pending['id']}/cancel", headers=JSON)
     assert again.status_code == 200 and again.json() == answer.json()
-    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json() == []
 
 
 def test_cancel_of_a_delivered_command_asks_the_training_which_says_what_it_did(api):
     create_run(api, "r")
     withdrawn, raced = issue(api).json(), issue(api).json()
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # the training has both
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)  # the training has both
     for command in (withdrawn, raced):
         answer = api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)
         assert answer.status_code == 202
         assert answer.json()["status"] == "delivered" and answer.json()["cancel_requested_at"] is not None
-    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json()
+    polled = api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json()
     assert [c["cancel_requested_at"] is not None for c in polled] == [True, True]
 
     # One was still waiting in the training: withdrawn. The other was applied first: it stays applied.
@@ -86,7 +86,7 @@ def test_cancel_of_a_delivered_command_asks_the_training_which_says_what_it_did(
     applied = api.post(f"/api/v1/runs/r/commands/{raced['id']}/ack", json={"status": "applied", "step": 9}).json()
     assert (applied["status"], applied["step"]) == ("applied", 9)
     assert_error(api.post(f"/api/v1/runs/r/commands/{raced['id']}/cancel", headers=JSON), 409)
-    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json() == []
 
 
 @needs_postgres
@@ -132,9 +132,9 @@ def test_an_ack_after_a_cancel_records_what_the_training_did(api):
 def test_ending_a_run_cancels_what_it_never_applied(api):
     create_run(api, "r")
     pending, delivered, applied = issue(api).json(), issue(api).json(), issue(api).json()
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
     api.post(f"/api/v1/runs/r/commands/{applied['id']}/ack", json={"status": "applied"})
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
     api.patch("/api/v1/runs/r", json={"status": "finished", "reason": "all 3 epochs done"})
     stored = {c["id"]: c for c in api.get("/api/v1/runs/r/commands").json()}
     for command in (pending, delivered):
@@ -145,7 +145,7 @@ def test_ending_a_run_cancels_what_it_never_applied(api):
     assert stored[applied["id"]]["status"] == "applied"
     # A process that resumes the run is not handed them again.
     api.patch("/api/v1/runs/r", json={"status": "running"})
-    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}).json() == []
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING).json() == []
 
 
 def test_long_poll_returns_when_a_command_arrives(api, server):
@@ -154,7 +154,9 @@ def test_long_poll_returns_when_a_command_arrives(api, server):
 
     def poll() -> None:
         with server.client() as client:
-            got["commands"] = client.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}).json()
+            got["commands"] = client.get(
+                "/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}, headers=TRAINING
+            ).json()
 
     thread = threading.Thread(target=poll)
     thread.start()
@@ -169,7 +171,7 @@ def test_long_poll_returns_when_a_command_arrives(api, server):
 def test_long_poll_times_out_empty(api):
     create_run(api, "r")
     start = time.monotonic()
-    assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0.5}).json() == []
+    assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0.5}, headers=TRAINING).json() == []
     assert time.monotonic() - start >= 0.45  # it waited before answering empty
 
 
@@ -180,7 +182,7 @@ def test_poll_counts_as_contact(start_server):
     with server.client() as api:
         before = create_run(api, "r")["last_seen"]
         time.sleep(0.25)
-        api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+        api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
         assert api.get("/api/v1/runs/r").json()["last_seen"] > before
 
 
@@ -194,10 +196,13 @@ def test_polls_with_nothing_to_hand_over_do_not_write(api, server):
     event.listen(engine, "before_cursor_execute", record)
     try:
         for _ in range(10):
-            assert api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}).json() == []
+            assert (
+                api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}, headers=TRAINING).json()
+                == []
+            )
         idle, statements[:] = list(statements), []
         command = issue(api).json()
-        delivered = api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}).json()
+        delivered = api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 0}, headers=TRAINING).json()
     finally:
         event.remove(engine, "before_cursor_execute", record)
     writes = ("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE")
@@ -336,17 +341,19 @@ def test_bad_ack_and_unknown_command(api):
     create_run(api, "other")
     assert_error(api.post(f"/api/v1/runs/other/commands/{command['id']}/ack", json={"status": "applied"}), 404)
     assert_error(api.get("/api/v1/runs/r/commands", params={"status": "applied"}), 422)
-    assert_error(api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 31}), 422)
+    assert_error(api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 31}, headers=TRAINING), 422)
 
 
 def test_a_long_poll_answers_at_once_for_a_cancel_asked_between_two_polls(api, server):
     create_run(api, "r")
     command = issue(api).json()
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # the training has it
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)  # the training has it
     api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)  # no poll is waiting
     got = {}
     poll = threading.Thread(
-        target=lambda: got.update(r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}))
+        target=lambda: got.update(
+            r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}, headers=TRAINING)
+        )
     )
     poll.start()
     poll.join(20)
@@ -358,10 +365,13 @@ def test_a_long_poll_answers_at_once_for_a_cancel_asked_between_two_polls(api, s
 def test_a_long_poll_does_not_answer_early_for_commands_the_training_holds_already(api, server):
     create_run(api, "r")
     command = api.post("/api/v1/runs/r/commands", json={"type": "stop_training", "at": {"step": 100}}).json()
-    api.get("/api/v1/runs/r/commands", params={"status": "pending"})  # delivered, held by the training
+    # Delivered, held by the training.
+    api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
     got = {}
     poll = threading.Thread(
-        target=lambda: got.update(r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 1}))
+        target=lambda: got.update(
+            r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 1}, headers=TRAINING)
+        )
     )
     poll.start()
     poll.join(20)

@@ -17,7 +17,7 @@ import httpx
 import yaml
 
 from tests.conftest import ServerProcess, free_port, fresh_pg_database, needs_postgres
-from tests.helpers import create_run, make_records, post_logs
+from tests.helpers import TRAINING, create_run, make_records, post_logs
 
 from .test_events import Stream
 
@@ -137,7 +137,9 @@ def test_two_servers_on_one_database_share_events_and_commands():
                 answer = {}
                 poll = threading.Thread(
                     target=lambda: answer.update(
-                        r=api_b.get("/api/v1/runs/shared/commands", params={"status": "pending", "wait": 30})
+                        r=api_b.get(
+                            "/api/v1/runs/shared/commands", params={"status": "pending", "wait": 30}, headers=TRAINING
+                        )
                     )
                 )
                 poll.start()

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.helpers import JSON, create_run, make_records, post_logs
+from tests.helpers import JSON, TRAINING, create_run, make_records, post_logs
 
 
 class Stream:
@@ -82,7 +82,7 @@ def test_run_stream_carries_metrics_commands_and_run_changes(api, server):
         assert [r["seq"] for r in stream.next("metrics")[0]["records"]] == [3]
         command = api.post("/api/v1/runs/r/commands", json={"type": "stop_training"}).json()
         assert stream.next("command")[0]["status"] == "pending"
-        api.get("/api/v1/runs/r/commands", params={"status": "pending"})
+        api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
         assert stream.next("command")[0]["status"] == "delivered"
         api.post(f"/api/v1/runs/r/commands/{command['id']}/ack", json={"status": "applied", "step": 4})
         assert stream.next("command")[0] | {} == stream_command_expect(command["id"], "applied")

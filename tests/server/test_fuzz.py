@@ -71,3 +71,25 @@ def test_event_stream_errors_are_the_json_errors_its_schema_lists(server, api):
         response = case.call_and_validate(timeout=10)
         assert response.status_code == status
         assert response.headers["content-type"][0].startswith("application/json")
+
+
+def test_every_single_valued_query_parameter_given_twice_is_422(server, api):
+    """OpenAPI sends a parameter that is not an array once; schemathesis never repeats one,
+    so this walks the schema itself."""
+    create_run(api, "r1")
+    schema = api.get("/openapi.json").json()
+    checked = 0
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            url = re.sub(r"\{[^}]+\}", "1", path).replace("/runs/1", "/runs/r1")
+            for param in operation.get("parameters", []):
+                if param["in"] != "query" or param["schema"].get("type") == "array":
+                    continue
+                value = str(param["schema"].get("default", "1"))
+                response = api.request(method, url, params=[(param["name"], value), (param["name"], value)])
+                assert response.status_code == 422, (method, path, param["name"], response.text)
+                [error] = response.json()["detail"]
+                assert error["loc"] == ["query", param["name"]], error
+                checked += 1
+    assert checked >= 15
+    assert api.get("/api/v1/runs", params=[("tag", "a"), ("tag", "b")]).status_code == 200  # a list: repeated

@@ -4,11 +4,14 @@ kept, and every kind of bad input refused with a 4xx and nothing stored."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 
 import pytest
 from sqlalchemy import text
 
+from tests.conftest import wait_for
 from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
 
 
@@ -361,3 +364,20 @@ def test_samples_of_the_process_and_machine_are_a_scope_of_their_own(api):
     assert (info["scope"], info["name"], info["count"]) == ("system", "cpu_percent", 3)
     body = api.get("/api/v1/runs/r/series/system/cpu_percent").json()
     assert (body["steps"], body["values"]) == ([0, 1, 2], [50.0, 51.0, 52.0])
+
+
+def test_a_client_that_leaves_in_the_middle_of_its_body_is_one_info_line(server, api, caplog):
+    create_run(api, "r")
+    body = json.dumps({"records": make_records(100)}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    logged = lambda: [r for r in caplog.records if r.name == "uvicorn.error"]  # noqa: E731
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):  # the tests' servers log warnings only
+        with socket.create_connection((host, int(port))) as raw:
+            head = f"POST /api/v1/runs/r/logs HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            raw.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        wait_for(logged, what="the server to log the lost client")
+        assert api.get("/healthz").status_code == 200  # it carries on
+    [record] = logged()
+    assert record.levelno == logging.INFO and not record.exc_info, record.getMessage()
+    assert "POST /api/v1/runs/r/logs" in record.getMessage() and "\n" not in record.getMessage()
+    assert api.get("/api/v1/runs/r/series").json() == []  # half a body stored nothing

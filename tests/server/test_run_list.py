@@ -3,6 +3,7 @@ all done by the server."""
 
 from __future__ import annotations
 
+import jsonschema_rs
 import pytest
 
 from tests.helpers import assert_error, create_run, make_records, post_logs
@@ -47,7 +48,7 @@ def test_search_is_any_case_in_name_or_id_and_takes_wildcards_literally(api):
 def test_tags_and_note_are_kept_shown_and_filtered_on(api):
     for run_id in ("a", "b", "c"):
         create_run(api, run_id)
-    run = patch(api, "a", tags=[" baseline ", "lr-sweep", "baseline"], note="the one to beat")
+    run = patch(api, "a", tags=["baseline", "lr-sweep", "baseline"], note="the one to beat")
     assert run["tags"] == ["baseline", "lr-sweep"] and run["note"] == "the one to beat"
     patch(api, "b", tags=["lr-sweep"])
     assert sorted(names(api.get("/api/v1/runs", params={"tag": "lr-sweep"}))) == ["a", "b"]
@@ -71,7 +72,10 @@ def test_tags_and_note_are_kept_shown_and_filtered_on(api):
     [
         {"tags": ["x"] * 5 + [f"t{i}" for i in range(21)]},
         {"tags": ["   "]},
+        {"tags": ["\u3000"]},
+        {"tags": [" baseline "]},
         {"tags": ["a" * 51]},
+        {"tags": ["a" * 50 + " " * 10]},
         {"tags": ["bad\x00tag"]},
         {"tags": "not-a-list"},
         {"note": "n" * 10_001},
@@ -84,6 +88,21 @@ def test_bad_tags_and_notes_are_422_and_change_nothing(api, body):
     assert_error(api.patch("/api/v1/runs/r", json=body), 422)
     run = api.get("/api/v1/runs/r").json()
     assert run["tags"] == ["keep"] and run["note"] == "kept"
+
+
+def test_a_tag_is_accepted_exactly_when_the_published_schema_allows_it(api):
+    schema = api.get("/openapi.json").json()["components"]["schemas"]["RunPatch"]["properties"]["tags"]
+    [tag] = [s["items"] for s in schema["anyOf"] if s.get("type") == "array"]
+    schema_allows = jsonschema_rs.validator_for(tag).is_valid  # what schemathesis checks with
+    create_run(api, "r")
+    candidates = ["a", "a b", "a" * 50, "a" * 51, "a" * 50 + " " * 10, "", "   ", " a", "a ", "\ta", "a\n"]
+    candidates += ["\u00a0a", "a\u3000", "\x1ca", "a\x85", "\u2028", "\ufeffa", "é", "a\x00b"]
+    for candidate in candidates:
+        allowed = schema_allows(candidate)
+        response = api.patch("/api/v1/runs/r", json={"tags": [candidate]})
+        assert response.status_code == (200 if allowed else 422), (candidate, response.text)
+        if allowed:
+            assert response.json()["tags"] == [candidate]  # kept as sent
 
 
 def test_sorts_by_name_status_start_and_a_metric_last_value_missing_last(api):

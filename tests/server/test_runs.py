@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
+from tests.server.test_events import Stream
 
 
 def test_health_names_the_database(api, database_url):
@@ -174,3 +175,22 @@ def test_huge_numbers_in_config_round_trip(api, server):
     run = api.post("/api/v1/runs", json={"id": "big", "config": {"x": 1.3e278, "n": 2**62}}).json()
     assert run["config"] == {"x": 1.3e278, "n": 2**62}
     assert api.get("/api/v1/runs/big").json()["config"] == {"x": 1.3e278, "n": 2**62}
+
+
+def test_integers_past_64_bits_in_a_config_come_back_exactly_from_either_database(api, server):
+    sent = '{"id": "big", "config": {"a": 18446744073709551617, "b": 1%s, "c": 1.5e300}}' % ("0" * 400)
+    config = {"a": 2**64 + 1, "b": 10**400, "c": 1.5e300}
+    stream = Stream(f"{server.url}/api/v1/events")
+    try:
+        stream.next("ready")
+        response = api.post("/api/v1/runs", content=sent, headers=JSON)
+        assert response.status_code == 201, response.text
+        assert json.loads(response.text)["config"] == config
+        assert stream.next("run")[0]["config"] == config
+    finally:
+        stream.close()
+    assert json.loads(api.get("/api/v1/runs/big").text)["config"] == config
+    assert json.loads(api.get("/api/v1/runs").text)[0]["config"] == config
+    patched = api.patch("/api/v1/runs/big", content='{"config": {"n": -%s}}' % (2**70), headers=JSON)
+    assert json.loads(patched.text)["config"] == {"n": -(2**70)}
+    assert json.loads(api.get("/api/v1/runs/big").text)["config"] == {"n": -(2**70)}
