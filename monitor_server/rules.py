@@ -11,7 +11,9 @@ query per point. Each operator is one function in `OPERATORS`:
   so far (strictly lower for `min`, higher for `max`), then counts again from zero, as
   ReduceLROnPlateau does.
 
-A rule `once_per_run` fires at most once for each run and is not judged after that.
+A rule `once_per_run` fires at most once for each run and is not judged after that; any
+other fires at most `max_firings` times for each run, and the firings past that are counted,
+not issued (`store.rules`): a series that flaps issues no flood of commands.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .schemas import Name, OutFloat, RunId, Scope, json_int
 from .vocabulary import CommandCreate, finite_number
 
 State = dict[str, Any]
+MAX_FIRINGS = 1000  # a rule's commands to one run: more than any plan of steps needs
 
 
 class Strict(BaseModel):
@@ -89,6 +92,11 @@ class RuleCreate(Strict):
     then: CommandCreate = Field(None, description="a command issued to the run, with `issued_by: rule:<id>`")
     notify: StrictBool = Field(False, description="POST the firing as JSON to the server's FITWATCH_WEBHOOK_URL")
     once_per_run: StrictBool = Field(True, description="fire at most once for each run")
+    max_firings: json_int(1, MAX_FIRINGS) = Field(
+        100,
+        description="with `once_per_run: false`, fire at most this many times for each run; "
+        "later firings issue nothing and are counted as `suppressed`",
+    )
 
     @model_validator(mode="after")
     def _acts(self) -> RuleCreate:
@@ -107,9 +115,11 @@ class RulePublic(BaseModel):
     then: dict[str, Any] | None
     notify: bool
     once_per_run: bool
+    max_firings: int = Field(description="how many times it may fire for each run, when not once")
     created_at: datetime
     description: str = Field(description="the rule in words")
     firings: int = Field(description="how many times it fired")
+    suppressed: int = Field(description="how many firings past `max_firings` it issued nothing for")
     notified_at: datetime | None = Field(description="when a webhook last went through")
     notify_error: str | None = Field(description="why the last webhook failed, when it failed")
     notify_error_at: datetime | None
@@ -123,6 +133,10 @@ class FiringPublic(BaseModel):
     value: OutFloat | None
     command_id: int | None
     message: str | None = Field(description="why no command was issued, if none was")
+    suppressed: int = Field(
+        description="0 for a firing; else this is the run's one row counting the firings past `max_firings`, "
+        "from `step` on"
+    )
     created_at: datetime
     scope: str
     name: str

@@ -162,6 +162,7 @@ rules = Table(
     Column("then", JSON),  # a command of the vocabulary, issued when it fires
     Column("notify", Boolean, nullable=False),
     Column("once_per_run", Boolean, nullable=False),
+    Column("max_firings", Integer, nullable=False, server_default="100"),  # for each run, when not once a run
     Column("created_at", Double, nullable=False),
     Column("notified_at", Double),  # the last webhook that went through
     Column("notify_error", Text),  # the last webhook that did not, when it was the latest
@@ -179,6 +180,7 @@ rule_states = Table(
 
 # Each time a rule fired for a run. The unique key makes a firing happen once, whichever
 # server process stores the point: "run" for a rule that fires once a run, else the step.
+# Past the rule's `max_firings`, one row keyed "suppressed" counts the firings refused.
 rule_firings = Table(
     "rule_firings",
     metadata,
@@ -191,6 +193,7 @@ rule_firings = Table(
     Column("command_id", Integer, ForeignKey("commands.id", ondelete="SET NULL")),
     Column("message", Text),
     Column("created_at", Double, nullable=False),
+    Column("suppressed", Integer, nullable=False, server_default="0"),  # on the "suppressed" row: how many
     UniqueConstraint("rule_id", "run_id", "key", name="uq_rule_firings_once"),
     Index("ix_rule_firings_run", "run_id", "id"),
 )

@@ -70,13 +70,26 @@ def rules_page() -> FileResponse:
     return page("rules.html")
 
 
+# The report runs Plotly inline: opened from the server, it runs sandboxed in an origin of
+# its own, out of reach of the dashboard's token and API, and fetches nothing.
+REPORT_HEADERS = {
+    "Content-Security-Policy": (
+        "sandbox allow-scripts allow-downloads; default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; img-src data: blob:; font-src data:"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 @router.get("/runs/{run_id}/report.html", dependencies=[Reader])
-def report(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Response:
-    """The run's charts and config in one HTML file that opens offline."""
+def report(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep, download: bool = False) -> Response:
+    """The run's charts and config in one HTML file that opens offline: shown in the
+    browser, or with `?download=1` saved as `RUN-report.html`."""
     with reading(engine) as conn:
         text = render_report(conn, run_id, settings.stale_after)
-    disposition = f'attachment; filename="{run_id}-report.html"'
-    return Response(text, media_type="text/html", headers={"Content-Disposition": disposition})
+    disposition = f'attachment; filename="{run_id}-report.html"' if download else "inline"
+    return Response(text, media_type="text/html", headers={**REPORT_HEADERS, "Content-Disposition": disposition})
 
 
 @cache

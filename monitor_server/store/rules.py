@@ -5,7 +5,9 @@ reads and writes cannot interleave with another post of the same run, whichever 
 process takes it. A firing is a row with a unique key (rule, run, "run" or the step); the
 transaction that inserts it is the one that issues the command, so a rule fires once
 however many processes there are, and a retried post (its records counted as duplicates)
-is never judged again.
+is never judged again. A rule that is not once a run fires at most `max_firings` times for
+each run; past that, one row of the rule and run (key "suppressed") counts the firings it
+issued nothing for, so a flapping series costs a counter, not a command and a webhook a flip.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Fired:
     notify: list[FiringPublic] = field(default_factory=list)
 
 
-def _rule_public(row: Any, firings: int) -> RulePublic:
+def _rule_public(row: Any, counts: tuple[int, int]) -> RulePublic:
     return RulePublic(
         id=row.id,
         project=row.project,
@@ -50,9 +52,11 @@ def _rule_public(row: Any, firings: int) -> RulePublic:
         then=row.then,
         notify=row.notify,
         once_per_run=row.once_per_run,
+        max_firings=row.max_firings,
         created_at=timestamp(row.created_at),
         description=describe(row.when, row.then, row.notify),
-        firings=firings,
+        firings=counts[0],
+        suppressed=counts[1],
         notified_at=timestamp(row.notified_at),
         notify_error=row.notify_error,
         notify_error_at=timestamp(row.notify_error_at),
@@ -67,12 +71,17 @@ def _firing_public(row: Any, rule: Any) -> FiringPublic:
         step=row.step,
         value=math.nan if row.value is None else row.value,  # SQLite keeps NaN as NULL
         command_id=row.command_id,
-        message=row.message,
+        message=_suppressed_message(row.suppressed, rule.max_firings) if row.suppressed else row.message,
+        suppressed=row.suppressed,
         created_at=timestamp(row.created_at),
         scope=rule.when["scope"],
         name=rule.when["name"],
         description=describe(rule.when, rule.then, rule.notify),
     )
+
+
+def _suppressed_message(count: int, max_firings: int) -> str:
+    return f"{count} more firing{'' if count == 1 else 's'} suppressed: max_firings is {max_firings} a run"
 
 
 def create_rule(conn: Connection, body: RuleCreate, now: float) -> RulePublic:
@@ -82,11 +91,13 @@ def create_rule(conn: Connection, body: RuleCreate, now: float) -> RulePublic:
     return get_rule(conn, rule_id)
 
 
-def _counts(conn: Connection, rule_ids: list[int] | None = None) -> dict[int, int]:
-    query = select(rule_firings.c.rule_id, func.count()).group_by(rule_firings.c.rule_id)
+def _counts(conn: Connection, rule_ids: list[int] | None = None) -> dict[int, tuple[int, int]]:
+    """Each rule's firings and the firings it suppressed."""
+    fired = func.count().filter(rule_firings.c.suppressed == 0)
+    query = select(rule_firings.c.rule_id, fired, func.sum(rule_firings.c.suppressed)).group_by(rule_firings.c.rule_id)
     if rule_ids is not None:
         query = query.where(rule_firings.c.rule_id.in_(rule_ids))
-    return dict(conn.execute(query).all())
+    return {rule_id: (fired, suppressed) for rule_id, fired, suppressed in conn.execute(query)}
 
 
 def _row(conn: Connection, rule_id: int) -> Any:
@@ -97,12 +108,12 @@ def _row(conn: Connection, rule_id: int) -> Any:
 
 
 def get_rule(conn: Connection, rule_id: int) -> RulePublic:
-    return _rule_public(_row(conn, rule_id), _counts(conn, [rule_id]).get(rule_id, 0))
+    return _rule_public(_row(conn, rule_id), _counts(conn, [rule_id]).get(rule_id, (0, 0)))
 
 
 def list_rules(conn: Connection) -> list[RulePublic]:
     counts = _counts(conn)
-    return [_rule_public(r, counts.get(r.id, 0)) for r in conn.execute(select(rules).order_by(rules.c.id))]
+    return [_rule_public(r, counts.get(r.id, (0, 0))) for r in conn.execute(select(rules).order_by(rules.c.id))]
 
 
 def delete_rule(conn: Connection, rule_id: int) -> None:
@@ -113,7 +124,7 @@ def delete_rule(conn: Connection, rule_id: int) -> None:
 
 
 def list_firings(conn: Connection, *, rule_id: int | None = None, run_id: str | None = None) -> list[FiringPublic]:
-    query = select(rule_firings, rules.c.when, rules.c.then, rules.c.notify).join(
+    query = select(rule_firings, rules.c.when, rules.c.then, rules.c.notify, rules.c.max_firings).join(
         rules, rules.c.id == rule_firings.c.rule_id
     )
     if rule_id is not None:
@@ -149,15 +160,23 @@ def judge_post(conn: Connection, run: Any, watched: list[Any], points: Points, n
         rule_states.c.run_id == run.id, rule_states.c.rule_id.in_([r.id for r in candidates])
     )
     states = {s.rule_id: s.state for s in conn.execute(query)}
-    changed = []
+    changed, firing = [], []
     for rule in candidates:
         steps, values = points[(rule.when["scope"], rule.when["name"])]
         old = states.get(rule.id, {})
         new, at = judge(rule, old, values)
         if new != old:
             changed.append({"rule_id": rule.id, "run_id": run.id, "state": new})
-        for i in at:
-            _fire(conn, rule, run, int(steps[i]), float(values[i]), now, max_lr, fired)
+        if at:
+            firing.append((rule, steps[at], values[at]))
+    left = _firings_left(conn, run.id, [rule for rule, _, _ in firing if not rule.once_per_run])
+    for rule, steps, values in firing:
+        room = left.get(rule.id, len(steps))
+        for i, (step, value) in enumerate(zip(steps.tolist(), values.tolist())):
+            if room <= 0:
+                _suppress(conn, rule, run, step, value, len(steps) - i, now, fired)
+                break
+            room -= _fire(conn, rule, run, step, value, now, max_lr, fired)
     if changed:
         stmt = dialect_insert(conn, rule_states)
         conn.execute(
@@ -167,14 +186,35 @@ def judge_post(conn: Connection, run: Any, watched: list[Any], points: Points, n
     return fired
 
 
-def _fire(conn: Connection, rule: Any, run: Any, step: int, value: float, now: float, max_lr: float, fired: Fired):
+def _firings_left(conn: Connection, run_id: str, limited: list[Any]) -> dict[int, int]:
+    """How many more times each rule of `limited` may fire for the run: read only when one
+    fires, under the run's lock."""
+    if not limited:
+        return {}
+    query = (
+        select(rule_firings.c.rule_id, func.count())
+        .where(
+            rule_firings.c.run_id == run_id,
+            rule_firings.c.rule_id.in_([r.id for r in limited]),
+            rule_firings.c.suppressed == 0,
+        )
+        .group_by(rule_firings.c.rule_id)
+    )
+    done = dict(conn.execute(query).all())
+    return {r.id: r.max_firings - done.get(r.id, 0) for r in limited}
+
+
+def _fire(
+    conn: Connection, rule: Any, run: Any, step: int, value: float, now: float, max_lr: float, fired: Fired
+) -> bool:
+    """Store a firing and issue its command; False when it was stored before."""
     key = "run" if rule.once_per_run else f"step:{step}"
     row = {"rule_id": rule.id, "run_id": run.id, "key": key, "step": step, "value": value, "created_at": now}
     firing_id = conn.execute(
         insert_ignore(conn, rule_firings, ["rule_id", "run_id", "key"]).values(row).returning(rule_firings.c.id)
     ).scalar_one_or_none()
     if firing_id is None:
-        return  # fired here before: another post or another process has it
+        return False  # fired here before: another post or another process has it
     values: dict[str, Any] = {}
     if rule.then is not None and run.status in LIVE:
         command = COMMAND.validate_python(rule.then)
@@ -188,3 +228,16 @@ def _fire(conn: Connection, rule: Any, run: Any, step: int, value: float, now: f
     fired.firings.append(firing)
     if rule.notify:
         fired.notify.append(firing)
+    return True
+
+
+def _suppress(conn: Connection, rule: Any, run: Any, step: int, value: float, count: int, now: float, fired: Fired):
+    """Count `count` firings past `max_firings`, from `step` on, on the rule and run's one
+    "suppressed" row (its step: the first suppressed): no command, no webhook; the streams
+    get the row, so the pages show the count."""
+    row = {"rule_id": rule.id, "run_id": run.id, "key": "suppressed", "step": step, "value": value}
+    stmt = dialect_insert(conn, rule_firings).values(**row, created_at=now, suppressed=count)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["rule_id", "run_id", "key"], set_={"suppressed": rule_firings.c.suppressed + count}
+    )
+    fired.firings.append(_firing_public(conn.execute(stmt.returning(*rule_firings.c)).one(), rule))

@@ -48,7 +48,7 @@ def test_migrations_create_the_schema_once(database_url):
         "alembic_version",
     } <= names
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0011"
     assert {"issued_by", "cancel_requested_at"} <= {c["name"] for c in inspect(engine).get_columns("commands")}
     engine.dispose()
 

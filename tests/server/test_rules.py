@@ -138,6 +138,59 @@ def test_no_improvement_fires_after_patience_points_and_counts_again(api):
     assert [f["step"] for f in firings(api, "r") if f["rule_id"] == maximize["id"]] == [3]
 
 
+FLAP = {
+    "when": {"scope": "batch", "name": "loss", "op": "above", "value": 0.5},
+    "then": {"type": "checkpoint"},
+    "once_per_run": False,
+}
+
+
+def flapping(start: int, n: int) -> list[dict]:
+    """Points above and below the threshold in turn: every other point turns `above` true."""
+    return [record(seq, 1.0 if seq % 2 == 0 else 0.0) for seq in range(start, start + n)]
+
+
+def rule_counts(api: httpx.Client, rule_id: int) -> tuple[int, int]:
+    rule = api.get(f"/api/v1/rules/{rule_id}").json()
+    return rule["firings"], rule["suppressed"]
+
+
+def test_a_flapping_series_issues_max_firings_commands_and_counts_the_rest_suppressed(api):
+    create_run(api, "r")
+    rule = add_rule(api, **FLAP)
+    assert rule["max_firings"] == 100 and rule["suppressed"] == 0
+    answer = post_logs(api, "r", flapping(0, 1000)).json()  # turns true 500 times
+    assert len(answer["commands"]) == 100
+    assert len(api.get("/api/v1/runs/r/commands").json()) == 100
+    assert rule_counts(api, rule["id"]) == (100, 400)
+    fired = firings(api, "r")
+    assert [f["step"] for f in fired if not f["suppressed"]] == list(range(0, 200, 2))
+    [suppressed] = [f for f in fired if f["suppressed"]]
+    assert (suppressed["step"], suppressed["suppressed"], suppressed["command_id"]) == (200, 400, None)
+    assert suppressed["message"] == "400 more firings suppressed: max_firings is 100 a run"
+    assert api.get(f"/api/v1/rules/{rule['id']}/firings").json() == fired
+    # Later posts add to the count, and no command.
+    answer = post_logs(api, "r", flapping(1000, 10)).json()
+    assert len(answer["commands"]) == 100  # the same unacknowledged ones
+    assert rule_counts(api, rule["id"]) == (100, 405)
+    assert firings(api, "r")[-1]["suppressed"] == 405
+
+
+def test_max_firings_holds_across_posts_and_for_each_run(api):
+    rule = add_rule(api, **FLAP, max_firings=5)
+    for run_id in ("a", "b"):
+        create_run(api, run_id)
+        issued = []
+        for start in range(0, 16, 4):  # two firings a post
+            answer = post_logs(api, run_id, flapping(start, 4)).json()
+            issued = [c["id"] for c in answer["commands"]]
+            assert len(issued) <= 5
+        assert len(issued) == 5
+        assert [f["step"] for f in firings(api, run_id) if not f["suppressed"]] == [0, 2, 4, 6, 8]
+        assert [f["suppressed"] for f in firings(api, run_id)][-1] == 3
+    assert rule_counts(api, rule["id"]) == (10, 6)
+
+
 def test_a_finished_run_gets_a_firing_without_a_command(api):
     create_run(api, "r")
     api.patch("/api/v1/runs/r", json={"status": "finished"})
@@ -199,6 +252,9 @@ BAD_RULES = [
     ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "project": "p", "run_id": "r"}, "run_id"),
     ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "run_id": "a/b"}, "run_id"),
     ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "url": "http://x"}, "url"),
+    ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "max_firings": 0}, "max_firings"),
+    ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "max_firings": 1001}, "max_firings"),
+    ({"when": {"name": "loss", "op": "nan"}, "then": {"type": "pause"}, "max_firings": "5"}, "max_firings"),
 ]
 
 

@@ -4,9 +4,12 @@ down with it."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
 from contextlib import contextmanager
 
+import httpx
 import msgspec
 import psycopg
 import pytest
@@ -20,8 +23,8 @@ from monitor_server.errors import Invalid, NotFound
 from monitor_server.pgbus import libpq_url
 from monitor_server.records import Record
 from monitor_server.store.logs import Post
-from monitor_server.writer import LogWriter
-from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
+from monitor_server.writer import LogWriter, slices
+from tests.conftest import ServerProcess, _clean_postgres, needs_postgres, serve, wait_for
 from tests.helpers import create_run, make_records, post_logs
 
 
@@ -309,3 +312,77 @@ def test_a_batch_on_postgresql_costs_three_round_trips(pg_database, monkeypatch)
         assert [c.id for c in futures["b"].result().commands] == [command["id"]]  # delivered, not acknowledged
         assert futures["a"].result().commands == []
         assert points(api, "a") == [*range(5), *range(10, 20)]
+
+
+def many_series_records(n: int, names: int = 100) -> list[dict]:
+    """`n` records of `names` series each: a post of `n * names` points, stored in parts."""
+    metrics = [f"m{k:02d}" for k in range(names)]
+    return [
+        {
+            "seq": i,
+            "scope": "batch",
+            "step": i,
+            "wall_time": 1.0 + i,
+            "metrics": {m: (i + k) % 8 / 4 for k, m in enumerate(metrics)},
+        }
+        for i in range(n)
+    ]
+
+
+def stored_count(url: str) -> int:
+    """How many records of the post are stored: each logs to every series."""
+    try:
+        listed = httpx.get(f"{url}/api/v1/runs/r/series", timeout=30).json()
+    except httpx.HTTPError:
+        return 0
+    return max((s["count"] for s in listed), default=0)
+
+
+def test_a_post_killed_midway_keeps_whole_parts_and_its_retry_stores_the_rest_once(database_url):
+    """SIGKILL while a 10,000-record post is stored: what stays is the parts committed
+    before it, whole and in order (a prefix by seq); the retry stores the rest, each record
+    once."""
+    body = many_series_records(10_000)
+    ends = list(itertools.accumulate(len(p.records) for p in slices("r", [msgspec.convert(r, Record) for r in body])))
+    assert len(ends) > 5
+    first = ServerProcess(database_url).start()
+    try:
+        with httpx.Client(base_url=first.url, timeout=120) as api:
+            create_run(api, "r")
+        sending = threading.Thread(target=_post_ignoring_errors, args=(first.url, body))
+        sending.start()
+        wait_for(lambda: stored_count(first.url) > 0, 120, "the first part")
+        first.kill()
+        sending.join()
+    finally:
+        first.kill()
+    second = ServerProcess(database_url).start()
+    try:
+        with httpx.Client(base_url=second.url, timeout=120) as api:
+            kept = exported(api)
+            n = len(kept)
+            assert n in ends[:-1], (n, ends)  # whole parts, killed before the last
+            assert kept == [as_exported(r) for r in body[:n]]  # the first n records, each whole
+            assert {s["count"] for s in api.get("/api/v1/runs/r/series").json()} == {n}
+            answer = api.post("/api/v1/runs/r/logs", json={"records": body}).json()
+            assert (answer["accepted"], answer["duplicates"]) == (len(body) - n, n)
+            assert exported(api) == [as_exported(r) for r in body]
+    finally:
+        second.kill()
+
+
+def _post_ignoring_errors(url: str, body: list[dict]) -> None:
+    try:
+        httpx.post(f"{url}/api/v1/runs/r/logs", json={"records": body}, timeout=120)
+    except httpx.HTTPError:
+        pass  # the server was killed under it
+
+
+def exported(api: httpx.Client) -> list[dict]:
+    response = api.get("/api/v1/runs/r/export.jsonl")
+    assert response.status_code == 200, response.text
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def as_exported(record: dict) -> dict:
+    return {**record, "epoch": None}

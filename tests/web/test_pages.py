@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import create_run, make_records, post_logs
+from tests.helpers import TRAINING, create_run, make_records, post_logs
 
 READY = "body[data-ready=true]"
 
@@ -106,7 +106,7 @@ def test_stop_and_set_lr_send_commands_and_the_history_updates_live(page, api):
     lr = api.get("/api/v1/runs/r1/commands").json()[1]
     assert (lr["type"], lr["args"]) == ("set_lr", {"value": 0.005})
 
-    api.get("/api/v1/runs/r1/commands", params={"status": "pending"})  # the training fetches them
+    api.get("/api/v1/runs/r1/commands", params={"status": "pending"}, headers=TRAINING)  # the training fetches them
     api.post(f"/api/v1/runs/r1/commands/{lr['id']}/ack", json={"status": "failed", "message": "the rate is a schedule"})
     row = page.locator(f"#commands tr[data-id='{lr['id']}']")
     row.locator(".badge", has_text="failed").wait_for()
@@ -137,7 +137,7 @@ def test_applied_commands_are_marked_on_batch_charts(page, api):
     create_run(api, "r1")
     post_logs(api, "r1", make_records(20))
     command = api.post("/api/v1/runs/r1/commands", json={"type": "set_lr", "args": {"value": 0.5}}).json()
-    api.get("/api/v1/runs/r1/commands", params={"status": "pending"})
+    api.get("/api/v1/runs/r1/commands", params={"status": "pending"}, headers=TRAINING)
     api.post(f"/api/v1/runs/r1/commands/{command['id']}/ack", json={"status": "applied", "step": 12})
     open_run(page, "r1")
     shapes = page.evaluate("() => document.querySelector('.plot').layout.shapes.map(s => s.x0)")
@@ -240,8 +240,9 @@ def test_list_selection_opens_compare(page, api):
 def test_report_opens_from_a_file_with_no_network(browser, api, tmp_path):
     create_run(api, "r1", name="report <me>")
     post_logs(api, "r1", [*make_records(30), evaluation(100, step=30, loss=0.25, accuracy="NaN")])
-    response = api.get("/runs/r1/report.html")
-    assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
+    response = api.get("/runs/r1/report.html", params={"download": 1})
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == 'attachment; filename="r1-report.html"'
     path = tmp_path / "report.html"
     path.write_bytes(response.content)
 
@@ -284,17 +285,26 @@ def test_evaluations_are_a_table_of_values_with_the_step_they_ran_at(page, api):
 
 
 @pytest.mark.parametrize("protect_reads", [False, True], ids=["open", "protected-reads"])
-def test_the_report_link_downloads_the_runs_report(browser, start_server, protect_reads):
+def test_the_run_page_opens_the_report_and_downloads_it(browser, start_server, protect_reads):
     server = start_server(token="s3cret", protect_reads=protect_reads)
     with server.client(headers={"authorization": "Bearer s3cret"}) as api:
         create_run(api, "r1", name="linked report")
         post_logs(api, "r1", make_records(20))
     context = browser.new_context(base_url=server.url, accept_downloads=True)
     page = context.new_page()
+    errors: list[str] = []
+    context.on("weberror", lambda error: errors.append(str(error.error)))
     page.on("dialog", lambda d: d.accept("s3cret"))
     open_run(page, "r1")
-    with page.expect_download() as download:
+    assert page.inner_text("#report") == "Open report"
+    with context.expect_page() as opened:
         page.click("#report")
+    report = opened.value
+    report.wait_for_selector(".plotly-graph-div .main-svg")  # drawn in the browser, sandboxed
+    assert report.locator("h1").inner_text() == "linked report"
+    assert report.locator(".plotly-graph-div").count() == 2 and errors == []
+    with page.expect_download() as download:
+        page.click("#report-download")
     assert download.value.suggested_filename == "r1-report.html"
     assert "<h1>linked report</h1>" in Path(download.value.path()).read_text(encoding="utf-8")
     context.close()
@@ -310,7 +320,7 @@ def test_a_command_can_be_cancelled_from_its_row(page, api):
     assert api.get("/api/v1/runs/r1/commands").json()[0]["status"] == "cancelled"
 
     delivered = api.post("/api/v1/runs/r1/commands", json={"type": "stop_training"}).json()
-    api.get("/api/v1/runs/r1/commands", params={"status": "pending"})  # the training has it
+    api.get("/api/v1/runs/r1/commands", params={"status": "pending"}, headers=TRAINING)  # the training has it
     row = page.locator(f"#commands tr[data-id='{delivered['id']}']")
     row.locator(".badge", has_text="delivered").wait_for()
     row.locator("button", has_text="Cancel").click()

@@ -5,6 +5,8 @@ marker live, without a reload; bad rules are explained field by field; delete as
 from __future__ import annotations
 
 from tests.conftest import wait_for
+from tests.helpers import add_rule, create_run, post_logs
+from tests.server.test_rules import FLAP, flapping
 from tests.web.test_live_training import READY, has_points, training
 
 
@@ -88,3 +90,26 @@ def test_the_rules_page_explains_a_bad_rule_and_deletes_after_asking(page, api):
     page.click("#rules tr[data-id] >> text=Delete")
     page.wait_for_selector("#no-rules:not([hidden])")
     assert api.get("/api/v1/rules").json() == []
+
+
+def test_firings_past_max_firings_are_shown_suppressed_and_counted_live(page, api):
+    create_run(api, "r")
+    rule = add_rule(api, **FLAP, max_firings=2)
+    post_logs(api, "r", flapping(0, 10))  # five flips: two fire, three are suppressed
+    page.goto("/rules")
+    page.wait_for_selector(READY)
+    row = page.locator(f"#rules tr[data-id='{rule['id']}']")
+    assert "(at most 2 a run)" in row.inner_text()
+    assert (row.locator(".fired-count").inner_text(), row.locator(".suppressed").inner_text()) == (
+        "2\u00d7",
+        "+3 suppressed",
+    )
+    row.locator(".fired-count").click()
+    page.wait_for_selector("tr.firings-of li >> nth=2")
+    assert "from step 4, loss = 1, 3 more firings suppressed: max_firings is 2 a run" in page.inner_text(
+        "tr.firings-of"
+    )
+    post_logs(api, "r", flapping(10, 4))  # two more, counted on the same row
+    page.wait_for_function("() => document.querySelector('.suppressed').textContent === '+5 suppressed'")
+    assert "5 more firings suppressed" in page.inner_text("tr.firings-of")
+    assert page.locator("tr.firings-of li").count() == 3

@@ -27,16 +27,18 @@ export class Firings {
           { "data-id": String(f.id) },
           el("td", {}, el("a", { href: "/rules", text: `rule ${f.rule_id}` })),
           el("td", { text: f.description }),
-          el("td", { text: String(f.step) }),
+          el("td", { text: f.suppressed ? `from ${f.step}` : String(f.step) }),
           el("td", { className: "num", text: fmtValue(typeof f.value === "string" ? f.value : num(f.value)) }),
           el("td", { text: f.command_id === null ? f.message || "notified" : `command ${f.command_id}` }),
           el("td", { text: fmtDate(f.created_at) }),
         ),
       ),
     );
+    // A rule's row of firings suppressed past its bound is listed, not counted or marked.
+    const fired = rows.filter((f) => !f.suppressed);
     $("rules-fired").hidden = rows.length === 0;
-    $("rules-fired-count").textContent = String(rows.length);
-    this.onMarkers(rows);
+    $("rules-fired-count").textContent = String(fired.length);
+    this.onMarkers(fired);
   }
 }
 

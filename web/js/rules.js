@@ -19,6 +19,12 @@ function webhook(rule) {
   return rule.notified_at ? `sent ${fmtDate(rule.notified_at)}` : "none sent yet";
 }
 
+/** Firings past the rule's bound, which issued nothing: counted, never hidden. */
+function suppressed(rule) {
+  if (!rule.suppressed) return [];
+  return [" ", el("span", { className: "muted suppressed", title: `past max_firings ${rule.max_firings} for a run`, text: `+${rule.suppressed} suppressed` })];
+}
+
 function firingRows(rule) {
   const list = open.get(rule.id);
   if (!list) return [];
@@ -27,7 +33,7 @@ function firingRows(rule) {
       "li",
       {},
       el("a", { href: `/runs/${encodeURIComponent(f.run_id)}`, text: f.run_id }),
-      ` step ${f.step}, ${f.name} = ${fmtValue(typeof f.value === "string" ? f.value : num(f.value))}, `,
+      ` ${f.suppressed ? "from step" : "step"} ${f.step}, ${f.name} = ${fmtValue(typeof f.value === "string" ? f.value : num(f.value))}, `,
       f.command_id === null ? f.message || "notified" : `command ${f.command_id}`,
       `, ${fmtDate(f.created_at)}`,
     ),
@@ -45,8 +51,8 @@ function render() {
         { "data-id": String(rule.id) },
         el("td", { text: String(rule.id) }),
         el("td", {}, target(rule)),
-        el("td", { text: `${rule.description}${rule.once_per_run ? " (once per run)" : ""}` }),
-        el("td", {}, el("button", { type: "button", className: "small fired-count", onclick: () => toggle(rule.id), text: `${rule.firings}×` })),
+        el("td", { text: `${rule.description} (${rule.once_per_run ? "once per run" : `at most ${rule.max_firings} a run`})` }),
+        el("td", {}, el("button", { type: "button", className: "small fired-count", onclick: () => toggle(rule.id), text: `${rule.firings}×` }), suppressed(rule)),
         el("td", {}, webhook(rule)),
         el("td", { text: fmtDate(rule.created_at) }),
         el("td", {}, el("button", { type: "button", className: "small", onclick: () => remove(rule), text: "Delete" })),
@@ -139,18 +145,23 @@ function wireForm() {
   });
 }
 
-function onFiring(firing) {
-  const rule = rules.get(firing.rule_id);
+async function onFiring(firing) {
+  let rule = rules.get(firing.rule_id);
   if (!rule) return;
-  rule.firings += 1;
-  if (open.has(rule.id)) open.get(rule.id).push(firing);
+  // A run's count of suppressed firings grows on one row: the rule's total is read again.
+  if (firing.suppressed) rules.set(rule.id, (rule = await api(`/api/v1/rules/${rule.id}`)));
+  else rule.firings += 1;
+  const list = open.get(rule.id);
+  const shown = list ? list.findIndex((f) => f.id === firing.id) : -1;
+  if (shown >= 0) list[shown] = firing;
+  else list?.push(firing);
   render();
   document.querySelector(`tr[data-id="${rule.id}"]`)?.classList.add("fired");
 }
 
 async function main() {
   wireForm();
-  stream("/api/v1/events", { rule: onFiring, resync: () => load().catch(showError) });
+  stream("/api/v1/events", { rule: (firing) => onFiring(firing).catch(showError), resync: () => load().catch(showError) });
   await load();
   document.body.dataset.ready = "true";
 }

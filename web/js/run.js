@@ -319,7 +319,9 @@ async function main() {
     deleted: () => showError("This run was deleted."),
   }).then(() => readAll(base));
   await reading;
-  $("report").href = withToken(`/runs/${encodeURIComponent(runId)}/report.html`);
+  const report = `/runs/${encodeURIComponent(runId)}/report.html`;
+  $("report").href = withToken(report);
+  $("report-download").href = withToken(`${report}?download=1`);
   document.body.dataset.ready = "true";
   setInterval(() => {
     const span = $("run-duration");
