@@ -1,7 +1,8 @@
 """What each command does to a training: one small handler per type.
 
 A handler takes the context (the steering, its model, the global step) and the command's
-args, changes the training, and returns the ack message. Raising `Refused` acknowledges
+args, changes the training, and returns the ack message (None: the steering acknowledges
+it later, once it knows what the training did). Raising `Refused` acknowledges
 `failed` with its message; any other exception with its type and message, and the
 training goes on. Taking commands when they are due, acking each once and syncing the
 JAX state live once, in `Steering`, around this table.
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from .optimizers import current_lr, set_learning_rate
+from .optimizers import Named, current_lr, model_optimizers, schedule_of
 
 if TYPE_CHECKING:
     from .steering import Steering
@@ -40,30 +41,38 @@ class Context:
         return self.steering.model
 
 
-def stop_training(ctx: Context, args: dict[str, Any]) -> str:
-    ctx.model.stop_training = True
-    ctx.steering.stopped_by = ctx.command, ctx.step
-    return f"training stops after step {ctx.step}"
+def stop_training(ctx: Context, args: dict[str, Any]) -> None:
+    """Acknowledged by the steering once the batch under way has ended, naming the last
+    step that ran (with `steps_per_execution`, several run after this edge)."""
+    ctx.steering.stop(ctx.command, ctx.step)
 
 
 def set_lr(ctx: Context, args: dict[str, Any]) -> str:
-    if "factor" in args:
-        old = current_lr(ctx.model.optimizer)
+    targets = _rate_targets(ctx, args.get("optimizer"))
+    if "factor" not in args:
+        value = _finite(args["value"], "learning rate")
+        return _set_rates(ctx, {named: value for named in targets})
+    factor = _finite(args["factor"], "factor")
+    new = {}
+    for named in targets:
+        old = current_lr(named.optimizer)
         if old is None:
-            raise Refused("the optimizer has no learning rate to multiply")
-        value = old * _finite(args["factor"], "factor")
-        if value > args.get("at_most", math.inf):
+            raise Refused(f"{_of(named, targets)}has no learning rate to multiply")
+        new[named] = old * factor
+        if new[named] > args.get("at_most", math.inf):
             raise Refused(
-                f"{old:.6g} x {args['factor']:g} = {value:.6g} is above the server's limit {args['at_most']:g}"
+                f"{_of(named, targets)}{old:.6g} x {factor:g} = {new[named]:.6g} is above the server's limit "
+                f"{args['at_most']:g}"
             )
-        return _set_rate(ctx, value)
-    return _set_rate(ctx, _finite(args["value"], "learning rate"))
+    return _set_rates(ctx, new)
 
 
 def set_param(ctx: Context, args: dict[str, Any]) -> str:
     name, value = args["name"], _finite(args["value"], args["name"])
     if name == "learning_rate":
-        return _set_rate(ctx, value)
+        return _set_rates(ctx, dict.fromkeys(_rate_targets(ctx, args.get("optimizer")), value))
+    if "optimizer" in args:
+        raise Refused(f"'optimizer' goes with learning_rate, not with {name}")
     knobs = ctx.steering.knobs
     if name not in knobs:
         settable = ", ".join(ctx.steering.controls()["params"]) or "none"
@@ -115,7 +124,7 @@ def action(ctx: Context, args: dict[str, Any]) -> str:
     return f"{args['name']} done at step {ctx.step}" if result is None else str(result)
 
 
-HANDLERS: dict[str, Callable[[Context, dict[str, Any]], str]] = {
+HANDLERS: dict[str, Callable[[Context, dict[str, Any]], str | None]] = {
     "stop_training": stop_training,
     "set_lr": set_lr,
     "set_param": set_param,
@@ -126,15 +135,57 @@ HANDLERS: dict[str, Callable[[Context, dict[str, Any]], str]] = {
 }
 
 
-def _set_rate(ctx: Context, value: float) -> str:
-    if value <= 0:
-        raise Refused(f"a learning rate must be > 0, got {value:g}")
-    try:
-        old = set_learning_rate(ctx.model.optimizer, value)
-    except TypeError as exc:  # a schedule
-        raise Refused(str(exc)) from None
+def _rate_targets(ctx: Context, which: int | str | None) -> list[Named]:
+    """The optimizers a rate command sets: the one named (by name or index), else every
+    optimizer of the model whose rate is not a schedule. Refused when there is none."""
+    found = model_optimizers(ctx.model)
+    if not found:
+        raise Refused("the model has no optimizer")
+    if which is not None:
+        chosen = [named for i, named in enumerate(found) if which in (i, named.name)]
+        if not chosen:
+            listed = ", ".join(f"{i}: {named.name}" for i, named in enumerate(found))
+            raise Refused(f"no optimizer {which!r}; the model has {listed}")
+        found = chosen
+    settable = [named for named in found if schedule_of(named.optimizer) is None]
+    if not settable:
+        raise Refused(
+            "; ".join(
+                f"{_of(named, found)}the learning rate is a {type(schedule_of(named.optimizer)).__name__}, "
+                "a schedule; it cannot be set"
+                for named in found
+            )
+        )
+    return settable
+
+
+def _set_rates(ctx: Context, new: dict[Named, float]) -> str:
+    """Set each optimizer's rate; the ack message says exactly what changed."""
+    for value in new.values():
+        if value <= 0:
+            raise Refused(f"a learning rate must be > 0, got {value:g}")
+    changes = []
+    for named, value in new.items():
+        old = current_lr(named.optimizer)
+        named.optimizer.learning_rate = value
+        changes.append(f"{'nan' if old is None else f'{old:.6g}'} -> {value:.6g}")
     ctx.steering.lr_changed(ctx.step)
-    return f"learning rate {old:.6g} -> {value:.6g} at step {ctx.step}"
+    everyone = model_optimizers(ctx.model)
+    if len(everyone) == 1:
+        return f"learning rate {changes[0]} at step {ctx.step}"
+    done = ", ".join(f"{named.name} {change}" for named, change in zip(new, changes))
+    kept = [
+        named.name + (" (a schedule)" if schedule_of(named.optimizer) is not None else "")
+        for named in everyone
+        if named not in new
+    ]
+    left = f"; unchanged: {', '.join(kept)}" if kept else ""
+    return f"learning rate of {done} at step {ctx.step}{left}"
+
+
+def _of(named: Named, among: list[Named]) -> str:
+    """'NAME: ' where a message must say which of several optimizers it means."""
+    return f"{named.name}: " if len(among) > 1 else ""
 
 
 def _finite(value: Any, what: str) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 
 from .client import MonitorClient
-from .optimizers import current_lr, jsonable
+from .optimizers import current_lr, jsonable, lr_series, model_optimizers
 from .runguard import RunGuard
 from .steering import Steering
 
@@ -105,12 +105,13 @@ class RemoteCallback(keras.callbacks.Callback):
         self.batch_frequency = batch_frequency
         self.flush_timeout = flush_timeout
         self.spool_file = None  # where the last fit left what it could not deliver
-        self._next_step = 0  # global step of the next train batch
+        self._next_step = 0  # global step of the next train batch: the number of batches run
         self._step_base = 0
         self._epoch: int | None = None
-        self._lr: float | None = None  # last value in the batch-scope `lr` series
+        self._epoch_logs: tuple[int, dict, dict[str, float]] | None = None  # (epoch, logs, rates) not yet logged
+        self._lr: dict[str, float] = {}  # last values in the batch-scope `lr` series
         self._last_loss: tuple[int, float] | None = None  # (step, loss) of the latest batch
-        self._loss_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
         self.steering = Steering(self.client, knobs, actions, checkpoint_dir, self._record_lr)
         self._others: list[keras.callbacks.Callback] = []
         self._guard: RunGuard | None = None
@@ -134,41 +135,52 @@ class RemoteCallback(keras.callbacks.Callback):
         self._guard = RunGuard(self.client, self.model, self.flush_timeout)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._log_epoch()
         self._epoch = epoch
         steps = self.params.get("steps")
         # Honours initial_epoch; a later fit on the same run carries on after the last step.
         self._step_base = max(epoch * steps, self._next_step) if steps else self._next_step
 
     def on_train_batch_begin(self, batch, logs=None):
+        # The batch may never run: with a dataset of unknown length, Keras begins one more
+        # batch when the data has run out. Only a batch's end counts it as run.
         step = self._step_base + batch
-        self._next_step = step + 1
         if self.client.commands:
             self.steering.steer(step, self._epoch, epoch_start=batch == 0)
         if batch == 0:
             self._record_lr(step)  # a scheduler may have changed it at the epoch's start
 
     def on_train_batch_end(self, batch, logs=None):
-        # May run on Keras's worker threads, several at once: queue the record and nothing else.
-        if logs:
-            step = self._step_base + batch
-            loss = logs.get("loss")
-            if loss is not None:
-                with self._loss_lock:  # hooks finish out of order: keep the latest step's loss
-                    if self._last_loss is None or step >= self._last_loss[0]:
-                        self._last_loss = (step, loss)
-            if step % self.batch_frequency == 0:
-                self.client.log("batch", step, logs, self._epoch)
+        # May run on Keras's worker threads, several at once, finishing out of order: count
+        # the steps run, queue the record, ack a stop; nothing else. `batch` is the last step
+        # of the batch (of several, with steps_per_execution).
+        step = self._step_base + batch
+        loss = logs.get("loss") if logs else None
+        with self._batch_lock:
+            self._next_step = max(self._next_step, step + 1)
+            if loss is not None and (self._last_loss is None or step >= self._last_loss[0]):
+                self._last_loss = (step, loss)
+        if logs and step % self.batch_frequency == 0:
+            self.client.log("batch", step, logs, self._epoch)
+        if self.steering.stop_pending:
+            self.steering.batch_ended(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        metrics = dict(logs or {})
-        lr = current_lr(self.model.optimizer)
-        if lr is not None:
-            metrics["lr"] = lr
-        self.client.log("epoch", epoch, metrics, epoch)
+        # Every callback gets this same dict and later ones add to it (LearningRateScheduler
+        # its `learning_rate`): it is logged at the next hook, as History ends up with it.
+        # The rates are the ones this epoch ran with.
+        self._epoch_logs = epoch, logs if logs is not None else {}, lr_series(model_optimizers(self.model))
+        self.steering.batch_ended(None)  # a stop applied at a batch that never ran
         self._record_lr(self._next_step)
         self.steering.report_controls()  # knobs the training changes itself
 
+    def _log_epoch(self) -> None:
+        if self._epoch_logs is not None:
+            (epoch, logs, rates), self._epoch_logs = self._epoch_logs, None
+            self.client.log("epoch", epoch, {**logs, **rates}, epoch)
+
     def on_train_end(self, logs=None):
+        self._log_epoch()
         if self._guard is None or not self._guard.settle():
             return  # the run was already ended as failed or interrupted
         self._guard = None
@@ -195,12 +207,14 @@ class RemoteCallback(keras.callbacks.Callback):
     # -- the learning rate --------------------------------------------------------------------
 
     def _record_lr(self, step: int) -> None:
-        """Add a point to the batch-scope `lr` series when the rate has changed, whoever
-        changed it (a command, LearningRateScheduler, ReduceLROnPlateau)."""
-        lr = current_lr(self.model.optimizer)
-        if lr is not None and lr != self._lr:
-            self._lr = lr
-            self.client.log("batch", step, {"lr": lr}, self._epoch)
+        """Add a point to the batch-scope `lr` series (`lr.NAME` for each of several
+        optimizers) when a rate has changed, whoever changed it (a command,
+        LearningRateScheduler, ReduceLROnPlateau)."""
+        rates = lr_series(model_optimizers(self.model))
+        changed = {name: rate for name, rate in rates.items() if self._lr.get(name) != rate}
+        if changed:
+            self._lr.update(changed)
+            self.client.log("batch", step, changed, self._epoch)
             self.steering.report_controls()
 
     # -- how it ended ---------------------------------------------------------------------
@@ -210,7 +224,7 @@ class RemoteCallback(keras.callbacks.Callback):
             command, step = self.steering.stopped_by
             issuer = command.get("issued_by") or ""
             by = f" (rule {issuer.removeprefix('rule:')})" if issuer.startswith("rule:") else ""
-            return "stopped", f"stop command {command['id']}{by} applied at step {step}"
+            return "stopped", f"stop command {command['id']}{by}: stopped after step {step}"
         if self.model.stop_training:
             return self._stopped_by_callback()
         epochs = self.params.get("epochs")
@@ -246,6 +260,12 @@ class RemoteCallback(keras.callbacks.Callback):
             config["optimizer"] = {"class": type(optimizer).__name__, **jsonable(optimizer.get_config())}
             if isinstance(config["optimizer"].get("learning_rate"), float):
                 config["optimizer"]["learning_rate"] = current_lr(optimizer)
+        found = model_optimizers(self.model)
+        if len(found) > 1:
+            config["optimizers"] = {
+                named.name: {"class": type(named.optimizer).__name__, **jsonable(named.optimizer.get_config())}
+                for named in found
+            }
         return config
 
 

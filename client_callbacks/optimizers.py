@@ -1,11 +1,21 @@
-"""Keras helpers of the callback: the learning rate of (possibly wrapped) optimizers, and
-config values made JSON."""
+"""Keras helpers of the callback: the optimizers a model owns and their learning rates, and
+config values made JSON.
+
+A model's training step may use other optimizers than `model.optimizer` (a GAN's
+`d_optimizer` and `g_optimizer`), so the rates are read and set on every optimizer the
+model holds as an attribute, each by the attribute's name.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
+
+
+class Named(NamedTuple):
+    name: str  # the model's attribute ("optimizer", "d_optimizer"), "[i]" for a wrapper's i-th
+    optimizer: Any  # a keras.optimizers.Optimizer that holds a rate (wrappers unwrapped)
 
 
 def leaf_optimizers(optimizer) -> list:
@@ -19,30 +29,32 @@ def leaf_optimizers(optimizer) -> list:
     return [optimizer]
 
 
-def _schedule(optimizer):
-    """The first schedule (or callable) among the optimizers' rates, else None."""
-    for opt in leaf_optimizers(optimizer):
-        current = getattr(opt, "_learning_rate", None)
-        if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or (
-            callable(current) and not isinstance(current, keras.Variable)
-        ):
-            return current
+def model_optimizers(model) -> list[Named]:
+    """Every optimizer the model holds: `model.optimizer` first, then the other attributes
+    that are optimizers, in the order they were set; each optimizer once."""
+    found: list[Named] = []
+    seen: set[int] = set()
+    attributes = dict(vars(model))
+    attributes.pop("optimizer", None)
+    for attr, value in [("optimizer", getattr(model, "optimizer", None)), *attributes.items()]:
+        if attr.startswith("_") or not isinstance(value, keras.optimizers.Optimizer):
+            continue
+        leaves = leaf_optimizers(value)
+        for i, leaf in enumerate(leaves):
+            if id(leaf) not in seen:
+                seen.add(id(leaf))
+                found.append(Named(f"{attr}[{i}]" if len(leaves) > 1 else attr, leaf))
+    return found
+
+
+def schedule_of(optimizer) -> Any:
+    """The optimizer's rate when it is a schedule (or another callable), else None."""
+    current = getattr(optimizer, "_learning_rate", None)
+    if isinstance(current, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(current) and not isinstance(current, keras.Variable)
+    ):
+        return current
     return None
-
-
-def lr_is_settable(optimizer) -> bool:
-    return _schedule(optimizer) is None
-
-
-def set_learning_rate(optimizer, value: float) -> float:
-    """Assign `value` to every optimizer involved; the previous rate. Refuses schedules."""
-    schedule = _schedule(optimizer)
-    if schedule is not None:
-        raise TypeError(f"the learning rate is a {type(schedule).__name__}, a schedule; it cannot be set")
-    old = current_lr(optimizer)
-    for opt in leaf_optimizers(optimizer):
-        opt.learning_rate = value
-    return float("nan") if old is None else old
 
 
 def current_lr(optimizer) -> float | None:
@@ -54,6 +66,14 @@ def current_lr(optimizer) -> float | None:
         return None
     # Through str(): a float32 rate of 0.001 reads 0.001, not 0.0010000000474974513.
     return float(str(value))
+
+
+def lr_series(optimizers: list[Named]) -> dict[str, float]:
+    """The rates as series values: `lr` for a model with one optimizer, `lr.NAME` for each
+    of several."""
+    several = len(optimizers) > 1
+    rates = {f"lr.{named.name}" if several else "lr": current_lr(named.optimizer) for named in optimizers}
+    return {name: rate for name, rate in rates.items() if rate is not None}
 
 
 def jsonable(value: Any) -> Any:

@@ -10,14 +10,13 @@ for its acknowledgement does not turn the long-poll into a busy loop.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from .transport import Rejected, Retry, request
+from .transport import JITTER, Rejected, Retry, request
 
 # Seconds a poll waits on the server for a command (its limit is 30), less a random part
 # of up to a quarter: trainings started together, as a sweep starts them, would otherwise
@@ -55,7 +54,7 @@ class Poller(threading.Thread):
         http = self.connect()
         try:
             while not self.stopped.is_set():
-                wait = WAIT * random.uniform(0.75, 1.0)
+                wait = WAIT * JITTER.uniform(0.75, 1.0)
                 try:
                     response = request(
                         http,

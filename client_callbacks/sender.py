@@ -12,7 +12,6 @@ at most what the training logs during one request timeout.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -23,11 +22,12 @@ from typing import Any
 import httpx
 
 from .spool import LockedError, Op, SpoolFile, deliver_file, left_in
-from .transport import Rejected, Retry, send
+from .transport import JITTER, Rejected, Retry, send
 
 log = logging.getLogger("fitwatch")
 
 BATCH = 1000  # records a request
+MEMORY_LIMIT = 100_000  # records kept in memory while neither the server nor the disk takes them
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 10.0
 FLUSH_BACKOFF_CAP = 1.0
@@ -84,7 +84,7 @@ class Sender(threading.Thread):
                 return False
             try:
                 self.spool.append([op])
-            except OSError as exc:
+            except Exception as exc:  # a full disk: never an error in the training
                 self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
                 return False
             self._spooled = True
@@ -155,13 +155,31 @@ class Sender(threading.Thread):
                 # The server is away: put everything on disk before trying again.
                 try:
                     self.spool.append(list(self._pending))
-                except OSError as exc:  # no disk either: keep it in memory
+                except OSError as exc:  # no disk either: keep it in memory, up to a limit
                     self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
+                    self._shed()
                 else:
                     self._pending.clear()
                     self._spooled = True
         if time.monotonic() >= self._retry_at:
             self._deliver()
+
+    def _shed(self) -> None:
+        """Drop the oldest records beyond MEMORY_LIMIT (never an ack or the run's end)."""
+        held = sum(len(op["records"]) for op in self._pending if op["op"] == "logs")
+        dropped = 0
+        for op in list(self._pending):
+            if held - dropped <= MEMORY_LIMIT:
+                break
+            if op["op"] == "logs":
+                self._pending.remove(op)
+                dropped += len(op["records"])
+        if dropped:
+            self.notify(
+                "shed",
+                f"fitwatch: neither {self.http.base_url} nor the disk takes records; the oldest are dropped "
+                f"to keep at most {MEMORY_LIMIT} in memory",
+            )
 
     def _pause(self) -> float:
         if self._failures:
@@ -240,7 +258,7 @@ class Sender(threading.Thread):
     def _failed(self, reason: str) -> None:
         self._failures += 1
         delay = min(FLUSH_BACKOFF_CAP if self._flushing else BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        self._retry_at = time.monotonic() + delay * JITTER.uniform(0.5, 1.0)
         if self._failures == 1:
             self.notify(
                 "unreachable",

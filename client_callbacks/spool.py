@@ -86,53 +86,63 @@ class SpoolFile:
         if self._handle is not None:
             return True
         # Held open: the lock lives as long as the handle. An existing file is never created
-        # again: another process may have just uploaded it and renamed it .synced.
+        # again: another process may have just uploaded it and renamed it .synced. Unbuffered:
+        # a write the disk refused must not linger in a buffer and land later.
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+b")  # noqa: SIM115
+            handle = open(self.path, "a+b", buffering=0)  # noqa: SIM115
         else:
             try:
-                handle = open(self.path, "r+b")  # noqa: SIM115
+                handle = open(self.path, "r+b", buffering=0)  # noqa: SIM115
             except FileNotFoundError:
                 return False
+        try:
+            there = self._read_header(handle, create)
+        except BaseException:
+            handle.close()  # closing releases the lock
+            raise
+        if not there:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def _read_header(self, handle, create: bool) -> bool:
+        """Lock the file and check its header (writing one in a new file); False when the
+        file was renamed while the lock was awaited."""
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                handle.close()
                 raise LockedError(f"{self.path} is in use by another process") from None
         if not create and not _still_at(handle, self.path):  # renamed while we waited for the lock
-            handle.close()
             return False
         _drop_torn_tail(handle)
         handle.seek(0)
         first = handle.readline()
         if first:
-            header = json.loads(first)
-            if header.get("fitwatch_spool") != FORMAT:
-                handle.close()
+            try:
+                header = json.loads(first)
+            except ValueError:
+                header = None
+            if not isinstance(header, dict) or header.get("fitwatch_spool") != FORMAT:
                 raise ValueError(f"{self.path} is not a fitwatch spool file")
             self.url = self.url or header["url"]
             self.run_id = self.run_id or header["run_id"]
         elif create:
-            handle.write(encode({"fitwatch_spool": FORMAT, "url": self.url, "run_id": self.run_id}))
-            handle.flush()
+            _write(handle, 0, encode({"fitwatch_spool": FORMAT, "url": self.url, "run_id": self.run_id}))
         else:
-            handle.close()
             raise ValueError(f"{self.path} is empty: not a fitwatch spool file")
-        self._handle = handle
         return True
 
     def append(self, ops: list[Op]) -> None:
-        """Write operations at the end, on disk before this returns."""
+        """Write operations at the end, on disk before this returns. Raises OSError when the
+        disk refuses them, leaving the file as it was."""
         if not ops:
             return
         with self._lock:
             self.open(create=True)
-            self._handle.seek(0, os.SEEK_END)
-            self._handle.write(b"".join(encode(op) for op in ops))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            _write(self._handle, self._handle.seek(0, os.SEEK_END), b"".join(encode(op) for op in ops))
 
     def ops(self, start: int = 0) -> Iterator[tuple[int, Op]]:
         """(offset after the line, operation) for each operation from byte `start` on."""
@@ -178,9 +188,24 @@ class SpoolFile:
         return {op["id"] for _, op in self.ops() if op["op"] == "ack"}
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing releases the lock
-            self._handle = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):  # nothing is buffered: there is nothing to lose
+                handle.close()  # closing releases the lock
+
+
+def _write(handle, end: int, data: bytes) -> None:
+    """Write `data` at `end` and sync it; on failure cut the file back to `end`, so that no
+    part of it is ever read as written, and raise OSError."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[handle.write(view) :]
+        os.fsync(handle.fileno())
+    except OSError:
+        with contextlib.suppress(OSError):  # a torn line is cut on the next open in any case
+            handle.truncate(end)
+        raise
 
 
 def _still_at(handle, path: Path) -> bool:

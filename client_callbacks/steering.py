@@ -11,6 +11,7 @@ keeps the run alive on the server. `controls()` is what the run reports as steer
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import keras
 
 from .client import FitwatchWarning, MonitorClient
 from .handlers import HANDLERS, Context, Refused, sync_state
-from .optimizers import current_lr, lr_is_settable
+from .optimizers import current_lr, model_optimizers, schedule_of
 
 LONGEST_WAIT = 3600.0  # seconds one wait for a command may last while paused
 
@@ -43,7 +44,9 @@ class Steering:
         self._checkpoint_dir = checkpoint_dir
         self.lr_changed = lr_changed
         self.model: keras.Model | None = None
-        self.stopped_by: tuple[dict[str, Any], int] | None = None  # (command, step) of an applied stop
+        self.stopped_by: tuple[dict[str, Any], int] | None = None  # (command, last step run) of a stop
+        self._stopping: tuple[dict[str, Any], int] | None = None  # (command, step) of a stop not yet acked
+        self._stop_lock = threading.Lock()
         self._paused_until: float | None = None  # time.monotonic() deadline, inf for none
         self._live_knobs: set[str] = set()
         self._reported: dict[str, Any] | None = None
@@ -60,6 +63,7 @@ class Steering:
         """A fit starts: find which knobs a compiled step reads, and report the controls."""
         self.model = model
         self.stopped_by = None
+        self._stopping = None
         self._paused_until = None
         if keras.backend.backend() == "jax":
             tracked = {id(v) for v in model.variables}
@@ -110,7 +114,30 @@ class Steering:
             except Exception as exc:  # an action that raised: say so, and train on
                 self.client.ack(command["id"], "failed", f"{type(exc).__name__}: {exc}", step)
             else:
-                self.client.ack(command["id"], "applied", message, step)
+                if message is not None:
+                    self.client.ack(command["id"], "applied", message, step)
+
+    @property
+    def stop_pending(self) -> bool:
+        return self._stopping is not None
+
+    def stop(self, command: dict[str, Any], step: int) -> None:
+        """Stop after the batch that starts at `step`; acked by `batch_ended`."""
+        self.model.stop_training = True
+        with self._stop_lock:
+            self._stopping = command, step
+
+    def batch_ended(self, last_step: int | None) -> None:
+        """A batch ended at `last_step` (several steps with `steps_per_execution`), or the
+        epoch did (None: its data ran out before the batch the stop was applied at). A
+        stop is acked here, naming the last step that really ran. Safe from any thread."""
+        with self._stop_lock:
+            if self._stopping is None or (last_step is not None and last_step < self._stopping[1]):
+                return
+            (command, step), self._stopping = self._stopping, None
+        last = step - 1 if last_step is None else last_step
+        self.stopped_by = command, last
+        self.client.ack(command["id"], "applied", f"training stops after step {last}", last)
 
     def pause(self, timeout: float | None) -> None:
         self._paused_until = time.monotonic() + (timeout if timeout else math.inf)
@@ -121,15 +148,26 @@ class Steering:
     # -- what can be steered -----------------------------------------------------------------
 
     def controls(self) -> dict[str, Any]:
+        """The params (`learning_rate` when the model has one optimizer and its rate can be
+        set), each optimizer's rate when it has several, the actions and the checkpoint folder."""
         params: dict[str, float] = {}
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None and lr_is_settable(optimizer):
-            lr = current_lr(optimizer)
-            if lr is not None:
-                params["learning_rate"] = lr
+        found = model_optimizers(self.model)
+        rates = [
+            {
+                "name": named.name,
+                "learning_rate": _finite_or_none(current_lr(named.optimizer)),
+                "settable": schedule_of(named.optimizer) is None,
+            }
+            for named in found
+        ]
+        if len(rates) == 1 and rates[0]["settable"] and rates[0]["learning_rate"] is not None:
+            params["learning_rate"] = rates[0]["learning_rate"]
         for name, knob in self.knobs.items():
             params[name] = float(keras.ops.convert_to_numpy(knob))
-        return {"params": params, "actions": sorted(self.actions), "checkpoint_dir": str(self.checkpoint_dir)}
+        controls = {"params": params, "actions": sorted(self.actions), "checkpoint_dir": str(self.checkpoint_dir)}
+        if len(rates) > 1:
+            controls["optimizers"] = rates
+        return controls
 
     def report_controls(self) -> None:
         """Tell the server what can be steered, when it changed since the last time."""
@@ -137,3 +175,7 @@ class Steering:
         if controls != self._reported:
             self._reported = controls
             self.client.set_controls(controls)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -11,11 +11,17 @@ they are sent, and a conflict must never cost one.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import httpx
 
 RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
+
+# The client's own random numbers (jitter of polls and retries). The training's global
+# `random` state is never drawn from: a data pipeline seeded by it must see the same
+# numbers with fitwatch as without.
+JITTER = random.Random()
 LOG_RETRY_STATUS = RETRY_STATUS | {409}
 
 

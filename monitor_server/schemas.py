@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StringConstraints,
@@ -123,15 +124,27 @@ class RunCreate(BaseModel):
     config: Config = Field(default_factory=dict)
 
 
+class OptimizerRate(BaseModel):
+    """One of a model's several optimizers, as `set_lr`'s `optimizer` names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    learning_rate: Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)] | None = None
+    settable: StrictBool = Field(True, description="false when the rate is a schedule")
+
+
 class Controls(BaseModel):
     """What the training says can be steered: settable params with their current values,
-    the names of its actions, and where checkpoints go."""
+    the names of its actions, where checkpoints go, and each optimizer's rate when the model
+    has several."""
 
     model_config = ConfigDict(extra="forbid")
 
     params: Annotated[Metrics, AfterValidator(_json_safe)] = Field(default_factory=dict)
     actions: Annotated[list[Name], Field(max_length=1000)] = Field(default_factory=list)
     checkpoint_dir: text(4096) | None = None
+    optimizers: Annotated[list[OptimizerRate], Field(max_length=100)] | None = None
 
 
 class RunPatch(BaseModel):

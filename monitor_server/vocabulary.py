@@ -70,22 +70,30 @@ class StopTraining(Command):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
-class LrValue(Strict):
+class OneOptimizer(Strict):
+    optimizer: json_int(0, 999) | Name | None = Field(
+        None,
+        description="which of the model's optimizers (its index or name in the run's `controls.optimizers`); "
+        "absent: every optimizer whose rate is not a schedule",
+    )
+
+
+class LrValue(OneOptimizer):
     value: finite_number(exclusive_minimum=0) = Field(description="the new rate; at most the server's FITWATCH_MAX_LR")
 
 
-class LrFactor(Strict):
+class LrFactor(OneOptimizer):
     factor: finite_number(exclusive_minimum=0, maximum=1000.0) = Field(description="multiply the current rate")
 
 
 class SetLr(Command):
-    """Set the optimizer's learning rate, or multiply it (a schedule cannot be set)."""
+    """Set the optimizers' learning rate, or multiply it (a schedule cannot be set)."""
 
     type: Literal["set_lr"]
     args: LrValue | LrFactor
 
 
-class ParamArgs(Strict):
+class ParamArgs(OneOptimizer):
     # A learning rate keeps the limits of set_lr; the app writes the server's maximum in.
     model_config = ConfigDict(
         json_schema_extra={

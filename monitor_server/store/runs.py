@@ -201,7 +201,9 @@ def patch_run(conn: Connection, run_id: str, body: RunPatch, now: float) -> None
         k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None or k == "reason"
     }
     if body.controls is not None:  # whole, defaults included: the page reads every key
-        values["controls"] = body.controls.model_dump()
+        values["controls"] = body.controls.model_dump(
+            exclude={"optimizers"} if body.controls.optimizers is None else None
+        )
     tags = values.pop("tags", None)
     if tags is not None:
         conn.execute(delete(run_tags).where(run_tags.c.run_id == run_id))

@@ -27,7 +27,7 @@ def test_stop_command_ends_fit_at_next_batch(server, api, spool_dir):
     assert batch_steps(api, cb.run_id) == [0, 1, 2, 3]
     run = api.get(f"/api/v1/runs/{cb.run_id}").json()
     assert run["status"] == "stopped"
-    assert run["reason"] == f"stop command {sent['id']} applied at step 3"
+    assert run["reason"] == f"stop command {sent['id']}: stopped after step 3"
     [command] = commands(api, cb.run_id)
     assert (command["status"], command["step"]) == ("applied", 3)
     assert command["message"] == "training stops after step 3"

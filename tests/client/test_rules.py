@@ -34,7 +34,7 @@ def test_a_nan_rule_stops_a_fit_whose_loss_turns_nan(server, api, spool_dir):
         f"rule:{rule['id']}",
     )
     assert run["status"] == "stopped"
-    assert run["reason"] == f"stop command {command['id']} (rule {rule['id']}) applied at step {command['step']}"
+    assert run["reason"] == f"stop command {command['id']} (rule {rule['id']}): stopped after step {command['step']}"
     [firing] = api.get(f"/api/v1/runs/{cb.run_id}/firings").json()
     assert (firing["step"], firing["value"], firing["command_id"]) == (5, "NaN", command["id"])
     assert batch_steps(api, cb.run_id)[-1] == command["step"] < epochs * STEPS - 1

@@ -170,7 +170,7 @@ def test_stop_while_paused_stops(server, api, spool_dir):
     pauser.join(30)
     assert batch_steps(api, cb.run_id) == [0, 1, 2, 3]
     run = api.get(f"/api/v1/runs/{cb.run_id}").json()
-    assert run["status"] == "stopped" and run["reason"].endswith("applied at step 3")
+    assert run["status"] == "stopped" and run["reason"].endswith("stopped after step 3")
 
 
 def test_a_pause_with_a_timeout_resumes_by_itself(server, api, spool_dir):

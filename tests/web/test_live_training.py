@@ -229,3 +229,53 @@ def test_the_run_list_and_compare_steer_several_runs_at_once(page, api, server):
             assert proc.returncode == 0
     lr = api.get("/api/v1/runs/a/series/batch/lr").json()
     assert lr["values"][-1] == 0.03
+
+
+def test_a_gan_gets_a_rate_per_optimizer_from_the_page(page, api, server, tmp_path):
+    """A model whose train_step uses its own optimizers (keras.io's GAN): the page offers
+    each, shows each one's rate, and a rate set for one changes that one only."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.programs", server.url, str(tmp_path / "seen.json"), "gan_until_stopped"],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: has_points(api, "gan-live"), 120, "the training to log")
+        page.goto("/runs/gan-live")
+        page.wait_for_selector(READY)
+        choices = page.locator("#lr-optimizer option")
+        choices.nth(3).wait_for(state="attached", timeout=60_000)
+        assert choices.all_text_contents() == ["every optimizer", "optimizer", "d_optimizer", "g_optimizer"]
+        assert page.locator("#lr-current").text_content() == (
+            "current rates: optimizer 0.001, d_optimizer 3.000e-4, g_optimizer 3.000e-4"
+        )
+
+        def set_g_rate():
+            page.select_option("#lr-optimizer", "g_optimizer")
+            page.fill("#lr-value", "0.0005")
+            page.click("#lr-set")
+
+        command = click_and_see_applied(page, api, "gan-live", set_g_rate)
+        assert command["args"] == {"value": 0.0005, "optimizer": "g_optimizer"}
+        assert command["message"].startswith("learning rate of g_optimizer 0.0003 -> 0.0005 at step ")
+        page.wait_for_function(
+            """() => document.getElementById('lr-current').textContent ===
+                'current rates: optimizer 0.001, d_optimizer 3.000e-4, g_optimizer 5.000e-4'""",
+            timeout=60_000,
+        )
+        legend = page.locator("#lr-charts .legendtext")
+        legend.nth(2).wait_for(timeout=60_000)
+        assert {"optimizer (batch)", "d_optimizer (batch)", "g_optimizer (batch)"} <= set(legend.all_text_contents())
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#stop")
+        page.wait_for_selector("#run-status .badge.status-stopped", timeout=60_000)
+        _, errors = proc.communicate(timeout=60)
+        assert proc.returncode == 0, errors
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)

@@ -37,12 +37,15 @@ const SECTIONS = { batch: "batch-charts", epoch: "epoch-charts", system: "system
 const SYSTEM_ORDER = ["cpu_percent", "rss_mb", "memory_used_mb", "memory_percent"];
 const GPU = /^gpu(\d+)_(.+)$/;
 
+// A model's learning rate, `lr`, or one of its several optimizers' rates, `lr.NAME`.
+const isLr = (name) => name === "lr" || name.startsWith("lr.");
+
 function chartKeyOf(scope, name) {
   if (scope === "system") {
     const gpu = name.match(GPU);
     return gpu ? `system/gpu_${gpu[2]}` : `system/${name}`;
   }
-  if (name === "lr") return "lr";
+  if (isLr(name)) return "lr";
   if (scope === "epoch") return `epoch/${name.replace(/^val_/, "")}`;
   return `${scope}/${name}`;
 }
@@ -57,7 +60,7 @@ function chartTitle(key) {
 }
 
 function seriesLabel(key, scope, name) {
-  if (key === "lr") return `lr (${scope})`;
+  if (key === "lr") return name === "lr" ? `lr (${scope})` : `${name.slice(3)} (${scope})`;
   if (scope === "epoch") return name.startsWith("val_") ? "validation" : "train";
   const gpu = scope === "system" && name.match(GPU);
   return gpu ? `gpu${gpu[1]}` : name;
@@ -72,7 +75,7 @@ function seriesOrder(s) {
     const known = SYSTEM_ORDER.indexOf(s.name);
     return 3000 + (known >= 0 ? known : GPU.test(s.name) ? 100 : 200);
   }
-  return ({ batch: 0, epoch: 1, eval: 2 }[s.scope] ?? 4) * 1000 + (s.name === "lr" ? 999 : 0);
+  return ({ batch: 0, epoch: 1, eval: 2 }[s.scope] ?? 4) * 1000 + (isLr(s.name) ? 999 : 0);
 }
 
 function ensureChart(scope, name) {
@@ -80,7 +83,7 @@ function ensureChart(scope, name) {
   if (scope === "eval") return null; // evaluations are values, shown in their table
   if (seriesChart.has(id)) return charts.get(seriesChart.get(id));
   // The lr chart shows the batch-scope lr (every change) when there is one.
-  if (name === "lr" && scope === "epoch" && seriesChart.has("batch/lr")) return null;
+  if (isLr(name) && scope === "epoch" && seriesChart.has(`batch/${name}`)) return null;
   const key = chartKeyOf(scope, name);
   let chart = charts.get(key);
   if (!chart) {
@@ -172,7 +175,7 @@ function currentLr() {
 }
 
 function renderLr() {
-  if (run?.controls?.params?.learning_rate !== undefined) return; // the training says it itself
+  if (run?.controls?.params?.learning_rate !== undefined || run?.controls?.optimizers) return; // the training says it itself
   const lr = currentLr();
   $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
 }

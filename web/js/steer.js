@@ -76,8 +76,8 @@ export class Steering {
       if (window.confirm(`Stop the training of "${this.run.name}" after its current batch?`)) this.send({ type: "stop_training" });
     });
     $("pause").addEventListener("click", () => this.send({ type: this.run.status === "paused" ? "resume" : "pause" }));
-    numberForm($("lr-form"), $("lr-value"), (value) => this.send({ type: "set_lr", args: { value } }), "A learning rate is a number greater than 0.", (v) => v > 0);
-    $("lr-half").addEventListener("click", () => this.send({ type: "set_lr", args: { factor: 0.5 } }));
+    numberForm($("lr-form"), $("lr-value"), (value) => this.send({ type: "set_lr", args: this.lrArgs({ value }) }), "A learning rate is a number greater than 0.", (v) => v > 0);
+    $("lr-half").addEventListener("click", () => this.send({ type: "set_lr", args: this.lrArgs({ factor: 0.5 }) }));
     $("checkpoint-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const name = $("checkpoint-name").value.trim();
@@ -85,6 +85,29 @@ export class Steering {
     });
     $("when").addEventListener("change", () => ($("when-value").hidden = $("when").value === "now"));
     $("when-value").addEventListener("input", () => $("when-value").setCustomValidity(""));
+  }
+
+  /** set_lr's args for the optimizer chosen, when the model has several. */
+  lrArgs(args) {
+    const chosen = $("lr-optimizer").value;
+    return chosen === "" ? args : { ...args, optimizer: chosen };
+  }
+
+  /** A model with several optimizers: a choice of which one a rate goes to, and each one's rate. */
+  showOptimizers(optimizers) {
+    const select = $("lr-optimizer");
+    const several = (optimizers || []).length > 1;
+    select.hidden = !several;
+    if (!several) return;
+    const names = optimizers.map((o) => o.name);
+    const shown = [...select.options].slice(1).map((o) => o.value);
+    if (JSON.stringify(names) !== JSON.stringify(shown)) {
+      const chosen = select.value;
+      select.replaceChildren(el("option", { value: "", text: "every optimizer" }), ...names.map((name) => el("option", { value: name, text: name })));
+      select.value = names.includes(chosen) ? chosen : "";
+    }
+    const rate = (o) => (o.learning_rate === null ? "unknown" : fmtValue(num(o.learning_rate))) + (o.settable ? "" : " (schedule)");
+    $("lr-current").textContent = `current rates: ${optimizers.map((o) => `${o.name} ${rate(o)}`).join(", ")}`;
   }
 
   /** The run changed: its status enables the controls, its `controls` shapes them. */
@@ -104,6 +127,7 @@ export class Steering {
     $("controls-reason").textContent = live ? "" : `Controls are off: the run is ${run.status}.`;
     const lr = controls?.params?.learning_rate;
     if (lr !== undefined) $("lr-current").textContent = `current rate: ${fmtValue(num(lr))}`;
+    this.showOptimizers(controls?.optimizers);
     for (const [name, value] of Object.entries(controls?.params || {})) {
       const current = document.querySelector(`[data-param="${CSS.escape(name)}"] .current`);
       if (current) current.textContent = `now ${fmtValue(num(value))}`;
