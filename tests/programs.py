@@ -18,6 +18,8 @@ REPORT, so that a test can hold the server's account against the training's own.
   (1 on PyTorch): steps 8 to 11 run in the same call.
 - `epoch_logs`: callbacks after ours that add to the epoch's logs (LearningRateScheduler,
   one of the user's own).
+- `full_disk`: the spool's disk (a small tmpfs the test mounted, FITWATCH_SPOOL_DIR is on
+  it) fills up while the server is away.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import os
 import random
 import sys
 import time
+import warnings
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -305,7 +309,104 @@ def epoch_logs(url: str) -> dict:
     return {"history": history(fitted)}
 
 
+# -- full_disk ----------------------------------------------------------------------------------
+
+
+class At(keras.callbacks.Callback):
+    """Calls `actions[step](step)` before the given global steps, pausing a little each batch
+    so that the client's threads act in between."""
+
+    def __init__(self, actions: dict, steps: int) -> None:
+        super().__init__()
+        self.actions, self.steps, self.epoch = actions, steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps + batch
+        if step in self.actions:
+            self.actions[step](step)
+        time.sleep(0.01)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:  # ENOSPC: the disk is full
+            pass
+
+
+def _wait(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def full_disk(url: str) -> dict:
+    """Its own server, in a process it kills: the server goes away with a command scheduled
+    for step 20 held by the client, the spool takes records, then the spool's disk (the
+    small tmpfs FITWATCH_SPOOL_DIR is on) fills up, and at step 40 the server comes back."""
+    from tests.conftest import ServerProcess
+
+    spool = Path(os.environ["FITWATCH_SPOOL_DIR"])
+    server = ServerProcess(f"sqlite:///{spool.parent.parent / 'full-disk.db'}").start()
+    keras.utils.set_random_seed(0)
+    model = classifier()
+    callback = RemoteCallback(url=server.url, run_id="full-disk", flush_interval=0.05, system_interval=None)
+
+    def away(step):
+        run = f"{server.url}/api/v1/runs/full-disk"
+        _wait(lambda: httpx.get(run).status_code == 200, "the run to be created")
+        issued = httpx.post(f"{run}/commands", json={"type": "set_lr", "args": {"value": 0.02}, "at": {"step": 20}})
+        _wait(lambda: issued.json()["id"] in callback.client.commands.seen, "the command to reach the client")
+        server.kill()
+
+    def disk_full(step):
+        _wait(lambda: any(p.stat().st_size > 200 for p in spool.glob("*.jsonl")), "records in the spool")
+        _fill(spool.parent)
+
+    def back(step):
+        _wait(lambda: any("spool file" in str(w.message) for w in caught), "a write to the full disk")
+        server.start()
+
+    x, y = data(32 * 10)
+    raised = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.fit(
+                x,
+                y,
+                batch_size=32,
+                epochs=5,
+                verbose=0,
+                shuffle=False,
+                callbacks=[At({2: away, 10: disk_full, 40: back}, 10), callback],
+            )
+        except Exception as exc:
+            raised = repr(exc)
+    run = f"{server.url}/api/v1/runs/full-disk"
+    try:
+        seen = {
+            "raised": raised,
+            "warnings": [str(w.message) for w in caught if w.category.__name__ == "FitwatchWarning"],
+            "spool_file": None if callback.spool_file is None else str(callback.spool_file),
+            "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "steps": httpx.get(f"{run}/series/batch/loss", params={"max_points": 10_000}).json()["steps"],
+            "commands": httpx.get(f"{run}/commands").json(),
+            "status": httpx.get(run).json()["status"],
+        }
+    finally:
+        server.stop()
+    return seen
+
+
 PROGRAMS = {
+    "full_disk": full_disk,
     "shuffled": shuffled,
     "gan": gan,
     "gan_until_stopped": lambda url: gan(url, "gan-live", epochs=100_000, plan={}),

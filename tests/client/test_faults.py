@@ -1,6 +1,5 @@
 """Faults between the training and the database: a proxy that loses the server's answers
-after the server committed, PostgreSQL restarting under a running server, and the spool's
-disk filling up while the server is away."""
+after the server committed, and PostgreSQL restarting under a running server."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from client_callbacks import FitwatchWarning, RemoteCallback
-from tests.conftest import ServerProcess, free_port, needs_postgres, wait_for
+from client_callbacks import RemoteCallback
+from tests.conftest import ServerProcess, free_port, needs_postgres
 
-from .conftest import STEPS, AtStep, fit, records, send_and_wait
+from .conftest import STEPS, AtStep, fit, records
 
 
 class FaultyProxy:
@@ -109,67 +106,3 @@ def test_postgres_restart_mid_run_loses_nothing(pg_database, spool_dir):
             assert api.get("/healthz").json()["database"] == "postgresql"
     finally:
         process.stop()
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a disk that really fills up (ENOSPC), for the spool."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def _fill(folder: Path) -> None:
-    with open(folder / "filler", "wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(b"\0" * 4096)
-        except OSError:
-            pass
-
-
-def test_a_full_disk_while_the_server_is_away_costs_one_warning_and_no_record(tmp_path, small_disk):
-    """The server goes away, the spool takes records, then its disk fills: records and the
-    ack of a command applied meanwhile wait in memory and are delivered, each once, when the
-    server is back; `fit` never hears of it but for one warning."""
-    server = ServerProcess(f"sqlite:///{tmp_path / 'fitwatch.db'}").start()
-    spool = small_disk / "spool"
-    cb = RemoteCallback(url=server.url, spool_dir=spool, flush_interval=0.05, system_interval=None)
-    api = httpx.Client(base_url=server.url, timeout=30)
-    caught: list[warnings.WarningMessage] = []
-
-    def away(step):
-        send_and_wait(api, cb, {"type": "set_lr", "args": {"value": 0.02}, "at": {"step": 20}})
-        server.kill()
-
-    def disk_full(step):
-        wait_for(lambda: any(p.stat().st_size > 200 for p in spool.glob("*.jsonl")), 30, "records in the spool")
-        _fill(small_disk)
-
-    def back(step):
-        wait_for(lambda: any("spool file" in str(w.message) for w in caught), 30, "a write to the full disk")
-        server.start()
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            model = fit([AtStep({2: away, 10: disk_full, 40: back}, pause=0.01), cb], epochs=5)
-        told = [str(w.message) for w in caught if issubclass(w.category, FitwatchWarning)]
-        assert len([m for m in told if "spool file" in m]) == 1, told
-        assert not [m for m in told if "lost" in m or "dropped" in m], told
-        assert cb.spool_file is None  # all delivered by the end of fit
-        stored = [r for r in records(api, cb.run_id) if r["scope"] == "batch" and "loss" in r["metrics"]]
-        assert sorted(r["step"] for r in stored) == list(range(5 * STEPS))
-        [command] = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
-        assert (command["status"], command["step"]) == ("applied", 20)
-        assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
-        assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
-    finally:
-        api.close()
-        server.stop()
