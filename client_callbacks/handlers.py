@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from .optimizers import Named, current_lr, model_optimizers, schedule_of
+from .optimizers import Named, current_lr, idle, model_optimizers, schedule_of
 
 if TYPE_CHECKING:
     from .steering import Steering
@@ -137,7 +137,8 @@ HANDLERS: dict[str, Callable[[Context, dict[str, Any]], str | None]] = {
 
 def _rate_targets(ctx: Context, which: int | str | None) -> list[Named]:
     """The optimizers a rate command sets: the one named (by name or index), else every
-    optimizer of the model whose rate is not a schedule. Refused when there is none."""
+    optimizer of the model that the training step uses and whose rate is not a schedule.
+    Refused when there is none."""
     found = model_optimizers(ctx.model)
     if not found:
         raise Refused("the model has no optimizer")
@@ -147,6 +148,9 @@ def _rate_targets(ctx: Context, which: int | str | None) -> list[Named]:
             listed = ", ".join(f"{i}: {named.name}" for i, named in enumerate(found))
             raise Refused(f"no optimizer {which!r}; the model has {listed}")
         found = chosen
+    else:
+        unused = idle(found)
+        found = [named for named in found if named.name not in unused]
     settable = [named for named in found if schedule_of(named.optimizer) is None]
     if not settable:
         raise Refused(
@@ -168,14 +172,17 @@ def _set_rates(ctx: Context, new: dict[Named, float]) -> str:
     for named, value in new.items():
         old = current_lr(named.optimizer)
         named.optimizer.learning_rate = value
-        changes.append(f"{'nan' if old is None else f'{old:.6g}'} -> {value:.6g}")
+        changes.append(f"{'unknown' if old is None else f'{old:.6g}'} -> {value:.6g}")
     ctx.steering.lr_changed(ctx.step)
     everyone = model_optimizers(ctx.model)
     if len(everyone) == 1:
         return f"learning rate {changes[0]} at step {ctx.step}"
     done = ", ".join(f"{named.name} {change}" for named, change in zip(new, changes))
+    unused = idle(everyone)
     kept = [
-        named.name + (" (a schedule)" if schedule_of(named.optimizer) is not None else "")
+        named.name
+        + (" (a schedule)" if schedule_of(named.optimizer) is not None else "")
+        + (" (not used by the training step)" if named.name in unused else "")
         for named in everyone
         if named not in new
     ]

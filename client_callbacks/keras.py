@@ -1,8 +1,9 @@
 """RemoteCallback: a thin Keras 3 adapter over `MonitorClient`.
 
-Batch-end hooks only queue a record, so the callback is marked `async_safe`: Keras then
-keeps dispatching batch-end hooks to its worker threads (on backends that allow it, JAX)
-and the training loop does not wait on a device sync each step. Those hooks may run on
+Batch-end hooks only count the step, queue a record and ack a stop once its batch has
+ended, so the callback is marked `async_safe`: Keras then keeps dispatching batch-end
+hooks to its worker threads (on backends that allow it, JAX) and the training loop does
+not wait on a device sync each step. Those hooks may run on
 several threads at once and finish out of order. Everything that touches the model
 (commands, see `steering`; the learning rate; `stop_training`) happens in the batch-begin
 and epoch hooks, which Keras always calls on the training thread.
@@ -20,7 +21,7 @@ from typing import Any
 import keras
 
 from .client import MonitorClient
-from .optimizers import current_lr, jsonable, lr_series, model_optimizers
+from .optimizers import current_lr, jsonable, lr_series, model_optimizers, steps_taken
 from .runguard import RunGuard
 from .steering import Steering
 
@@ -109,6 +110,7 @@ class RemoteCallback(keras.callbacks.Callback):
         self._step_base = 0
         self._epoch: int | None = None
         self._epoch_logs: tuple[int, dict, dict[str, float]] | None = None  # (epoch, logs, rates) not yet logged
+        self._iterations_at_begin: int | None = None  # the optimizer's steps when the epoch began
         self._lr: dict[str, float] = {}  # last values in the batch-scope `lr` series
         self._last_loss: tuple[int, float] | None = None  # (step, loss) of the latest batch
         self._batch_lock = threading.Lock()
@@ -126,13 +128,14 @@ class RemoteCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._others = [cb for cb in _calling_callbacks() if cb is not self and not isinstance(cb, _BUILTIN)]
         self._last_loss = None
+        self._epoch_logs = None
         self._trained = True
         if not self.client.run_name:
             self.client.run_name = self.model.name
         self.client.start(config=self._run_config(), context=_keras_context())
         self.steering.begin(self.model)
         self._record_lr(self._next_step)
-        self._guard = RunGuard(self.client, self.model, self.flush_timeout)
+        self._guard = RunGuard(self.client, self.model, self.flush_timeout, before_end=self._ended_early)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._log_epoch()
@@ -140,6 +143,10 @@ class RemoteCallback(keras.callbacks.Callback):
         steps = self.params.get("steps")
         # Honours initial_epoch; a later fit on the same run carries on after the last step.
         self._step_base = max(epoch * steps, self._next_step) if steps else self._next_step
+        several = getattr(self.model, "steps_per_execution", 1) > 1
+        self._iterations_at_begin = (
+            steps_taken(getattr(self.model, "optimizer", None)) if several and not steps else None
+        )
 
     def on_train_batch_begin(self, batch, logs=None):
         # The batch may never run: with a dataset of unknown length, Keras begins one more
@@ -166,21 +173,43 @@ class RemoteCallback(keras.callbacks.Callback):
             self.steering.batch_ended(step)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._count_partial_call()
         # Every callback gets this same dict and later ones add to it (LearningRateScheduler
         # its `learning_rate`): it is logged at the next hook, as History ends up with it.
         # The rates are the ones this epoch ran with.
         self._epoch_logs = epoch, logs if logs is not None else {}, lr_series(model_optimizers(self.model))
-        self.steering.batch_ended(None)  # a stop applied at a batch that never ran
+        self.steering.settle(self._next_step - 1)  # a stop taken at a batch that never ran
         self._record_lr(self._next_step)
         self.steering.report_controls()  # knobs the training changes itself
 
+    def _count_partial_call(self) -> None:
+        """With steps_per_execution and a dataset of unknown length, the epoch's last call
+        may run fewer steps than Keras reports it ran (it cannot know): where the optimizer
+        counted fewer steps, the next epoch starts after the steps it counted."""
+        if self._iterations_at_begin is None:
+            return
+        now = steps_taken(getattr(self.model, "optimizer", None))
+        ran = None if now is None else now - self._iterations_at_begin
+        if ran is not None and 0 < ran < self._next_step - self._step_base:
+            self._next_step = self._step_base + ran
+
     def _log_epoch(self) -> None:
-        if self._epoch_logs is not None:
-            (epoch, logs, rates), self._epoch_logs = self._epoch_logs, None
+        with self._batch_lock:  # the training thread, or the guard's when fit raised
+            pending, self._epoch_logs = self._epoch_logs, None
+        if pending is not None:
+            epoch, logs, rates = pending
             self.client.log("epoch", epoch, {**logs, **rates}, epoch)
+
+    def _ended_early(self) -> None:
+        """`fit` raised or the process is exiting: what the training did until then is sent
+        before the run's end (the last epoch's record, the ack of a stop taken)."""
+        self._log_epoch()
+        self.steering.settle(self._next_step - 1)
+        self._guard = None
 
     def on_train_end(self, logs=None):
         self._log_epoch()
+        self.steering.settle(self._next_step - 1)
         if self._guard is None or not self._guard.settle():
             return  # the run was already ended as failed or interrupted
         self._guard = None

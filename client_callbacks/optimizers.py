@@ -47,6 +47,23 @@ def model_optimizers(model) -> list[Named]:
     return found
 
 
+def steps_taken(optimizer) -> int | None:
+    """The optimizer's `iterations`: how many updates it applied, if it can tell."""
+    try:
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+    except Exception:  # no step count
+        return None
+
+
+def idle(optimizers: list[Named]) -> set[str]:
+    """The names of the optimizers that never applied an update while another one did: the
+    `model.optimizer` that `compile()` made by default for a step that uses its own."""
+    steps = {named.name: steps_taken(named.optimizer) for named in optimizers}
+    if not any(steps.values()):
+        return set()
+    return {name for name, taken in steps.items() if taken == 0}
+
+
 def schedule_of(optimizer) -> Any:
     """The optimizer's rate when it is a schedule (or another callable), else None."""
     current = getattr(optimizer, "_learning_rate", None)

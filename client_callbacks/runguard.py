@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import sys
 import threading
+from collections.abc import Callable
 
 from .client import MonitorClient
 
@@ -19,9 +20,12 @@ class RunGuard:
     an exception out of `fit` (seen by a watchdog thread that finds `fit` gone from the
     training thread's stack) or the process exiting (atexit and `sys.excepthook`)."""
 
-    def __init__(self, client: MonitorClient, model, flush_timeout: float) -> None:
+    def __init__(
+        self, client: MonitorClient, model, flush_timeout: float, before_end: Callable[[], None] = lambda: None
+    ) -> None:
         self.client = client
         self.flush_timeout = flush_timeout
+        self.before_end = before_end  # sends what the training did before the run ends
         self.error: BaseException | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -86,6 +90,10 @@ class RunGuard:
         else:
             status = "failed"
         reason = f"{type(error).__name__}: {error}" if error is not None else fallback
+        try:
+            self.before_end()
+        except Exception:  # the run's end matters more
+            pass
         self.client.end(status, reason)
         self.client.close(self.flush_timeout)
 

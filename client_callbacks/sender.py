@@ -12,6 +12,7 @@ at most what the training logs during one request timeout.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -28,6 +29,8 @@ log = logging.getLogger("fitwatch")
 
 BATCH = 1000  # records a request
 MEMORY_LIMIT = 100_000  # records kept in memory while neither the server nor the disk takes them
+DISK_RETRY = 30.0  # seconds before a disk that refused a write is tried again, unless it has more room
+SPOOL_CHUNK = 64  # operations read from the spool at a time
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 10.0
 FLUSH_BACKOFF_CAP = 1.0
@@ -69,6 +72,7 @@ class Sender(threading.Thread):
         self._spool_offset = 0  # where in it delivery goes on
         self._backlog: list[Path] = []
         self._backlog_offset = 0
+        self._disk_refused: tuple[float, int] | None = None  # (when, free bytes) of the last refusal
 
     # -- called from other threads --------------------------------------------------------
 
@@ -80,12 +84,12 @@ class Sender(threading.Thread):
         """Put `op` on disk now and deliver it from there: an ack, which must survive a
         crash of the training. False when the disk refuses (then it goes by memory)."""
         with self._lock:
-            if self.abandoned:
+            if self.abandoned or not self._disk_has_room():
                 return False
             try:
                 self.spool.append([op])
             except Exception as exc:  # a full disk: never an error in the training
-                self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
+                self._disk_full(exc)
                 return False
             self._spooled = True
         self.wake.set()
@@ -112,11 +116,13 @@ class Sender(threading.Thread):
             self._pending.clear()
             try:
                 self.spool.append(ops)
-            except OSError as exc:
+            except Exception as exc:  # never an error in the training
                 lost = sum(len(op.get("records", ())) for op in ops)
+                others = len(ops) - sum(op["op"] == "logs" for op in ops)
                 self.notify(
                     "lost",
-                    f"fitwatch: {lost} records could not be delivered nor written to {self.spool.path} ({exc}); they are lost",
+                    f"fitwatch: {lost} records and {others} other operations could not be delivered nor written "
+                    f"to {self.spool.path} ({exc}); they are lost",
                 )
         self.wake.set()
         left = left_in(self.spool, self._spool_offset) if self.spool.size() else (0, 0)
@@ -151,18 +157,37 @@ class Sender(threading.Thread):
             if self.abandoned:
                 return
             self._pending.extend(_merge(_drain(self.queue)))
-            if self._failures and self._pending:
-                # The server is away: put everything on disk before trying again.
-                try:
-                    self.spool.append(list(self._pending))
-                except OSError as exc:  # no disk either: keep it in memory, up to a limit
-                    self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
-                    self._shed()
-                else:
-                    self._pending.clear()
-                    self._spooled = True
+            # The server is away: put everything on disk before trying again; without a disk
+            # either, keep it in memory, up to a limit.
+            if self._failures and self._pending and not (self._disk_has_room() and self._spool_pending()):
+                self._shed()
         if time.monotonic() >= self._retry_at:
             self._deliver()
+
+    def _spool_pending(self) -> bool:
+        try:
+            self.spool.append(list(self._pending))
+        except OSError as exc:
+            self._disk_full(exc)
+            return False
+        self._pending.clear()
+        self._spooled = True
+        return True
+
+    def _disk_full(self, exc: Exception) -> None:
+        """The disk refused a write: leave it alone until it has more room than now (or for
+        DISK_RETRY s), so that a full disk costs no encoding and no fsync every pass."""
+        self._disk_refused = time.monotonic(), _free_bytes(self.spool.path.parent)
+        self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
+
+    def _disk_has_room(self) -> bool:
+        if self._disk_refused is None:
+            return True
+        when, free = self._disk_refused
+        if time.monotonic() - when < DISK_RETRY and _free_bytes(self.spool.path.parent) <= free:
+            return False
+        self._disk_refused = None
+        return True
 
     def _shed(self) -> None:
         """Drop the oldest records beyond MEMORY_LIMIT (never an ack or the run's end)."""
@@ -210,19 +235,22 @@ class Sender(threading.Thread):
 
     def _deliver_spool(self) -> None:
         while self._spooled:
-            for offset, op in self.spool.ops(self._spool_offset):
+            with self._lock:
+                # Writers hold the lock: a line read under it is whole and stays (a write the
+                # disk refused is cut back out before they let go).
+                if self.abandoned:
+                    return
+                chunk = self.spool.read(self._spool_offset, SPOOL_CHUNK)
+                if not chunk:  # all is sent
+                    self.spool.remove()
+                    self._spooled = False
+                    self._spool_offset = 0
+                    return
+            for offset, op in chunk:
                 if self.abandoned:
                     return
                 self._send(op)
                 self._spool_offset = offset
-            with self._lock:
-                # Appends hold the lock: with no operation after what was sent, all is sent.
-                if not self.abandoned and not self.spool.has_ops(self._spool_offset):
-                    self.spool.remove()
-                    self._spooled = False
-                    self._spool_offset = 0
-                if self.abandoned:
-                    return
 
     def _deliver_backlog(self) -> None:
         """Older spool files, a slice at a time, while this run has nothing to send."""
@@ -265,6 +293,14 @@ class Sender(threading.Thread):
                 f"fitwatch: cannot deliver to {self.http.base_url} ({reason}). Training goes on; "
                 f"records are kept in {self.spool.path} and sent when the server answers.",
             )
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        stat = os.statvfs(folder)
+    except OSError:  # no folder: no room
+        return 0
+    return stat.f_bavail * stat.f_frsize
 
 
 def _drain(queue: deque) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ client for the same server or by `fitwatch sync` (see `sync`); it is then kept, 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -99,6 +100,8 @@ class SpoolFile:
         try:
             there = self._read_header(handle, create)
         except BaseException:
+            if create and os.fstat(handle.fileno()).st_size == 0:
+                self.path.unlink(missing_ok=True)  # ours, and the disk refused even its header
             handle.close()  # closing releases the lock
             raise
         if not there:
@@ -154,11 +157,11 @@ class SpoolFile:
                     break  # a line cut short by a crash: never acknowledged as written
                 yield reader.tell(), json.loads(line)
 
-    def has_ops(self, start: int = 0) -> bool:
-        """Whether a whole operation follows byte `start`."""
+    def read(self, start: int, limit: int) -> list[tuple[int, Op]]:
+        """Up to `limit` of `ops(start)`: what a caller holding the writers off may send."""
         ops = self.ops(start)
         try:
-            return next(ops, None) is not None
+            return list(itertools.islice(ops, limit))
         finally:
             ops.close()
 

@@ -22,7 +22,7 @@ import keras
 
 from .client import FitwatchWarning, MonitorClient
 from .handlers import HANDLERS, Context, Refused, sync_state
-from .optimizers import current_lr, model_optimizers, schedule_of
+from .optimizers import current_lr, idle, model_optimizers, schedule_of
 
 LONGEST_WAIT = 3600.0  # seconds one wait for a command may last while paused
 
@@ -45,7 +45,7 @@ class Steering:
         self.lr_changed = lr_changed
         self.model: keras.Model | None = None
         self.stopped_by: tuple[dict[str, Any], int] | None = None  # (command, last step run) of a stop
-        self._stopping: tuple[dict[str, Any], int] | None = None  # (command, step) of a stop not yet acked
+        self._stopping: list[tuple[dict[str, Any], int]] = []  # (command, step) of stops not yet acked
         self._stop_lock = threading.Lock()
         self._paused_until: float | None = None  # time.monotonic() deadline, inf for none
         self._live_knobs: set[str] = set()
@@ -63,7 +63,7 @@ class Steering:
         """A fit starts: find which knobs a compiled step reads, and report the controls."""
         self.model = model
         self.stopped_by = None
-        self._stopping = None
+        self._stopping = []
         self._paused_until = None
         if keras.backend.backend() == "jax":
             tracked = {id(v) for v in model.variables}
@@ -119,25 +119,36 @@ class Steering:
 
     @property
     def stop_pending(self) -> bool:
-        return self._stopping is not None
+        return bool(self._stopping)
 
     def stop(self, command: dict[str, Any], step: int) -> None:
-        """Stop after the batch that starts at `step`; acked by `batch_ended`."""
+        """Stop after the batch that starts at `step`; acked by `batch_ended` or `settle`."""
         self.model.stop_training = True
         with self._stop_lock:
-            self._stopping = command, step
+            self._stopping.append((command, step))
 
-    def batch_ended(self, last_step: int | None) -> None:
-        """A batch ended at `last_step` (several steps with `steps_per_execution`), or the
-        epoch did (None: its data ran out before the batch the stop was applied at). A
-        stop is acked here, naming the last step that really ran. Safe from any thread."""
+    def batch_ended(self, last_step: int) -> None:
+        """A batch ended at `last_step` (the last of several with `steps_per_execution`):
+        the stops taken at or before its start are acked, naming it, the last step that
+        ran. Safe from any thread (Keras's batch-end hooks)."""
         with self._stop_lock:
-            if self._stopping is None or (last_step is not None and last_step < self._stopping[1]):
-                return
-            (command, step), self._stopping = self._stopping, None
-        last = step - 1 if last_step is None else last_step
-        self.stopped_by = command, last
-        self.client.ack(command["id"], "applied", f"training stops after step {last}", last)
+            done = [(command, step) for command, step in self._stopping if step <= last_step]
+            self._stopping = [pending for pending in self._stopping if pending not in done]
+        self._ack_stops(done, last_step)
+
+    def settle(self, last_run: int) -> None:
+        """The epoch or the fit ended with stops not acked (taken at a batch that never ran:
+        the data ran out, or fit raised): ack them, naming the last step that ran."""
+        with self._stop_lock:
+            done, self._stopping = self._stopping, []
+        self._ack_stops(done, last_run)
+
+    def _ack_stops(self, stops: list[tuple[dict[str, Any], int]], last: int) -> None:
+        for command, _ in stops:
+            if self.stopped_by is None:
+                self.stopped_by = command, last
+            message = f"training stops after step {last}" if last >= 0 else "training stops before its first step"
+            self.client.ack(command["id"], "applied", message, max(last, 0))
 
     def pause(self, timeout: float | None) -> None:
         self._paused_until = time.monotonic() + (timeout if timeout else math.inf)
@@ -149,14 +160,17 @@ class Steering:
 
     def controls(self) -> dict[str, Any]:
         """The params (`learning_rate` when the model has one optimizer and its rate can be
-        set), each optimizer's rate when it has several, the actions and the checkpoint folder."""
+        set), each optimizer's rate when it has several (and whether the step uses it), the
+        actions and the checkpoint folder."""
         params: dict[str, float] = {}
         found = model_optimizers(self.model)
+        unused = idle(found) if len(found) > 1 else set()
         rates = [
             {
                 "name": named.name,
                 "learning_rate": _finite_or_none(current_lr(named.optimizer)),
                 "settable": schedule_of(named.optimizer) is None,
+                "used": named.name not in unused,
             }
             for named in found
         ]

@@ -18,10 +18,10 @@ import httpx
 
 RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
 
-# The client's own random numbers (jitter of polls and retries). The training's global
-# `random` state is never drawn from: a data pipeline seeded by it must see the same
-# numbers with fitwatch as without.
-JITTER = random.Random()
+# The jitter of polls and retries, from the system's generator: the training's global
+# `random` state is never drawn from (a data pipeline seeded by it must see the same
+# numbers with fitwatch as without), and processes forked from one parent differ.
+JITTER = random.SystemRandom()
 LOG_RETRY_STATUS = RETRY_STATUS | {409}
 
 

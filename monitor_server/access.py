@@ -94,11 +94,11 @@ def role_of(settings: Settings, request: Request) -> str | None:
 def _own_origin(origin: str, host: str) -> bool:
     """Whether `origin` is this server as the request reached it: the host and port of the
     Host header (the scheme may differ behind a proxy that ends TLS)."""
-    page, own = urlsplit(origin), urlsplit(f"//{host}")
-    default = DEFAULT_PORTS.get(page.scheme)
     try:
+        page, own = urlsplit(origin), urlsplit(f"//{host}")
+        default = DEFAULT_PORTS.get(page.scheme)
         same_port = (page.port or default) == (own.port or default)
-    except ValueError:  # a port that is not a number
+    except ValueError:  # not a URL (`http://[`), or a port that is not a number
         return False
     return default is not None and page.hostname is not None and page.hostname == own.hostname and same_port
 

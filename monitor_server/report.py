@@ -99,11 +99,17 @@ def _left_out(run_id: str, total: int, titles: list[str]) -> str:
 def _evaluations(conn: Connection, run_id: str) -> str:
     """A table of the run's `evaluate()` results: the step each ran at, then each metric;
     the first `MAX_EVAL_COLUMNS` metrics (loss first) of the last `MAX_EVAL_ROWS` evaluations."""
-    rows = list(records(conn, run_id, "eval"))
-    if not rows:
+    shown: deque[dict[str, Any]] = deque(maxlen=MAX_EVAL_ROWS)  # memory stays bounded, however many
+    metrics: set[str] = set()
+    total = 0
+    for r in records(conn, run_id, "eval"):
+        shown.append(r)
+        metrics.update(r["metrics"])
+        total += 1
+    if not total:
         return ""
-    every = sorted({n for r in rows for n in r["metrics"]}, key=lambda n: (n != "loss", n))
-    names, shown = every[:MAX_EVAL_COLUMNS], rows[-MAX_EVAL_ROWS:]
+    every = sorted(metrics, key=lambda n: (n != "loss", n))
+    names = every[:MAX_EVAL_COLUMNS]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in ["step", "epoch", *names])
     body = []
     for r in shown:
@@ -111,9 +117,9 @@ def _evaluations(conn: Connection, run_id: str) -> str:
         cells += [_number(r["metrics"].get(n)) for n in names]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     note = ""
-    if len(names) < len(every) or len(shown) < len(rows):
+    if len(names) < len(every) or len(shown) < total:
         note = (
-            f'<p class="note">{len(names):,} of {len(every):,} metrics, the last {len(shown):,} of {len(rows):,} '
+            f'<p class="note">{len(names):,} of {len(every):,} metrics, the last {len(shown):,} of {total:,} '
             f"evaluations: every one is in <code>/api/v1/runs/{html.escape(run_id)}/export.csv?scope=eval</code>.</p>"
         )
     table = f'<div class="wide"><table class="evals"><tr>{head}</tr>{"".join(body)}</table></div>'

@@ -132,6 +132,7 @@ class OptimizerRate(BaseModel):
     name: Name
     learning_rate: Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)] | None = None
     settable: StrictBool = Field(True, description="false when the rate is a schedule")
+    used: StrictBool = Field(True, description="false when it never applied an update while another optimizer did")
 
 
 class Controls(BaseModel):

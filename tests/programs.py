@@ -12,8 +12,8 @@ REPORT, so that a test can hold the server's account against the training's own.
   (TensorFlow and PyTorch: JAX's stateless step carries only `model.optimizer`'s state),
   steered by rate commands at known steps; `gan_until_stopped` trains it, unsteered,
   until a stop command comes.
-- `unknown_length`: a `tf.data` pipeline whose length Keras cannot know (`.filter`), with
-  `steps_per_execution` 1 and, where the backend has it, 4.
+- `unknown_length`: a `tf.data` pipeline of 9 batches whose length Keras cannot know
+  (`.filter`), with `steps_per_execution` 1 and, where the backend has it, 4.
 - `stop_after_several`: a stop sent before step 8 with `steps_per_execution=4`
   (1 on PyTorch): steps 8 to 11 run in the same call.
 - `epoch_logs`: callbacks after ours that add to the epoch's logs (LearningRateScheduler,
@@ -262,7 +262,7 @@ def gan(url: str, run_id: str = "gan", epochs: int = 2, plan: dict | None = None
 def unknown_length(url: str) -> dict:
     import tensorflow as tf
 
-    x, y = data(32 * 8)
+    x, y = data(32 * 9)  # 9 batches: with 4 a call, the third of each epoch runs one
     seen = {}
     for spe in sorted({1, SPE}):
         keras.utils.set_random_seed(0)
@@ -350,6 +350,7 @@ def full_disk(url: str) -> dict:
     """Its own server, in a process it kills: the server goes away with a command scheduled
     for step 20 held by the client, the spool takes records, then the spool's disk (the
     small tmpfs FITWATCH_SPOOL_DIR is on) fills up, and at step 40 the server comes back."""
+    from client_callbacks import spool as spool_module
     from tests.conftest import ServerProcess
 
     spool = Path(os.environ["FITWATCH_SPOOL_DIR"])
@@ -373,6 +374,17 @@ def full_disk(url: str) -> dict:
         _wait(lambda: any("spool file" in str(w.message) for w in caught), "a write to the full disk")
         server.start()
 
+    refused = []  # the spool writes the full disk refused: the client must not keep trying
+    append = spool_module.SpoolFile.append
+
+    def counted(self, ops):
+        try:
+            return append(self, ops)
+        except OSError:
+            refused.append(len(ops))
+            raise
+
+    spool_module.SpoolFile.append = counted
     x, y = data(32 * 10)
     raised = None
     with warnings.catch_warnings(record=True) as caught:
@@ -399,6 +411,7 @@ def full_disk(url: str) -> dict:
             "steps": httpx.get(f"{run}/series/batch/loss", params={"max_points": 10_000}).json()["steps"],
             "commands": httpx.get(f"{run}/commands").json(),
             "status": httpx.get(run).json()["status"],
+            "refused_writes": len(refused),
         }
     finally:
         server.stop()

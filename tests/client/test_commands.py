@@ -33,6 +33,23 @@ def test_stop_command_ends_fit_at_next_batch(server, api, spool_dir):
     assert command["message"] == "training stops after step 3"
 
 
+def test_stops_taken_at_one_edge_are_each_acked_applied(server, api, spool_dir):
+    """A person's stop and a rule's, received together: both took effect at the same edge."""
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir)
+
+    def two_stops(step):
+        send_and_wait(api, cb, {"type": "stop_training"})
+        send_and_wait(api, cb, {"type": "stop_training"})
+
+    fit([AtStep({3: two_stops}), cb], epochs=5)
+    stops = commands(api, cb.run_id)
+    assert [(c["status"], c["step"], c["message"]) for c in stops] == [
+        ("applied", 3, "training stops after step 3")
+    ] * 2
+    run = api.get(f"/api/v1/runs/{cb.run_id}").json()
+    assert run["reason"] == f"stop command {stops[0]['id']}: stopped after step 3"
+
+
 def test_commands_ride_on_log_answers_without_polling(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, poll_interval=0, flush_interval=0.05)
 

@@ -14,7 +14,7 @@ import pytest
 
 from client_callbacks import RemoteCallback
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model, wait_for
+from .conftest import STEPS, AtStep, batch_steps, data, fit, records, send_and_wait, tiny_model, wait_for
 
 
 def run_status(api, run_id: str) -> str | None:
@@ -130,6 +130,35 @@ def test_exception_in_fit_ends_the_run_failed(server, api, spool_dir):
     run = api.get(f"/api/v1/runs/{cb.run_id}").json()
     assert run["status"] == "failed" and run["reason"] == "fit raised an exception"
     assert batch_steps(api, cb.run_id) == list(range(STEPS + 2))
+
+
+def test_an_epoch_that_ended_before_fit_raised_is_stored_and_a_stop_taken_is_acked(server, api, spool_dir):
+    """A callback after ours raises at the end of epoch 1 (a checkpoint on a full disk):
+    the epoch's record, held for what later callbacks add, and the stop the training took
+    in that epoch still reach the server before the run ends failed."""
+
+    class Broken(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise OSError("no space left for the checkpoint")
+
+    cb = callback(server, spool_dir)
+    stop = {}
+    with pytest.raises(OSError, match="no space"):
+        fit(
+            [
+                AtStep({STEPS + 4: lambda step: stop.update(send_and_wait(api, cb, {"type": "stop_training"}))}),
+                cb,
+                Broken(),
+            ],
+            epochs=3,
+        )
+    wait_for(lambda: run_status(api, cb.run_id) not in (None, "running"), what="the run to end")
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "failed"
+    epochs = api.get(f"/api/v1/runs/{cb.run_id}/series/epoch/loss").json()["steps"]
+    assert epochs == [0, 1]
+    [command] = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
+    assert (command["id"], command["status"], command["step"]) == (stop["id"], "applied", STEPS + 4)
 
 
 @pytest.mark.parametrize(

@@ -89,11 +89,12 @@ export class Steering {
 
   /** set_lr's args for the optimizer chosen, when the model has several. */
   lrArgs(args) {
-    const chosen = $("lr-optimizer").value;
-    return chosen === "" ? args : { ...args, optimizer: chosen };
+    const select = $("lr-optimizer");
+    return select.hidden || select.value === "" ? args : { ...args, optimizer: select.value };
   }
 
-  /** A model with several optimizers: a choice of which one a rate goes to, and each one's rate. */
+  /** A model with several optimizers: a choice of which one a rate goes to ("every
+   * optimizer": each one the training step uses), and each one's rate. */
   showOptimizers(optimizers) {
     const select = $("lr-optimizer");
     const several = (optimizers || []).length > 1;
@@ -106,7 +107,7 @@ export class Steering {
       select.replaceChildren(el("option", { value: "", text: "every optimizer" }), ...names.map((name) => el("option", { value: name, text: name })));
       select.value = names.includes(chosen) ? chosen : "";
     }
-    const rate = (o) => (o.learning_rate === null ? "unknown" : fmtValue(num(o.learning_rate))) + (o.settable ? "" : " (schedule)");
+    const rate = (o) => (o.learning_rate === null ? "unknown" : fmtValue(num(o.learning_rate))) + (o.settable ? "" : " (schedule)") + (o.used === false ? " (unused)" : "");
     $("lr-current").textContent = `current rates: ${optimizers.map((o) => `${o.name} ${rate(o)}`).join(", ")}`;
   }
 
