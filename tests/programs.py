@@ -14,8 +14,9 @@ REPORT, so that a test can hold the server's account against the training's own.
   until a stop command comes.
 - `unknown_length`: a `tf.data` pipeline of 9 batches whose length Keras cannot know
   (`.filter`), with `steps_per_execution` 1 and, where the backend has it, 4.
-- `stop_after_several`: a stop sent before step 8 with `steps_per_execution=4`
-  (1 on PyTorch): steps 8 to 11 run in the same call.
+- `stop_after_several`: a rate for the optimizer named before step 4, and a stop sent
+  before step 8, with `steps_per_execution=4` (1 on PyTorch): steps 8 to 11 run in the
+  same call.
 - `epoch_logs`: callbacks after ours that add to the epoch's logs (LearningRateScheduler,
   one of the user's own).
 - `full_disk`: the spool's disk (a small tmpfs the test mounted, FITWATCH_SPOOL_DIR is on
@@ -147,6 +148,7 @@ def shuffled(url: str) -> dict:
         ("server_away", [monitor("http://127.0.0.1:9", "shuffled-away", flush_timeout=0.5)]),
     ]:
         keras.utils.set_random_seed(1)
+        keras.random.uniform((1,))  # Keras's global seed generator exists and has drawn
         model = classifier()
         fitted = model.fit(Shuffled(x, y, 32), epochs=3, verbose=0, callbacks=[Slow(), *callbacks])
         seen[name] = {"history": history(fitted), "states": random_states()}
@@ -279,7 +281,10 @@ def unknown_length(url: str) -> dict:
 def stop_after_several(url: str) -> dict:
     keras.utils.set_random_seed(0)
     callback = monitor(url, "stop-after-several")
-    plan = {8: [{"type": "stop_training"}]}
+    plan = {
+        4: [{"type": "set_lr", "args": {"value": 0.02, "optimizer": "optimizer"}}],
+        8: [{"type": "stop_training"}],
+    }
     x, y = data(32 * 16)
     fitted = classifier(SPE).fit(
         x, y, batch_size=32, epochs=3, verbose=0, shuffle=False, callbacks=[Commands(url, callback, plan, 16), callback]

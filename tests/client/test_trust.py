@@ -90,6 +90,7 @@ def test_a_monitored_fit_draws_no_randomness(ran):
     """A data pipeline that shuffles with Python's `random` sees the same numbers with
     fitwatch as without, whether the server answers or not: same losses, same states."""
     seen = ran.seen["shuffled"]
+    assert {"python", "numpy", "keras"} <= set(seen["bare"]["states"])
     assert seen["monitored"] == seen["bare"]
     assert seen["server_away"] == seen["bare"]
     assert ran.series("shuffled", "epoch", "loss")["values"] == seen["bare"]["history"]["loss"]
@@ -151,10 +152,12 @@ def test_stored_steps_are_the_true_global_steps_when_the_length_is_unknown(ran):
 
 def test_a_stop_names_the_last_step_that_ran(ran):
     """A stop taken before step 8 with steps_per_execution=4 lets steps 8 to 11 run (one
-    call): the ack, its chart marker and the run's reason name step 11, the last stored."""
+    call): the ack, its chart marker and the run's reason name step 11, the last stored.
+    (Before it, a rate set on the optimizer named, as a GAN's would be.)"""
     seen = ran.seen["stop_after_several"]
     last = 8 + seen["spe"] - 1
-    [stop] = ran.commands("stop-after-several")
+    rate, stop = ran.commands("stop-after-several")
+    assert (rate["status"], rate["step"], rate["message"]) == ("applied", 4, "learning rate 0.01 -> 0.02 at step 4")
     assert (stop["status"], stop["step"], stop["message"]) == ("applied", last, f"training stops after step {last}")
     run = ran.api.get("/api/v1/runs/stop-after-several").json()
     assert (run["status"], run["reason"]) == ("stopped", f"stop command {stop['id']}: stopped after step {last}")
