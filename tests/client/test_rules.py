@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from client_callbacks import RemoteCallback
-from tests.client.conftest import STEPS, batch_steps, data, fit, tiny_model
+from tests.client.conftest import STEPS, AtStep, batch_steps, data, fit, tiny_model
 from tests.conftest import database_url, wait_for  # noqa: F401 (SQLite and PostgreSQL, as the server suite)
 from tests.helpers import add_rule
 
@@ -61,14 +61,17 @@ def test_a_no_improvement_rule_halves_the_rate_of_a_plateaued_fit(server, api, s
         once_per_run=False,
     )
     cb = RemoteCallback(url=server.url, project="plateau", spool_dir=spool_dir)
-    model = fit([cb], epochs=12, model=plateaued_model(), validation_data=data(64))
+    # Before epoch 5 the training waits for the client to hold the first firing's command, so a
+    # fast fit on a busy machine cannot end before any reached it.
+    hold = AtStep({5 * STEPS: lambda step: wait_for(lambda: cb.client.commands.seen, what="the first command")})
+    model = fit([cb, hold], epochs=12, model=plateaued_model(), validation_data=data(64))
 
     # val_loss never improves after epoch 0: the rule fires every second epoch after it.
     assert [f["step"] for f in api.get(f"/api/v1/runs/{cb.run_id}/firings").json()] == [2, 4, 6, 8, 10]
     commands = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
     assert {(c["type"], c["issued_by"]) for c in commands} == {("set_lr", f"rule:{rule['id']}")}
     applied = [c for c in commands if c["status"] == "applied"]
-    assert applied, commands  # the last ones may come after the fit ended
+    assert applied, commands  # the first, at least; the last ones may come after the fit ended
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * 0.5 ** len(applied))
     lr = api.get(f"/api/v1/runs/{cb.run_id}/series/batch/lr").json()
     assert lr["values"] == pytest.approx([0.1 * 0.5**k for k in range(len(applied) + 1)])
