@@ -14,11 +14,13 @@ look like one. Writer 0 is the server's own (RemoteMonitor posts).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import os
 import random
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -228,7 +230,7 @@ class MonitorClient:
         what = f"{records} records" + (
             f" and {others} other operations (the run's end, command acks)" if others else ""
         )
-        self._warn(
+        warn(
             f"fitwatch: {what} of run {self.run_id} could not be delivered to {self.url}; they are "
             f"kept in {sender.spool.path}. Upload them with: fitwatch sync {sender.spool.path}"
         )
@@ -244,7 +246,7 @@ class MonitorClient:
         elif issubclass(exc_type, KeyboardInterrupt):
             self.end("interrupted", "KeyboardInterrupt")
         else:
-            self.end("failed", f"{exc_type.__name__}: {exc}")
+            self.end("failed", describe_error(exc))
         self.close()
 
     # -- the hot path ---------------------------------------------------------------------
@@ -254,7 +256,7 @@ class MonitorClient:
         own); values become floats (NaN and ±Inf included); values that are not numbers are
         left out."""
         self._record(scope, step, metrics, epoch)
-        if self._notices:
+        if self._notices and user_stacklevel() is not None:  # else a later call shows them
             self.report()
 
     def _record(self, scope: str, step: int, metrics: dict[str, Any], epoch: int | None) -> None:
@@ -348,13 +350,44 @@ class MonitorClient:
                 message = self._notices.popleft()
             except IndexError:
                 return
-            self._warn(message)
+            warn(message)
 
-    def _warn(self, message: str) -> None:
-        try:
-            warnings.warn(message, FitwatchWarning, stacklevel=3)
-        except Exception:  # warnings turned into errors must not break the training
-            pass
+
+def warn(message: str) -> None:
+    """A FitwatchWarning shown at the user's line that led here (see `user_stacklevel`)."""
+    level = user_stacklevel()
+    try:
+        warnings.warn(message, FitwatchWarning, stacklevel=1 if level is None else level)
+    except Exception:  # warnings turned into errors must not break the training
+        pass
+
+
+def user_stacklevel() -> int | None:
+    """The `stacklevel` for a `warnings.warn` in the caller that shows the first line of
+    the stack outside fitwatch, Keras and the threads that run Keras' hooks: the user's
+    `fit` or `log()` call. None when this thread runs no code of the user's (a Keras worker
+    thread, an exit handler)."""
+    library = _library()
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(library):
+        frame, level = frame.f_back, level + 1
+    return None if frame is None else level
+
+
+def _library() -> tuple[str, ...]:
+    """Where the code between a user's call and our warnings lives: ours, Keras', and the
+    thread pool that runs Keras' async hooks."""
+    places = [os.path.dirname(__file__) + os.sep, threading.__file__]
+    places.append(os.path.dirname(concurrent.futures.__file__) + os.sep)
+    keras = sys.modules.get("keras")
+    if getattr(keras, "__file__", None):
+        places.append(os.path.dirname(keras.__file__) + os.sep)
+    return tuple(places)
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, or the type alone when the message is empty."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

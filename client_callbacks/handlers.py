@@ -155,7 +155,7 @@ def _rate_targets(ctx: Context, which: int | str | None) -> list[Named]:
     if not settable:
         raise Refused(
             "; ".join(
-                f"{_of(named, found)}the learning rate is a {type(schedule_of(named.optimizer)).__name__}, "
+                f"{_of(named, found)}the learning rate is {_a(type(schedule_of(named.optimizer)).__name__)}, "
                 "a schedule; it cannot be set"
                 for named in found
             )
@@ -193,6 +193,11 @@ def _set_rates(ctx: Context, new: dict[Named, float]) -> str:
 def _of(named: Named, among: list[Named]) -> str:
     """'NAME: ' where a message must say which of several optimizers it means."""
     return f"{named.name}: " if len(among) > 1 else ""
+
+
+def _a(name: str) -> str:
+    """`name` with its article: a CosineDecay, an ExponentialDecay."""
+    return f"{'an' if name.lower().startswith(tuple('aeiou')) else 'a'} {name}"
 
 
 def _finite(value: Any, what: str) -> float:

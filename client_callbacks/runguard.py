@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .client import MonitorClient
+from .client import MonitorClient, describe_error
 
 
 class RunGuard:
@@ -89,7 +89,7 @@ class RunGuard:
             status, error = "interrupted", interrupt
         else:
             status = "failed"
-        reason = f"{type(error).__name__}: {error}" if error is not None else fallback
+        reason = describe_error(error) if error is not None else fallback
         try:
             self.before_end()
         except Exception:  # the run's end matters more

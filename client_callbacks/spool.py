@@ -120,10 +120,10 @@ class SpoolFile:
                 raise LockedError(f"{self.path} is in use by another process") from None
         if not create and not _still_at(handle, self.path):  # renamed while we waited for the lock
             return False
-        _drop_torn_tail(handle)
         handle.seek(0)
         first = handle.readline()
-        if first:
+        if first.endswith(b"\n"):
+            # Checked before anything is cut: a file that is not ours stays as it is.
             try:
                 header = json.loads(first)
             except ValueError:
@@ -132,10 +132,12 @@ class SpoolFile:
                 raise ValueError(f"{self.path} is not a fitwatch spool file")
             self.url = self.url or header["url"]
             self.run_id = self.run_id or header["run_id"]
-        elif create:
+            _drop_torn_tail(handle)
+        elif create:  # new, or a header a crash cut short
+            handle.truncate(0)
             _write(handle, 0, encode({"fitwatch_spool": FORMAT, "url": self.url, "run_id": self.run_id}))
         else:
-            raise ValueError(f"{self.path} is empty: not a fitwatch spool file")
+            raise ValueError(f"{self.path} is {'empty: ' if not first else ''}not a fitwatch spool file")
         return True
 
     def append(self, ops: list[Op]) -> None:
@@ -155,7 +157,16 @@ class SpoolFile:
             for line in reader:
                 if not line.endswith(b"\n"):
                     break  # a line cut short by a crash: never acknowledged as written
-                yield reader.tell(), json.loads(line)
+                yield reader.tell(), self._op(line)
+
+    def _op(self, line: bytes) -> Op:
+        try:
+            op = json.loads(line)
+        except ValueError:
+            op = None
+        if not isinstance(op, dict) or "op" not in op:
+            raise ValueError("a line is not a fitwatch spool operation: not a fitwatch spool file, or a damaged one")
+        return op
 
     def read(self, start: int, limit: int) -> list[tuple[int, Op]]:
         """Up to `limit` of `ops(start)`: what a caller holding the writers off may send."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from .client import FitwatchWarning, MonitorClient
+from .client import MonitorClient, describe_error, warn
 from .handlers import HANDLERS, Context, Refused, sync_state
 from .optimizers import current_lr, idle, model_optimizers, schedule_of
 
@@ -69,11 +68,9 @@ class Steering:
             tracked = {id(v) for v in model.variables}
             self._live_knobs = {name for name, v in self.knobs.items() if id(v) in tracked}
             for name in sorted(set(self.knobs) - self._live_knobs):
-                warnings.warn(
+                warn(
                     f"fitwatch: knob {name!r} is not a variable of the model; on JAX a compiled step reads it as "
-                    "a constant, so set_param cannot change it (create it with add_weight() on a layer)",
-                    FitwatchWarning,
-                    stacklevel=3,
+                    "a constant, so set_param cannot change it (create it with add_weight() on a layer)"
                 )
         else:
             self._live_knobs = set(self.knobs)
@@ -112,7 +109,7 @@ class Steering:
             except Refused as exc:
                 self.client.ack(command["id"], "failed", str(exc), step)
             except Exception as exc:  # an action that raised: say so, and train on
-                self.client.ack(command["id"], "failed", f"{type(exc).__name__}: {exc}", step)
+                self.client.ack(command["id"], "failed", describe_error(exc), step)
             else:
                 if message is not None:
                     self.client.ack(command["id"], "applied", message, step)

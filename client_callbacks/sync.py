@@ -43,6 +43,8 @@ def sync_file(path: Path, url: str | None = None, token: str | None = None, time
     already has is counted as duplicates.
     """
     path = Path(path)
+    if path.is_dir():
+        return SyncOutcome(False, f"fitwatch sync: {path} is a folder, not a fitwatch spool file")
     synced = synced_path(path)
     if not path.exists() or path == synced:
         if synced.exists():
@@ -54,8 +56,10 @@ def sync_file(path: Path, url: str | None = None, token: str | None = None, time
             return SyncOutcome(synced.exists(), f"{path}: already uploaded ({synced})")
     except LockedError:
         return SyncOutcome(False, f"fitwatch sync: {path} is in use by a running training, which sends it itself")
-    except (OSError, ValueError) as exc:
-        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
+    except ValueError as exc:  # it names the file
+        return SyncOutcome(False, f"fitwatch sync: {exc}")
+    except OSError as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc.strerror or exc}")
     token = token or os.environ.get("FITWATCH_TOKEN") or None
     target = normalize_url(url or spool.url)
     try:
@@ -63,8 +67,10 @@ def sync_file(path: Path, url: str | None = None, token: str | None = None, time
             done = deliver_file(http, spool)
     except Retry as exc:
         return SyncOutcome(False, f"fitwatch sync: {path}: {target} did not take it ({exc}); the file is kept")
-    except (OSError, ValueError) as exc:
-        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}")
+    except ValueError as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc}; the file is kept")
+    except OSError as exc:
+        return SyncOutcome(False, f"fitwatch sync: {path}: {exc.strerror or exc}")
     return SyncOutcome(
         True, f"{path}: {done.accepted} records stored, {done.duplicates} already there; marked uploaded ({synced})"
     )

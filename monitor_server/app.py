@@ -45,7 +45,7 @@ ERROR_RESPONSES = {
         (403, "the token lacks the right, or the request comes from another site"),
         (404, "no such run, command or rule"),
         (409, "the run or command is not in a state that allows it"),
-        (413, "body over the limit"),
+        (413, "body over the limit, or a run's config over its limit"),
         (415, "a write that is not JSON"),
         (422, "invalid input"),
         (503, "the database is unreachable; retry"),
@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, responses=ERROR_RESPONSES)
     app.include_router(pages.router)
     app.mount("/static", pages.static, name="static")
+    pages.install_not_found(app)
     app.openapi = lambda: _openapi(app)
     return app
 

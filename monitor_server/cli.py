@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: how a shell reports a writer whose reader left
 
 
 def _parser() -> argparse.ArgumentParser:
     from .schemas import SCOPES
 
     parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"fitwatch {_version()}")
+    commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run the server (flags override FITWATCH_* variables)")
     serve.add_argument("--host", help="address to bind (FITWATCH_HOST, default 127.0.0.1)")
@@ -32,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="the server on SQLite plus a short example training, live in the browser")
-    demo.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    demo.add_argument("--port", type=int, help="port (default 8000, or a free one when 8000 is taken)")
     demo.add_argument("--db", default="sqlite:///./fitwatch.db", help="database URL (default sqlite:///./fitwatch.db)")
     demo.add_argument("--epochs", type=int, default=20, help="epochs of the example training (default 20)")
     demo.add_argument("--no-browser", action="store_true", help="do not open a browser")
@@ -61,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--url", help="server (FITWATCH_URL, default http://127.0.0.1:8000)")
     export.add_argument("--token", help="bearer token (FITWATCH_TOKEN)")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fitwatch")
+    except PackageNotFoundError:  # run from a source folder without installing it
+        return "(not installed)"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -138,8 +150,6 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    import contextlib
-
     import httpx
 
     from client_callbacks.transport import describe
@@ -156,19 +166,38 @@ def export(args: argparse.Namespace) -> int:
                 response.read()
                 print(f"fitwatch export: {describe(response)}", file=sys.stderr)
                 return 1
-            with contextlib.ExitStack() as stack:
-                out = stack.enter_context(open(args.output, "wb")) if args.output else sys.stdout.buffer
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
-                out.flush()
+            return _write_out(response.iter_bytes(), args.output)
     except httpx.HTTPError as exc:
         print(f"fitwatch export: cannot reach {url} ({exc})", file=sys.stderr)
+        return 1
+
+
+def _write_out(chunks: Iterator[bytes], output: str | None) -> int:
+    """Write `chunks` to the file `output` (standard output when None); the exit status."""
+    import contextlib
+
+    try:
+        with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+    except BrokenPipeError:
+        # The reader left (`| head -1`): stop as quietly as a writer killed by SIGPIPE, with
+        # nothing left for Python to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
+    except OSError as exc:
+        print(f"fitwatch export: cannot write {output or 'standard output'}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     return {"serve": serve, "demo": demo, "sync": sync, "export": export}[args.command](args)
 
 

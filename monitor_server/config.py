@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         120.0, gt=0, description="seconds without contact before a running run is reported interrupted"
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_config_bytes: int = Field(
+        1024 * 1024, gt=0, description="largest run config, in bytes of compact JSON; a bigger one is refused (413)"
+    )
     max_records: int = Field(10_000, gt=0)
     max_series_per_run: int = Field(
         10_000, gt=0, description="metric names (series) a run may have; a post that would pass it is refused whole"

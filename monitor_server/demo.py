@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import httpx
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 PR_SET_PDEATHSIG = 1
+DEFAULT_PORT = 8000
 
 
 class Stop(Exception):
@@ -71,9 +73,45 @@ def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 30.0) -> bo
     return False
 
 
-def run(port: int, db: str, epochs: int, browser: bool, exit_after: bool) -> int:
-    """Serve on `port` with `db`, train the example, keep serving until a stop signal
-    (or, with `exit_after`, until the training ends)."""
+def _free(port: int) -> bool:
+    """Whether the server could listen on `port` (bound as uvicorn binds it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _any_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def choose_port(asked: int | None) -> int | None:
+    """The port to serve on: the one asked for, or DEFAULT_PORT, or when that is taken (by
+    another fitwatch, say) any free one; None when the port asked for is taken. Checked
+    before the server starts: another server on the port would answer its health check."""
+    if asked is not None:
+        if _free(asked):
+            return asked
+        print(f"fitwatch demo: port {asked} is taken; choose another with --port", file=sys.stderr)
+        return None
+    if _free(DEFAULT_PORT):
+        return DEFAULT_PORT
+    port = _any_free_port()
+    print(f"fitwatch demo: port {DEFAULT_PORT} is taken: the dashboard is on port {port} instead", flush=True)
+    return port
+
+
+def run(port: int | None, db: str, epochs: int, browser: bool, exit_after: bool) -> int:
+    """Serve on `port` (see `choose_port`) with `db`, train the example, keep serving until
+    a stop signal (or, with `exit_after`, until the training ends)."""
+    port = choose_port(port)
+    if port is None:
+        return 1
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = training = None
@@ -95,7 +133,7 @@ def run(port: int, db: str, epochs: int, browser: bool, exit_after: bool) -> int
             env,
         )
         if not _wait_ready(url, server):
-            print(f"fitwatch demo: the server did not start on port {port} (is it taken?)", file=sys.stderr)
+            print(f"fitwatch demo: the server did not start on port {port} (its error is above)", file=sys.stderr)
             return 1
         print(f"\nfitwatch dashboard: {url}  (Ctrl-C to stop)\n", flush=True)
         if browser:

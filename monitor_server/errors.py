@@ -57,12 +57,38 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class TooLarge(ApiError):
+    status = 413
+
+
+ECHO_MAX = 100  # characters of an offending input (a key, a tag) that an error repeats
+
+
+def clip(text: str) -> str:
+    """`text`, or its first ECHO_MAX characters and an ellipsis."""
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + "…"
+
+
 def validation_detail(errors: list[dict[str, Any]], prefix: tuple = ()) -> list[dict[str, Any]]:
-    """Validation errors without the echoed input, which may hold NaN or huge blobs."""
+    """Validation errors without the echoed input, which may hold NaN or huge blobs; what
+    they still repeat of it (a key in `loc`, a value in `msg`) is clipped."""
     return [
-        {"loc": [*prefix, *e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {
+            "loc": [clip(part) if isinstance(part, str) else part for part in (*prefix, *e.get("loc", ()))],
+            "msg": _clipped_msg(str(e.get("msg", "")), e.get("ctx") or {}),
+            "type": str(e.get("type", "")),
+        }
         for e in errors
     ]
+
+
+def _clipped_msg(msg: str, ctx: dict[str, Any]) -> str:
+    """`msg` with each long value it was formatted from (in `ctx`) clipped."""
+    for value in ctx.values():
+        text = str(value)
+        if len(text) > ECHO_MAX:
+            msg = msg.replace(text, clip(text))
+    return msg
 
 
 def error_response(status: int, detail: Any) -> JSONResponse:

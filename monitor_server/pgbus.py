@@ -27,7 +27,7 @@ import psycopg
 from sqlalchemy.engine import Engine, make_url
 
 from .db import reading
-from .events import EventBus
+from .events import RUNS_TOPIC, EventBus
 from .store.runs import read_run
 
 log = logging.getLogger("fitwatch")
@@ -178,7 +178,8 @@ class PostgresBus(EventBus):
         if "ref" in message:
             try:
                 with reading(self._engine) as conn:
-                    data = read_run(conn, message["ref"], self._stale_after).model_dump(mode="json")
+                    run = read_run(conn, message["ref"], self._stale_after)
+                data = run.summary_json() if message["t"] == RUNS_TOPIC else run.model_dump(mode="json")
             except Exception as exc:  # deleted since, or the database is away
                 log.info("fitwatch: dropped a run event for %s: %s", message["ref"], exc)
                 return

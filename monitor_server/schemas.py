@@ -166,7 +166,11 @@ class RunPublic(BaseModel):
     project: str
     status: RunStatus
     reason: str | None
-    config: dict[str, Any]
+    config: dict[str, Any] | None = Field(
+        None,
+        description="hyperparameters, fit parameters and where the run ran (`context`); "
+        "not in the run list or its stream (up to a megabyte a run): read the run for it",
+    )
     created_at: datetime
     updated_at: datetime
     last_seen: datetime
@@ -174,6 +178,10 @@ class RunPublic(BaseModel):
     controls: dict[str, Any] | None = Field(None, description="what the training says can be steered")
     tags: list[str] = Field(default_factory=list)
     note: str = ""
+
+    def summary_json(self) -> dict[str, Any]:
+        """The run as JSON, the way the list shows it: without its config."""
+        return self.model_dump(mode="json", exclude={"config"})
 
 
 class ProjectPublic(BaseModel):

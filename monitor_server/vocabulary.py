@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import Invalid
+from .errors import Invalid, clip
 from .schemas import NO_NUL, RUN_ID_PATTERN, Name, json_int
 
 CHECKPOINT_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # a file name in the checkpoint folder, never a path
@@ -205,3 +205,27 @@ def check_limits(command: Command, max_lr: float) -> None:
             raise Invalid("learning_rate must be > 0")
     if value is not None and value > max_lr:
         raise Invalid(f"a learning rate of {value} is above this server's limit {max_lr}")
+
+
+def lacking_control(command: Command, controls: dict[str, Any] | None) -> str | None:
+    """Why a run whose training reported `controls` cannot take `command`: a param or an
+    action they do not list (`has no param 'x'; it has: ...`), else None. A run with no
+    controls (a bare MonitorClient) takes any name: its training alone knows them.
+    `learning_rate` stays settable when the model has several optimizers."""
+    if controls is None:
+        return None
+    if isinstance(command, SetParam):
+        params = list(controls.get("params") or {})
+        several = len(controls.get("optimizers") or []) > 1
+        if command.args.name in params or (command.args.name == "learning_rate" and several):
+            return None
+        return _lacks("param", command.args.name, params)
+    if isinstance(command, Action) and command.args.name not in (controls.get("actions") or []):
+        return _lacks("action", command.args.name, controls.get("actions") or [])
+    return None
+
+
+def _lacks(kind: str, name: str, names: list[str], shown: int = 20) -> str:
+    listed = ", ".join(clip(n) for n in names[:shown]) or "none"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"has no {kind} {clip(name)!r}; it has: {listed}{more}"

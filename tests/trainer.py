@@ -8,7 +8,9 @@ the callback has received it, so the test knows the batch edge where it takes ef
 `--report FILE` writes what the process saw as JSON: the threads that ran the batch-end
 hooks, the optimizer's final learning rate, the knob and the History. `--knob` puts a
 `Scale` layer on the logits whose non-trainable weight is the knob `scale` (0 makes every
-loss ln 3); `--action` registers an action `note`.
+loss ln 3); `--action` registers an action `note`; `--schedule` makes the rate a
+`LearningRateSchedule`; `--unsaveable` adds a layer that `model.save` refuses, as Keras
+refuses a layer made with an argument it cannot serialize.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ class Scale(keras.layers.Layer):
         return inputs * self.scale
 
 
+class Unsaveable(keras.layers.Layer):
+    """Made with an argument Keras cannot serialize, so that saving the model fails."""
+
+    def __init__(self, tag: object, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tag = tag
+
+    def call(self, inputs):
+        return inputs
+
+
 class Threads(keras.callbacks.Callback):
     """Notes which threads run batch-end hooks (several, where Keras dispatches them async)."""
 
@@ -85,6 +98,9 @@ def main() -> None:
     parser.add_argument("--knob", action="store_true")
     parser.add_argument("--action", action="store_true")
     parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--schedule", action="store_true")
+    parser.add_argument("--unsaveable", action="store_true")
+    parser.add_argument("--system-interval", type=float, default=10.0, help="seconds between system samples")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -92,9 +108,12 @@ def main() -> None:
     y = rng.integers(0, 3, len(x))
     keras.utils.set_random_seed(0)
     layers = [keras.Input((8,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
-    model = keras.Sequential(layers + ([Scale()] if args.knob else []))
+    model = keras.Sequential(
+        layers + ([Unsaveable(object())] if args.unsaveable else []) + ([Scale()] if args.knob else [])
+    )
+    rate = keras.optimizers.schedules.ExponentialDecay(0.01, 1000, 0.5) if args.schedule else 0.01
     model.compile(
-        optimizer=keras.optimizers.SGD(0.01),
+        optimizer=keras.optimizers.SGD(rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -107,6 +126,7 @@ def main() -> None:
         knobs={"scale": model.layers[-1].scale} if args.knob else None,
         actions={"note": lambda model, step: f"noted {model.name} at step {step}"} if args.action else None,
         checkpoint_dir=args.checkpoint_dir,
+        system_interval=args.system_interval,
     )
     plan: dict[int, list[dict]] = {}
     for step, command in args.at:

@@ -2,25 +2,33 @@
 
 The pages are static; they read everything through the API, so data reaches them only as
 JSON and is put into the page as text. Plotly.js (4.8 MB) is gzipped once in memory
-(1.4 MB) and cached by browsers, revalidated by its version.
+(1.4 MB) and cached by browsers, revalidated by its version. An address that is no page
+(an unknown run, a mistyped path) answers a not-found page for a person; under the API's
+own paths it stays the JSON 404.
 """
 
 from __future__ import annotations
 
 import gzip
+import html
 import importlib.metadata
 import importlib.resources
 import importlib.util
+import re
 from functools import cache
 from pathlib import Path
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ..access import Reader
 from ..db import reading
+from ..errors import NotFound
 from ..report import render as render_report
+from ..schemas import RUN_ID_PATTERN
+from ..store.runs import get_run_row
 from .deps import EngineDep, RunIdPath, SettingsDep
 
 WEB = Path(str(importlib.resources.files("monitor_server.web")))
@@ -40,10 +48,39 @@ PAGE_HEADERS = {
 
 router = APIRouter(include_in_schema=False)
 static = StaticFiles(directory=WEB)
+# Where an unknown address is a program's, answered with the API's JSON 404.
+API_PATHS = ("/api/", "/publish/", "/static/")
+PATH_SHOWN = 200  # characters of an unknown address the not-found page repeats
 
 
 def page(name: str) -> FileResponse:
     return FileResponse(WEB / name, media_type="text/html", headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
+
+
+@cache
+def _not_found_html() -> str:
+    return (WEB / "notfound.html").read_text(encoding="utf-8")
+
+
+def not_found_page(what: str) -> HTMLResponse:
+    """A 404 page that says what is not here and links to the run list."""
+    text = _not_found_html().replace("<!--what-->", html.escape(what))
+    return HTMLResponse(text, status_code=404, headers={**PAGE_HEADERS, "Cache-Control": "no-cache"})
+
+
+def install_not_found(app: FastAPI) -> None:
+    """Answer a person's request for an address that matches no route with a page."""
+    answer_api = app.router.not_found
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and not path.startswith(API_PATHS):
+            shown = path if len(path) <= PATH_SHOWN else path[:PATH_SHOWN] + "…"
+            await not_found_page(f"There is no page at {shown}.")(scope, receive, send)
+        else:
+            await answer_api(scope, receive, send)
+
+    app.router.default = not_found
 
 
 @router.get("/")
@@ -53,8 +90,18 @@ def runs_page() -> FileResponse:
 
 
 @router.get("/runs/{run_id}")
-def run_page(run_id: RunIdPath) -> FileResponse:
-    """One run: live curves and the controls."""
+def run_page(run_id: str, engine: EngineDep, settings: SettingsDep) -> Response:
+    """One run: live curves and the controls. A run that is not there gets the not-found
+    page, unless reads need a token, which a page's address does not carry: then the page
+    itself learns it from the API."""
+    if not re.match(RUN_ID_PATTERN, run_id):
+        return not_found_page(f"There is no run {run_id[:PATH_SHOWN]!r}: a run's id is letters, digits, '_', '.', '-'.")
+    if not settings.protect_reads:
+        try:
+            with reading(engine) as conn:
+                get_run_row(conn, run_id)
+        except NotFound:
+            return not_found_page(f"There is no run {run_id!r}: it was deleted, or never made.")
     return page("run.html")
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
+from ..errors import TooLarge
 from ..events import RUNS_TOPIC, run_topic
 from ..schemas import LIVE, MAX_TAGS, NO_NUL, ProjectPublic, RunCreate, RunPatch, RunPublic, RunStatus, Tag
 from ..store import commands as command_store
@@ -21,9 +23,18 @@ projects = APIRouter(prefix="/api/v1/projects", tags=["runs"])
 
 
 def announce(bus, run: RunPublic) -> None:
-    data = run.model_dump(mode="json")
-    bus.publish(RUNS_TOPIC, "run", data)
-    bus.publish(run_topic(run.id), "run", data)
+    """The run's change: as the list shows it to the list's stream, whole to its own."""
+    bus.publish(RUNS_TOPIC, "run", run.summary_json())
+    bus.publish(run_topic(run.id), "run", run.model_dump(mode="json"))
+
+
+def check_config(config: dict[str, Any] | None, limit: int) -> None:
+    """Refuse a config over `limit` bytes of compact JSON: every read of the run carries it."""
+    if config is None:
+        return
+    size = len(json.dumps(config, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise TooLarge(f"config is {size} bytes of JSON, over the limit of {limit} (FITWATCH_MAX_CONFIG_BYTES)")
 
 
 @router.post(
@@ -35,6 +46,7 @@ def announce(bus, run: RunPublic) -> None:
 )
 def create_run(body: RunCreate, response: Response, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
     """Create a run; with an `id` that exists, answer that run (200) instead."""
+    check_config(body.config, settings.max_config_bytes)
     with writing(engine) as conn:
         row, created = store.create_run(conn, body, time.time())
     with reading(engine) as conn:
@@ -49,6 +61,7 @@ def create_run(body: RunCreate, response: Response, engine: EngineDep, settings:
 @router.get(
     "",
     response_model=list[RunPublic],
+    response_model_exclude={"__all__": {"config"}},  # of every run in the list
     dependencies=[Reader],
     responses={200: {"headers": {"X-Total-Count": {"description": "runs that pass the filters, all pages"}}}},
 )
@@ -72,8 +85,8 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[RunPublic]:
-    """A page of runs, newest first unless sorted otherwise; `X-Total-Count` says how
-    many pass the filters."""
+    """A page of runs, newest first unless sorted otherwise, without their configs;
+    `X-Total-Count` says how many pass the filters."""
     with reading(engine) as conn:
         page, total = store.list_runs(
             conn, settings.stale_after, project, status, limit, offset, q, tag, sort, order == "desc"
@@ -93,6 +106,7 @@ def read_run(run_id: RunIdPath, engine: EngineDep, settings: SettingsDep) -> Run
 def patch_run(run_id: RunIdPath, body: RunPatch, engine: EngineDep, settings: SettingsDep, bus: BusDep) -> RunPublic:
     """Change a run's status (with the reason it ended), name, config, controls, tags (the
     whole set) or note. Ending a run cancels the commands it never acknowledged."""
+    check_config(body.config, settings.max_config_bytes)
     now = time.time()
     with writing(engine) as conn:
         store.patch_run(conn, run_id, body, now)

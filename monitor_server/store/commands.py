@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..config import Settings
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, Invalid, NotFound
 from ..schemas import LIVE, CommandAck, CommandPublic, Skipped, timestamp
 from ..tables import commands, runs
-from ..vocabulary import Command, Targets, stored_args
+from ..vocabulary import Command, Targets, lacking_control, stored_args
 from .runs import effective_status, get_run_row
 
 UNACKNOWLEDGED = ("pending", "delivered")
@@ -65,14 +65,18 @@ def create_command(
     status = effective_status(run, settings.stale_after, now)
     if status not in LIVE:
         raise Conflict(f"run {run_id!r} is {status}, not running: it cannot take commands")
+    lacking = lacking_control(command, run.controls)
+    if lacking is not None:
+        raise Invalid(f"run {run_id!r} {lacking}")
     return get_command(conn, run_id, insert_command(conn, run_id, command, now, issued_by, settings.max_lr))
 
 
 def create_for_runs(
     conn: Connection, targets: Targets, command: Command, now: float, settings: Settings, issued_by: str
 ) -> tuple[list[CommandPublic], list[Skipped]]:
-    """One command for each running (or paused) run of `targets`; the runs skipped, and why.
-    Each run's status is read again under its lock: a run that ends meanwhile is skipped."""
+    """One command for each running (or paused) run of `targets`; the runs skipped, and why
+    (not running, or its controls lack the param or action). Each run's status is read
+    again under its lock: a run that ends meanwhile is skipped."""
     if targets.runs is not None:
         candidates = sorted(set(targets.runs))
     else:
@@ -83,11 +87,13 @@ def create_for_runs(
         query = select(runs).where(runs.c.id == run_id)
         row = conn.execute(query.with_for_update() if conn.dialect.name == "postgresql" else query).first()
         status = "not found" if row is None else effective_status(row, settings.stale_after, now)
-        if status in LIVE:
+        if status not in LIVE:
+            skipped.append(Skipped(run_id=run_id, reason=status if row is None else f"the run is {status}"))
+        elif (lacking := lacking_control(command, row.controls)) is not None:
+            skipped.append(Skipped(run_id=run_id, reason=f"the run {lacking}"))
+        else:
             new_id = insert_command(conn, run_id, command, now, issued_by, settings.max_lr)
             created.append(get_command(conn, run_id, new_id))
-        else:
-            skipped.append(Skipped(run_id=run_id, reason=status if row is None else f"the run is {status}"))
     return created, skipped
 
 

@@ -1,15 +1,16 @@
 """Exports of a run's records: CSV in Keras' CSVLogger layout, and JSONL.
 
 Both are read in one transaction: the run's points are decoded from their chunks into
-arrays (about 50 bytes a point), put in the order they were logged, and streamed out a
-record at a time.
+arrays (about 50 bytes a point) and put in the order they were logged; the transaction ends
+there, and the records are streamed out one at a time (a CSV row a step) from the arrays.
+So a reader that stalls or leaves midway holds no connection and no database snapshot.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from .runs import get_run_row
 
 def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator[dict[str, Any]]:
     """The run's records (of `scope`) in the order they were logged (by wall time, then
-    seq: seqs order the records of one writer only); NaN is a float here."""
+    seq: seqs order the records of one writer only); NaN is a float here. All is read from
+    `conn` before this returns: the iterator needs no transaction."""
     query = select(series.c.id, series.c.scope, series.c.name).where(series.c.run_id == run_id)
     if scope is not None:
         query = query.where(series.c.scope == scope)
@@ -38,12 +40,18 @@ def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator
         parts.append(part)
         owners.append(np.full(len(part), index[row.series_id]))
     if not parts:
-        return
+        return iter(())
     steps, seqs, epochs, walls, vals = (np.concatenate(column) for column in zip(*parts))
     owner = np.concatenate(owners)
     order = np.lexsort((owner, seqs, walls))
-    record: dict[str, Any] | None = None
     columns = (seqs[order], steps[order], epochs[order], walls[order], owner[order], vals[order])
+    return _assembled(names, columns)
+
+
+def _assembled(names: list[Any], columns: tuple[np.ndarray, ...]) -> Iterator[dict[str, Any]]:
+    """Records from their points' columns (seq, step, epoch, wall time, series, value),
+    sorted so that a record's points are next to each other."""
+    record: dict[str, Any] | None = None
     for seq, step, epoch, wall, k, value in zip(*(c.tolist() for c in columns)):
         if record is None or record["seq"] != seq:
             if record is not None:
@@ -62,6 +70,37 @@ def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator
         yield record
 
 
+def by_step(records: Iterable[dict[str, Any]], window: int = 256) -> Iterator[dict[str, Any]]:
+    """Records merged into one row a step, in the order they were logged. The callback logs
+    a rate change as a record of its own just before its step's batch record (and Keras'
+    worker threads may log a few batch records out of order): a record joins the row of its
+    step among the last `window` rows, unless that row has one of its metrics already (a
+    step logged again, by a resumed run). A row's epoch is the latest of its records'."""
+    rows: dict[int, dict[str, Any]] = {}  # row number -> row, oldest first
+    latest: dict[int, int] = {}  # step -> row number of its newest row
+    for number, record in enumerate(records):
+        row = rows.get(latest.get(record["step"], -1))
+        if row is None or not row["metrics"].keys().isdisjoint(record["metrics"]):
+            rows[number] = row = {**record, "metrics": {}}
+            latest[record["step"]] = number
+        elif record["epoch"] is not None:
+            row["epoch"] = max(record["epoch"], row["epoch"] if row["epoch"] is not None else -1)
+        row["metrics"].update(record["metrics"])
+        if len(rows) > window:
+            yield _forget(rows, latest)
+    while rows:
+        yield _forget(rows, latest)
+
+
+def _forget(rows: dict[int, dict[str, Any]], latest: dict[int, int]) -> dict[str, Any]:
+    """The oldest row, taken out of `rows` (and `latest`, when it is its step's newest)."""
+    number = next(iter(rows))
+    row = rows.pop(number)
+    if latest.get(row["step"]) == number:
+        del latest[row["step"]]
+    return row
+
+
 def check_run(engine: Engine, run_id: str) -> None:
     with reading(engine) as conn:
         get_run_row(conn, run_id)
@@ -69,9 +108,10 @@ def check_run(engine: Engine, run_id: str) -> None:
 
 def jsonl(engine: Engine, run_id: str, scope: str | None = None) -> Iterator[bytes]:
     with reading(engine) as conn:
-        for record in records(conn, run_id, scope):
-            record["metrics"] = {k: encode_float(v) for k, v in record["metrics"].items()}
-            yield orjson.dumps(record) + b"\n"
+        found = records(conn, run_id, scope)
+    for record in found:
+        record["metrics"] = {k: encode_float(v) for k, v in record["metrics"].items()}
+        yield orjson.dumps(record) + b"\n"
 
 
 def csv_rows(engine: Engine, run_id: str, scope: str) -> Iterator[str]:
@@ -81,15 +121,16 @@ def csv_rows(engine: Engine, run_id: str, scope: str) -> Iterator[str]:
                 select(series.c.name).where(series.c.run_id == run_id, series.c.scope == scope).order_by(series.c.name)
             ).scalars()
         )
-        lead = ["epoch"] if scope == "epoch" else ["step", "epoch"]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(lead + names)
-        for record in records(conn, run_id, scope):
-            first = [record["step"]] if scope == "epoch" else [record["step"], record["epoch"]]
-            writer.writerow(first + [record["metrics"].get(name, "") for name in names])
-            if buffer.tell() > 65536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+        found = records(conn, run_id, scope)
+    lead = ["epoch"] if scope == "epoch" else ["step", "epoch"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(lead + names)
+    for record in by_step(found):
+        first = [record["step"]] if scope == "epoch" else [record["step"], record["epoch"]]
+        writer.writerow(first + [record["metrics"].get(name, "") for name in names])
+        if buffer.tell() > 65536:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -28,14 +28,33 @@ def effective_status(row: Any, stale_after: float, now: float) -> str:
     return row.status
 
 
+def effective_reason(row: Any, stale_after: float, now: float) -> str | None:
+    """The run's reason; for a silent live run (read as interrupted), how long it was silent."""
+    if effective_status(row, stale_after, now) == "interrupted" and row.status in LIVE:
+        return f"no contact from the training for {_duration(now - row.last_seen)}"
+    return row.reason
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+# What the list reads of a run: a config may be a megabyte, and the list never shows it.
+LIST_COLUMNS = [column for column in runs.c if column.name != "config"]
+
+
 def to_public(row: Any, latest: dict[str, float], tags: list[str], stale_after: float, now: float) -> RunPublic:
+    """The run as the API shows it; a row read without its config (the list's) gives none."""
     return RunPublic(
         id=row.id,
         name=row.name,
         project=row.project,
         status=effective_status(row, stale_after, now),
-        reason=row.reason,
-        config=row.config,
+        reason=effective_reason(row, stale_after, now),
+        config=row.config if "config" in row._mapping else None,
         created_at=timestamp(row.created_at),
         updated_at=timestamp(row.updated_at),
         last_seen=timestamp(row.last_seen),
@@ -134,8 +153,8 @@ def list_runs(
     sort: str = "started",
     descending: bool = True,
 ) -> tuple[list[RunPublic], int]:
-    """A page of the runs that pass the filters, and how many pass them. Ties in the sort
-    break by id, so pages never overlap."""
+    """A page of the runs that pass the filters, without their configs, and how many pass
+    them. Ties in the sort break by id, so pages never overlap."""
     # The status readers see (`effective_status`): a silent live run is interrupted.
     stale = and_(runs.c.status.in_(LIVE), runs.c.last_seen < time.time() - stale_after)
     shown_status = case((stale, "interrupted"), else_=runs.c.status)
@@ -154,7 +173,7 @@ def list_runs(
     for tag in tags:
         where.append(runs.c.id.in_(select(run_tags.c.run_id).where(run_tags.c.tag == tag)))
     total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar_one()
-    query = select(runs).where(*where)
+    query = select(*LIST_COLUMNS).where(*where)
     if sort.startswith("metric:"):
         value = series.c.last_value
         query = query.outerjoin(

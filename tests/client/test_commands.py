@@ -95,7 +95,7 @@ def test_set_lr_on_a_schedule_is_acknowledged_failed(server, api, spool_dir):
     [command] = wait_for(
         lambda: [c for c in commands(api, cb.run_id) if c["status"] == "failed"], what="the failed ack"
     )
-    assert command["message"] == "the learning rate is a ExponentialDecay, a schedule; it cannot be set"
+    assert command["message"] == "the learning rate is an ExponentialDecay, a schedule; it cannot be set"
     assert command["step"] == 2
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
 

@@ -3,10 +3,14 @@ every batch lands exactly once, and what could not be sent waits in the spool.""
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import warnings
 from pathlib import Path
@@ -18,7 +22,7 @@ from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
 from monitor_server.config import Settings
 from tests.conftest import free_port, serve
 
-from .conftest import STEPS, AtStep, batch_steps, fit, records, tiny_model
+from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model
 
 UNREACHABLE = "fitwatch: cannot deliver to"
 
@@ -303,3 +307,80 @@ def test_a_command_applied_just_before_a_crash_is_not_applied_again_when_the_run
         [command] = api.get("/api/v1/runs/crash/commands").json()
         assert (command["status"], command["step"]) == ("applied", 3)  # the crashed process's ack, delivered now
         assert command["message"] == "learning rate 0.01 -> 0.5 at step 3"
+
+
+def where(caught) -> set[tuple[str, int]]:
+    """The source lines fitwatch's warnings were shown at."""
+    return {(w.filename, w.lineno) for w in caught if issubclass(w.category, FitwatchWarning)}
+
+
+def test_warnings_during_fit_point_at_the_users_fit_call(tmp_path):
+    cb = RemoteCallback(url=f"http://127.0.0.1:{free_port()}", spool_dir=tmp_path / "spool", flush_timeout=0.3)
+    model = tiny_model()
+    x, y = data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        model.fit(x, y, batch_size=32, epochs=2, callbacks=[cb], verbose=0)
+    assert any(m.startswith(UNREACHABLE) for m in messages(caught))
+    assert where(caught) == {(__file__, line)}
+
+
+def test_a_warning_from_log_points_at_the_users_log_call(server, spool_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with MonitorClient(url=server.url, spool_dir=spool_dir, flush_interval=0.05) as client:
+            client.log("batch", 0, {"x" * 300: 1.0})  # refused: names are at most 200 characters
+            assert client.flush(5)
+            line = inspect.currentframe().f_lineno + 1
+            client.log("batch", 1, {"loss": 1.0})
+    assert any("refused" in m for m in messages(caught))
+    assert where(caught) == {(__file__, line)}
+
+
+def test_warnings_at_close_point_at_the_users_close_call(tmp_path):
+    client = MonitorClient(url=f"http://127.0.0.1:{free_port()}", spool_dir=tmp_path / "spool", flush_timeout=0.3)
+    client.start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        client.close()
+    shown = messages(caught)
+    assert any(m.startswith(UNREACHABLE) for m in shown) and any("fitwatch sync" in m for m in shown)
+    assert where(caught) == {(__file__, line)}
+
+
+def test_on_jax_warnings_wait_for_the_training_thread_and_point_at_the_fit_call(server, tmp_path):
+    """On JAX, Keras runs the batch-end hooks on worker threads, where no line of the user's
+    is on the stack: what they ran into (here the server refusing a metric name of 300
+    characters) is shown from the training thread, at the fit call."""
+    root = Path(__file__).parents[2]
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys, warnings
+            sys.path.insert(0, {str(root)!r})
+            import keras
+            from client_callbacks import FitwatchWarning, RemoteCallback
+            from tests.client.conftest import AtStep, data, tiny_model
+
+            model, (x, y) = tiny_model(), data()
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy("m" * 300)])
+            cb = RemoteCallback(url={server.url!r}, spool_dir={str(tmp_path / "spool")!r}, flush_interval=0.05)
+            slow = AtStep({{}}, pause=0.05)  # batches go on while the server answers
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.fit(x, y, batch_size=32, epochs=2, callbacks=[cb, slow], verbose=0)  # the fit call
+            ours = [w for w in caught if issubclass(w.category, FitwatchWarning)]
+            print(json.dumps([[w.filename, w.lineno, str(w.message)] for w in ours]))
+            """
+        )
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.splitlines()[-1])
+    line = next(i for i, text in enumerate(script.read_text().splitlines(), 1) if text.endswith("# the fit call"))
+    assert any("refused" in message for _, _, message in shown), shown
+    assert {(filename, lineno) for filename, lineno, _ in shown} == {(str(script), line)}

@@ -165,10 +165,11 @@ def test_an_epoch_that_ended_before_fit_raised_is_stored_and_a_stop_taken_is_ack
     ("raise_", "status", "reason"),
     [
         ('ValueError("loss exploded")', "failed", "ValueError: loss exploded"),
+        ("RuntimeError()", "failed", "RuntimeError"),  # no message: no dangling colon
         # Ctrl-C landing in C code can come out as another error caused by the interrupt.
-        ("from_c(KeyboardInterrupt())", "interrupted", "KeyboardInterrupt: "),
+        ("from_c(KeyboardInterrupt())", "interrupted", "KeyboardInterrupt"),
     ],
-    ids=["error", "interrupt-inside-another-error"],
+    ids=["error", "error-without-message", "interrupt-inside-another-error"],
 )
 def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_path, raise_, status, reason):
     root = Path(__file__).parents[2]
@@ -196,7 +197,7 @@ def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_
         )
     )
     done = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "Error: " in done.stderr
+    assert done.returncode == 1 and "Traceback" in done.stderr
     run = api.get("/api/v1/runs/dies").json()
     assert (run["status"], run["reason"]) == (status, reason)
     assert batch_steps(api, "dies") == list(range(5))
@@ -214,6 +215,25 @@ def test_values_become_floats_and_non_finite_values_pass_through(server, api, sp
     assert stored[0]["metrics"] == {"a": 0.5, "b": 3.0, "nan": "NaN", "inf": "Infinity"}
     assert stored[1]["metrics"] == {"ninf": "-Infinity"}
     assert api.get(f"/api/v1/runs/{client.run_id}").json()["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (KeyboardInterrupt(), "interrupted", "KeyboardInterrupt"),
+        (RuntimeError(), "failed", "RuntimeError"),
+        (RuntimeError("disk full"), "failed", "RuntimeError: disk full"),
+    ],
+    ids=["interrupt", "error-without-message", "error"],
+)
+def test_a_client_left_by_an_exception_names_it(server, api, spool_dir, error, status, reason):
+    from client_callbacks import MonitorClient
+
+    client = MonitorClient(url=server.url, spool_dir=spool_dir)
+    with pytest.raises(type(error)), client:
+        raise error
+    run = api.get(f"/api/v1/runs/{client.run_id}").json()
+    assert (run["status"], run["reason"]) == (status, reason)
 
 
 def test_import_does_not_load_keras_or_tensorflow():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from client_callbacks import RemoteCallback
-from client_callbacks.handlers import Context, Refused, checkpoint
+from client_callbacks.handlers import Context, Refused, action, checkpoint, set_param
 
 from .conftest import STEPS, AtStep, batch_steps, fit, records, send_and_wait, tiny_model, wait_for
 
@@ -64,15 +64,26 @@ def test_set_param_sets_a_knob_the_loss_reads_and_the_compiled_step_uses_it(serv
     assert api.get(f"/api/v1/runs/{cb.run_id}").json()["controls"]["params"]["loss_weight"] == 0.0
 
 
-def test_set_param_of_an_unknown_name_fails_and_lists_what_can_be_set(server, api, spool_dir):
+def send_once_controls_are_known(api, cb, command: dict, answers: list) -> None:
+    """Issue a command once the run shows the controls the training reported."""
+    wait_for(lambda: api.get(f"/api/v1/runs/{cb.run_id}").json().get("controls"), what="the run's controls")
+    answers.append(api.post(f"/api/v1/runs/{cb.run_id}/commands", json=command))
+
+
+def test_set_param_of_an_unknown_name_is_refused_and_lists_what_can_be_set(server, api, spool_dir):
     knob = keras.Variable(0.5, trainable=False)
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, knobs={"dropout_rate": knob})
-    sent = {}
+    answers = []
     bad = {"type": "set_param", "args": {"name": "momentum", "value": 0.9}}
-    fit([AtStep({1: lambda s: sent.update(send_and_wait(api, cb, bad))}), cb], epochs=1)
-    command = the_command(api, cb.run_id, sent["id"])
-    assert command["status"] == "failed"
-    assert command["message"] == "no settable param 'momentum'; settable: learning_rate, dropout_rate"
+    fit([AtStep({1: lambda s: send_once_controls_are_known(api, cb, bad, answers)}), cb], epochs=1)
+    [answer] = answers
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == f"run {cb.run_id!r} has no param 'momentum'; it has: learning_rate, dropout_rate"
+    assert api.get(f"/api/v1/runs/{cb.run_id}/commands").json() == []
+    # One issued before the training reported its controls fails there, naming them too.
+    with pytest.raises(Refused) as refused:
+        set_param(Context(cb.steering, 1, {}), bad["args"])
+    assert str(refused.value) == "no settable param 'momentum'; settable: learning_rate, dropout_rate"
     assert float(knob.numpy()) == 0.5
 
 
@@ -101,7 +112,7 @@ def test_set_lr_by_a_factor_on_a_schedule_fails(server, api, spool_dir):
     command = the_command(api, cb.run_id, sent["id"])
     assert (command["status"], command["message"]) == (
         "failed",
-        "the learning rate is a ExponentialDecay, a schedule; it cannot be set",
+        "the learning rate is an ExponentialDecay, a schedule; it cannot be set",
     )
     assert "learning_rate" not in api.get(f"/api/v1/runs/{cb.run_id}").json()["controls"]["params"]
 
@@ -234,21 +245,32 @@ def test_an_action_is_called_once_with_the_model_and_its_message_or_error_is_the
     def broken(model, step):
         raise RuntimeError("disk full")
 
-    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, actions={"sample": sample, "broken": broken})
+    def mute(model, step):
+        raise RuntimeError()
+
+    actions = {"sample": sample, "broken": broken, "mute": mute}
+    cb = RemoteCallback(url=server.url, spool_dir=spool_dir, actions=actions)
     model = tiny_model()
+    answers = []
     plan = {
         2: lambda s: send_and_wait(api, cb, {"type": "action", "args": {"name": "broken"}}),
+        3: lambda s: send_and_wait(api, cb, {"type": "action", "args": {"name": "mute"}}),
         4: lambda s: send_and_wait(api, cb, {"type": "action", "args": {"name": "sample"}}),
-        6: lambda s: send_and_wait(api, cb, {"type": "action", "args": {"name": "nope"}}),
+        6: lambda s: send_once_controls_are_known(api, cb, {"type": "action", "args": {"name": "nope"}}, answers),
     }
     fit([AtStep(plan), cb], epochs=1, model=model)
     assert calls == [(model, 4)]
-    broke, sampled, unknown = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
+    broke, muted, sampled = api.get(f"/api/v1/runs/{cb.run_id}/commands").json()
     assert (broke["status"], broke["message"]) == ("failed", "RuntimeError: disk full")
+    assert (muted["status"], muted["message"]) == ("failed", "RuntimeError")
     assert (sampled["status"], sampled["message"]) == ("applied", "sampled 2 layers at step 4")
-    assert (unknown["status"], unknown["message"]) == ("failed", "no action 'nope'; registered: broken, sample")
+    assert answers[0].status_code == 422
+    assert answers[0].json()["detail"] == f"run {cb.run_id!r} has no action 'nope'; it has: broken, mute, sample"
+    with pytest.raises(Refused) as refused:
+        action(Context(cb.steering, 6, {}), {"name": "nope"})
+    assert str(refused.value) == "no action 'nope'; registered: broken, mute, sample"
     assert batch_steps(api, cb.run_id) == list(range(STEPS))  # the training went on
-    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["controls"]["actions"] == ["broken", "sample"]
+    assert api.get(f"/api/v1/runs/{cb.run_id}").json()["controls"]["actions"] == ["broken", "mute", "sample"]
 
 
 def test_scheduled_commands_apply_exactly_at_their_step_or_epoch(server, api, spool_dir):

@@ -220,3 +220,87 @@ def test_what_a_started_server_holds_is_out_of_the_cycle_collectors_sight(server
     import gc
 
     assert gc.get_freeze_count() > 100_000
+
+
+def test_fitwatch_alone_prints_help():
+    done = fitwatch()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"usage: fitwatch") and b"serve" in done.stdout and b"export" in done.stdout
+    assert done.stderr == b""
+
+
+def test_fitwatch_version_is_the_package_version():
+    from importlib.metadata import version
+
+    done = fitwatch("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"fitwatch {version('fitwatch')}\n".encode(), b"")
+
+
+def test_export_into_a_pipe_closed_early_ends_quietly(start_server):
+    server = start_server()
+    with server.client() as api:
+        create_run(api, "r")
+        for start in range(0, 20_000, 5_000):  # some 2 MB of JSON lines: far more than a pipe holds
+            api.post("/api/v1/runs/r/logs", json={"records": make_records(5_000, start=start)}).raise_for_status()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FITWATCH_")}
+    done = subprocess.run(
+        ["bash", "-c", 'fitwatch export r --format jsonl | head -1; echo "exit ${PIPESTATUS[0]}" >&2'],
+        env={**clean, "FITWATCH_URL": server.url},
+        capture_output=True,
+        timeout=120,
+    )
+    assert json.loads(done.stdout)["seq"] == 0
+    assert done.stderr in (b"exit 0\n", b"exit 141\n"), done.stderr  # 141: ended by SIGPIPE, as `yes | head -1`
+
+
+def test_export_into_a_missing_folder_is_one_line(start_server, tmp_path):
+    server = start_server()
+    with server.client() as api:
+        create_run(api, "r")
+    target = tmp_path / "missing" / "r.csv"
+    done = fitwatch("export", "r", "-o", str(target), env={"FITWATCH_URL": server.url})
+    assert done.returncode == 1 and done.stdout == b""
+    assert done.stderr.decode().splitlines() == [f"fitwatch export: cannot write {target}: No such file or directory"]
+
+
+def test_export_csv_has_one_row_a_step_with_the_rate_in_its_column(start_server):
+    from tests.server.test_export import batch_records_with_rate_changes
+
+    server = start_server()
+    with server.client() as api:
+        create_run(api, "r")
+        api.post("/api/v1/runs/r/logs", json={"records": batch_records_with_rate_changes()}).raise_for_status()
+    done = fitwatch("export", "r", "--scope", "batch", env={"FITWATCH_URL": server.url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        "step,epoch,loss,lr,lr.critic",
+        "0,0,0.9,0.003,0.01",
+        "1,0,0.8,,",
+        "2,1,0.7,0.0015,",
+        "3,1,,,0.005",
+    ]
+
+
+NOT_SPOOL_FILES = {
+    "text without a newline": b"hello",
+    "a JSON line": b'{"a": 1}\n',
+    "a spool header then text": b'{"fitwatch_spool": 1, "url": "http://127.0.0.1:1", "run_id": "r"}\nhello\n',
+    "a spool header then a list": b'{"fitwatch_spool": 1, "url": "http://127.0.0.1:1", "run_id": "r"}\n[1]\n',
+}
+
+
+@pytest.mark.parametrize("content", list(NOT_SPOOL_FILES.values()), ids=list(NOT_SPOOL_FILES))
+def test_sync_of_a_file_that_is_not_a_spool_file_says_so_and_leaves_it_alone(tmp_path, content):
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(content)
+    done = fitwatch("sync", str(path))
+    assert done.returncode == 1 and done.stdout == b""
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith(f"fitwatch sync: {path}") and "not a fitwatch spool file" in line, line
+    assert path.read_bytes() == content
+
+
+def test_sync_of_a_folder_says_it_is_one(tmp_path):
+    done = fitwatch("sync", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines() == [f"fitwatch sync: {tmp_path} is a folder, not a fitwatch spool file"]

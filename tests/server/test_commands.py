@@ -378,3 +378,60 @@ def test_a_long_poll_does_not_answer_early_for_commands_the_training_holds_alrea
     # It waited its second out (no busy polling for a held command), then answered with it.
     assert got["r"].elapsed.total_seconds() >= 0.9
     assert [c["id"] for c in got["r"].json()] == [command["id"]]
+
+
+CONTROLS = {"params": {"learning_rate": 0.01, "kl_weight": 1.0}, "actions": ["sample"], "checkpoint_dir": "/tmp/c"}
+
+
+def with_controls(api, run_id: str, controls: dict | None = CONTROLS) -> None:
+    create_run(api, run_id)
+    if controls is not None:
+        api.patch(f"/api/v1/runs/{run_id}", json={"controls": controls}).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        ({"type": "set_param", "args": {"name": "momentum", "value": 0.9}}, "learning_rate, kl_weight"),
+        ({"type": "action", "args": {"name": "dump"}}, "sample"),
+    ],
+    ids=["set_param", "action"],
+)
+def test_a_name_the_runs_controls_do_not_have_is_refused_with_the_names_it_has(api, body, names):
+    with_controls(api, "r")
+    detail = assert_error(issue_body(api, "r", body), 422)
+    assert detail.endswith(f"{body['args']['name']!r}; it has: {names}"), detail
+    assert api.get("/api/v1/runs/r/commands").json() == []
+
+
+@pytest.mark.parametrize(
+    ("controls", "body"),
+    [
+        (CONTROLS, {"type": "set_param", "args": {"name": "kl_weight", "value": 0.5}}),
+        (CONTROLS, {"type": "set_param", "args": {"name": "learning_rate", "value": 0.5}}),
+        (CONTROLS, {"type": "action", "args": {"name": "sample"}}),
+        (
+            {"params": {}, "optimizers": [{"name": "d_optimizer"}, {"name": "g_optimizer"}]},
+            {"type": "set_param", "args": {"name": "learning_rate", "value": 0.5, "optimizer": 1}},
+        ),
+        (None, {"type": "set_param", "args": {"name": "momentum", "value": 0.9}}),
+        (None, {"type": "action", "args": {"name": "dump"}}),
+    ],
+    ids=["knob", "learning_rate", "action", "several-optimizers", "no-controls-param", "no-controls-action"],
+)
+def test_names_the_controls_list_or_runs_without_controls_take_the_command(api, controls, body):
+    with_controls(api, "r", controls)
+    assert issue_body(api, "r", body).status_code == 201
+
+
+def test_commands_for_several_runs_skip_runs_whose_controls_lack_the_name(api):
+    with_controls(api, "a")
+    with_controls(api, "b", {"params": {"beta": 0.5}, "actions": []})
+    with_controls(api, "c", None)
+    body = {"runs": ["a", "b", "c"], "type": "set_param", "args": {"name": "beta", "value": 0.1}}
+    answer = api.post("/api/v1/commands", json=body)
+    assert answer.status_code == 201
+    assert [c["run_id"] for c in answer.json()["commands"]] == ["b", "c"]
+    assert answer.json()["skipped"] == [
+        {"run_id": "a", "reason": "the run has no param 'beta'; it has: learning_rate, kl_weight"}
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 
@@ -130,6 +131,24 @@ def test_a_run_that_falls_silent_is_announced_interrupted(start_server):
             post_logs(api, "quiet", make_records(1))  # it talks again
             run, _ = stream.next("run")
             assert (run["id"], run["status"]) == ("quiet", "running")
+        finally:
+            stream.close()
+
+
+def test_a_run_that_falls_silent_says_for_how_long(start_server):
+    server = start_server(stale_after=1.0)
+    with server.client() as api:
+        create_run(api, "quiet")
+        stream = Stream(f"{server.url}/api/v1/events")
+        try:
+            run, _ = stream.next("run")
+            silent = re.fullmatch(r"no contact from the training for (\d+) s", run["reason"] or "")
+            assert run["status"] == "interrupted" and silent and int(silent[1]) >= 1, run
+            read = api.get("/api/v1/runs/quiet").json()
+            assert read["status"] == "interrupted" and read["reason"].startswith("no contact from the training for ")
+            post_logs(api, "quiet", make_records(1))  # it talks again: running, with no reason
+            run, _ = stream.next("run")
+            assert (run["status"], run["reason"]) == ("running", None)
         finally:
             stream.close()
 

@@ -7,6 +7,7 @@ import jsonschema_rs
 import pytest
 
 from tests.helpers import assert_error, create_run, make_records, post_logs
+from tests.server.test_events import Stream
 
 
 def names(response) -> list[str]:
@@ -151,3 +152,26 @@ def test_projects_are_listed_by_name_with_their_run_counts(api):
     ]
     assert api.delete("/api/v1/runs/r1").status_code == 204  # vision's only run
     assert [p["name"] for p in api.get("/api/v1/projects").json()] == ["default", "zoo"]
+
+
+def test_the_list_and_its_stream_leave_configs_out_and_a_run_read_has_its_config(api, server):
+    stream = Stream(f"{server.url}/api/v1/events")
+    try:
+        create_run(api, "r", name="big", config={"layers": list(range(1000))})
+        listed = stream.next("run")[0]
+        run_stream = Stream(f"{server.url}/api/v1/runs/r/events")
+        try:
+            # A long note: on PostgreSQL the event crosses processes by reference, read back whole.
+            patch(api, "r", note="why " * 2500)
+            changed = stream.next("run")[0]
+            assert changed["note"] == "why " * 2500 and "config" not in changed
+            assert run_stream.next("run")[0]["config"]["layers"][-1] == 999  # a run's own stream has it
+        finally:
+            run_stream.close()
+    finally:
+        stream.close()
+    assert listed["name"] == "big" and "config" not in listed
+    [summary] = api.get("/api/v1/runs").json()
+    assert summary["name"] == "big" and "config" not in summary
+    assert set(summary) == set(api.get("/api/v1/runs/r").json()) - {"config"}
+    assert api.get("/api/v1/runs/r").json()["config"] == {"layers": list(range(1000))}

@@ -186,11 +186,38 @@ def test_integers_past_64_bits_in_a_config_come_back_exactly_from_either_databas
         response = api.post("/api/v1/runs", content=sent, headers=JSON)
         assert response.status_code == 201, response.text
         assert json.loads(response.text)["config"] == config
-        assert stream.next("run")[0]["config"] == config
+        assert stream.next("run")[0]["id"] == "big"  # the list's stream: no config
     finally:
         stream.close()
     assert json.loads(api.get("/api/v1/runs/big").text)["config"] == config
-    assert json.loads(api.get("/api/v1/runs").text)[0]["config"] == config
     patched = api.patch("/api/v1/runs/big", content='{"config": {"n": -%s}}' % (2**70), headers=JSON)
     assert json.loads(patched.text)["config"] == {"n": -(2**70)}
     assert json.loads(api.get("/api/v1/runs/big").text)["config"] == {"n": -(2**70)}
+
+
+def config_of_size(size: int) -> dict:
+    """A config whose compact JSON is `size` bytes."""
+    config = {"k": "x" * (size - len('{"k":""}'))}
+    assert len(json.dumps(config, separators=(",", ":"))) == size
+    return config
+
+
+def test_a_config_over_the_limit_is_refused_on_create_and_patch(start_server):
+    server = start_server(max_config_bytes=100)
+    with server.client() as api:
+        detail = assert_error(api.post("/api/v1/runs", json={"id": "r", "config": config_of_size(101)}), 413)
+        assert detail == "config is 101 bytes of JSON, over the limit of 100 (FITWATCH_MAX_CONFIG_BYTES)"
+        assert_error(api.get("/api/v1/runs/r"), 404)  # not created
+        assert create_run(api, "r", config=config_of_size(100))["config"] == config_of_size(100)
+
+        detail = assert_error(api.patch("/api/v1/runs/r", json={"config": config_of_size(101)}), 413)
+        assert "over the limit of 100" in detail
+        assert api.get("/api/v1/runs/r").json()["config"] == config_of_size(100)
+        # Counted in UTF-8: 71 characters, 101 bytes.
+        over = {"k": "\u00e9" * 30 + "x" * 33}
+        assert_error(api.patch("/api/v1/runs/r", json={"config": over}), 413)
+
+
+def test_the_config_limit_is_one_mib_unless_set(api):
+    assert_error(api.post("/api/v1/runs", json={"id": "big", "config": config_of_size(2**20 + 1)}), 413)
+    assert create_run(api, "big", config=config_of_size(2**20))["config"]["k"].startswith("xxx")

@@ -48,3 +48,70 @@ def test_runs_line_up_by_epoch_zoom_by_their_own_steps_and_show_status_live(page
     api.patch("/api/v1/runs/a", json={"status": "finished"})
     expect(page.locator("#legend li[data-id=a] .badge")).to_have_text("finished")
     expect(page.locator("#legend li[data-id=b] .badge")).to_have_text("running")
+
+
+def epoch_records(metrics: dict[str, float], epochs: int = 3, seq: int = 1000) -> list[dict]:
+    return [
+        {"seq": seq + i, "scope": "epoch", "step": i, "epoch": i, "wall_time": 100.0 + i, "metrics": metrics}
+        for i in range(epochs)
+    ]
+
+
+def test_compare_names_the_runs_that_lack_the_chosen_metric(page, api):
+    for run_id, metrics in (("a", {"loss": 1.0, "val_loss": 1.5}), ("b", {"loss": 1.0}), ("c", {"loss": 2.0})):
+        create_run(api, run_id, name=f"run {run_id}")
+        post_logs(api, run_id, epoch_records(metrics))
+    page.goto("/compare?runs=a,b,c")
+    page.wait_for_selector(READY)
+    expect(page.locator("#missing")).to_be_hidden()  # every run has epoch/loss
+
+    page.select_option("#metric", "epoch/val_loss")
+    expect(page.locator("#missing")).to_have_text("run b and run c have no val_loss (epoch) points yet.")
+    post_logs(api, "b", epoch_records({"val_loss": 1.2}, epochs=1, seq=2000))  # b logs it: drawn and no longer named
+    expect(page.locator("#missing")).to_have_text("run c has no val_loss (epoch) points yet.")
+    page.wait_for_function("() => document.querySelector('.plot').data.find(t => t.name === 'run b').x.length === 1")
+
+
+def axis(page) -> tuple[str, str, list[str]]:
+    """What the x-axis choice shows, what the chart's axis reads, and the choices offered."""
+    page.wait_for_function("() => document.querySelector('.plot .xtitle')")
+    return (
+        page.locator("#xmode option:checked").inner_text(),
+        page.locator(".plot .xtitle").text_content(),
+        [o.inner_text() for o in page.locator("#xmode option:not([hidden])").all()],
+    )
+
+
+def test_the_x_axis_choice_says_what_the_axis_shows(page, api):
+    for run_id, per_epoch in STEPS_PER_EPOCH.items():
+        create_run(api, run_id, name=f"run {run_id}", config={"fit": {"steps": per_epoch, "epochs": 2}})
+        post_logs(api, run_id, batch_records(per_epoch, 2) + epoch_records({"loss": 0.5}, epochs=2))
+        system = {"seq": 3000, "scope": "system", "step": 0, "wall_time": 1.0, "metrics": {"cpu_percent": 50.0}}
+        post_logs(api, run_id, [system])
+    page.goto("/compare?runs=a,b")
+    page.wait_for_selector(READY)
+    assert axis(page) == ("epoch", "epoch", ["epoch", "wall time"])  # an epoch metric's steps are its epochs
+
+    page.select_option("#metric", "batch/loss")
+    assert axis(page) == ("step", "step", ["step", "epoch", "wall time"])
+    page.select_option("#xmode", "epoch")
+    page.wait_for_function("() => document.querySelector('.plot .xtitle').textContent === 'epoch'")
+    assert axis(page)[0] == "epoch"
+
+    page.select_option("#metric", "system/cpu_percent")
+    assert axis(page) == ("sample", "sample", ["sample", "wall time"])
+    page.select_option("#metric", "batch/loss")  # the choice made for batches holds
+    assert axis(page)[:2] == ("epoch", "epoch")
+
+
+def test_the_note_on_running_means_shows_for_batch_metrics_only(page, api):
+    create_run(api, "a", name="run a", config={"fit": {"steps": 10}})
+    post_logs(api, "a", batch_records(10, 2) + epoch_records({"loss": 0.5}, epochs=2))
+    page.goto("/compare?runs=a")
+    page.wait_for_selector(READY)
+    note = page.get_by_text("running means over the epoch")
+    expect(note).to_be_hidden()  # epoch/loss is chosen first
+    page.select_option("#metric", "batch/loss")
+    expect(note).to_be_visible()
+    page.select_option("#metric", "epoch/loss")
+    expect(note).to_be_hidden()

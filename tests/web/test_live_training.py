@@ -191,7 +191,10 @@ def test_every_control_built_from_the_runs_controls_works_on_a_full_speed_fit(pa
         assert proc.returncode == 0, errors
 
     assert page.evaluate("() => window.sameDocument") is True
-    markers = page.evaluate("() => document.querySelector('.plot').layout.annotations.map(a => a.text)")
+    # Labels of commands close together share one mark; its hover lists them all.
+    markers = page.evaluate(
+        "() => document.querySelector('.plot').layout.annotations.flatMap(a => a.hovertext.split('<br>'))"
+    )
     assert set(markers) >= {
         "scale = 0.5",
         "lr \u00d70.5",

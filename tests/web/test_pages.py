@@ -89,6 +89,7 @@ def test_epoch_chart_puts_train_and_validation_together(page, api):
 
 def test_stop_and_set_lr_send_commands_and_the_history_updates_live(page, api):
     create_run(api, "r1")
+    api.patch("/api/v1/runs/r1", json={"controls": {"params": {"learning_rate": 0.01}}})  # what a training reports
     open_run(page, "r1")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#stop")
@@ -331,6 +332,7 @@ def test_a_command_can_be_cancelled_from_its_row(page, api):
 
 @pytest.mark.parametrize("path", ["/", "/runs/r1", "/compare?runs=r1"])
 def test_pages_send_security_headers(api, path):
+    create_run(api, "r1")
     response = api.get(path)
     assert response.status_code == 200
     policy = response.headers["content-security-policy"]
@@ -368,6 +370,7 @@ def test_page_asks_for_the_token_once_and_sends_it(browser, start_server, tmp_pa
     server = start_server(token="s3cret")
     with server.client(headers={"authorization": "Bearer s3cret"}) as api:
         create_run(api, "r1")
+        api.patch("/api/v1/runs/r1", json={"controls": {"params": {"learning_rate": 0.01}}})
     context = browser.new_context(base_url=server.url)
     page = context.new_page()
     prompts = []

@@ -16,6 +16,7 @@ from tests.web.conftest import watch
 from tests.web.test_live_training import READY, has_points, training
 
 PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1440, "height": 900}
 WIDE = {"width": 2400, "height": 1200}
 EPOCH = [
     {"seq": 100, "scope": "epoch", "step": 0, "epoch": 0, "wall_time": 2.0, "metrics": {"loss": 0.5, "accuracy": 0.8}}
@@ -148,6 +149,49 @@ def test_the_run_list_fits_a_phone_with_long_names_and_tags(page_at, api):
         shown = boxes(page, selector)
         assert len(shown) == 3
         assert all(box["left"] >= 0 and box["right"] <= PHONE["width"] for box in shown), shown
+
+
+LONG_PROJECT = "imagenet-resnet50-ablation-" + "sweep-with-a-long-project-name-" * 3
+LONG_METRIC = "val_sparse_top_5_categorical_accuracy_" + "on_the_held_out_images_" * 3
+# Lines of text an element's content takes.
+LINES = """e => { const r = document.createRange(); r.selectNodeContents(e);
+    return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; }"""
+CUT = "e => e.scrollWidth > e.clientWidth"  # shown shorter than it is
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_long_project_and_metric_names_are_cut_short_and_named_in_full_on_hover(page_at, api, viewport):
+    epoch = {"seq": 0, "scope": "epoch", "step": 0, "epoch": 0, "wall_time": 1.0}
+    for i in range(3):
+        create_run(api, f"r{i}", name=f"run-{i}", project=LONG_PROJECT)
+        assert post_logs(api, f"r{i}", [{**epoch, "metrics": {"loss": 0.5, LONG_METRIC: 0.9}}]).is_success
+    page = page_at(viewport, phone=viewport is PHONE)
+    page.goto("/")
+    page.wait_for_selector(READY)
+    expect(page.locator("#runs tr")).to_have_count(3)
+
+    # A filter chosen is named in full on hover; the list is drawn again with it.
+    page.select_option("#project", LONG_PROJECT)
+    expect(page.locator("#project")).to_have_attribute("title", LONG_PROJECT)
+    filters = [page.locator("#project")]
+    if viewport is LAPTOP:  # a phone leaves out the project and metric columns
+        page.select_option("#metric", LONG_METRIC)
+        expect(page.locator("#metric")).to_have_attribute("title", LONG_METRIC)
+        filters.append(page.locator("#metric"))
+        project = page.locator(f'#runs td [title="{LONG_PROJECT}"]')
+        expect(project).to_have_count(3)
+        assert project.first.evaluate(CUT)
+        started = page.evaluate(
+            "() => [...document.querySelectorAll('thead th')].findIndex(th => th.dataset.sort === 'started')"
+        )
+        assert [tr.locator("td").nth(started).evaluate(LINES) for tr in page.locator("#runs tr").all()] == [1, 1, 1]
+    for select in filters:  # cut short too
+        assert select.bounding_box()["width"] <= 300, select.bounding_box()
+    metric = page.locator(f'#runs td.latest [title="{LONG_METRIC}"]')
+    expect(metric).to_have_count(3)
+    assert metric.first.evaluate(CUT) and metric.first.evaluate(LINES) == 1
+    assert_no_page_overflow(page)
+    assert page.locator(".scroll").evaluate("e => e.scrollWidth <= e.clientWidth")  # the table fits too
 
 
 def test_charts_fill_a_wide_screen_and_follow_its_width(page_at, api):

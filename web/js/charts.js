@@ -1,43 +1,94 @@
 // Plotly charts: several series on one chart, EMA smoothing (raw line kept faint), log-y,
 // x by step / epoch / wall time (system samples: sample number or wall time), zoom that
 // asks the server for the range, live points with Plotly.extendTraces, visible markers for
-// NaN and ±Infinity, and markers where commands applied and rules fired.
+// NaN, ±Infinity and values too large to draw, and markers where commands applied and
+// rules fired, merged where their labels would overlap.
 
 import { num } from "./api.js";
-import { el } from "./util.js";
+import { el, fmtValue } from "./util.js";
 
 const PALETTE = ["#1f6feb", "#e8710a", "#1a9c4b", "#9b51e0", "#d6336c", "#0f9fb5", "#7d6608", "#5c677d"];
 const NONFINITE_COLOR = "#d62728";
+const MARKER_COLOR = "#6e7781";
 const LIVE_LIMIT = 6000; // points a trace may grow to live before it is read again, downsampled
+// Plotly's paths break (NaN in the SVG) on values a few orders past this: 1e305 did.
+const DRAWABLE = 1e300;
+const LABEL_CHARS = 24; // a marker's label is cut there; its hover has it whole
+const CHAR_PX = 6; // about the width of a character of a marker's 10 px label
+const TICK_CHAR_PX = 8; // ... and of a tick label's
 
 export const colorAt = (i) => PALETTE[i % PALETTE.length];
+
+const drawable = (v) => Number.isFinite(v) && Math.abs(v) <= DRAWABLE;
 
 function ema(values, alpha) {
   const out = new Array(values.length);
   let last = null;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
-    if (Number.isFinite(v)) last = last === null ? v : alpha * last + (1 - alpha) * v;
-    out[i] = Number.isFinite(v) ? last : null;
+    if (drawable(v)) last = last === null ? v : alpha * last + (1 - alpha) * v;
+    out[i] = drawable(v) ? last : null;
   }
   return out;
 }
+
+/** The points a line cannot show, each as a mark at the last drawable value before it
+ * (the first one, for those before any) named in the hover: NaN, ±Infinity, and finite
+ * values past DRAWABLE with their value. */
+function undrawn(values) {
+  const marks = [];
+  let last = values.find(drawable) ?? 0;
+  values.forEach((v, i) => {
+    if (drawable(v)) last = v;
+    else marks.push({ i, y: last, text: Number.isNaN(v) ? "NaN" : Number.isFinite(v) ? fmtValue(v) : v > 0 ? "+Infinity" : "-Infinity" });
+  });
+  return marks;
+}
+
+/** Whole-number ticks for an axis of steps, epochs or samples from `lo` to `hi`, `width`
+ * px wide: over a short span Plotly ticks fractions (two epochs read "0 0 0 1 1 1"), so
+ * there the ticks go by 1 (2 or 5 where long numbers would not fit), and it spans a lone
+ * point from -1 to 1, so that gets ±0.5. */
+function wholeTicks(lo, hi, width) {
+  const axis = { tickformat: "d" };
+  if (hi - lo < 10) {
+    const fit = Math.max(1, Math.floor(width / (String(Math.round(hi)).length * TICK_CHAR_PX + 20)));
+    const dtick = [1, 2, 5].find((d) => (hi - lo) / d < fit) ?? 10;
+    Object.assign(axis, { tickmode: "linear", tick0: 0, dtick });
+  }
+  if (hi === lo) axis.range = [lo - 0.5, hi + 0.5];
+  return axis;
+}
+
+const cut = (label) => (label.length > LABEL_CHARS ? `${label.slice(0, LABEL_CHARS - 1)}…` : label);
+const groupText = (group) => cut(group[0].label) + (group.length > 1 ? ` +${group.length - 1}` : "");
+const labelPx = (text) => text.length * CHAR_PX;
 
 export class Chart {
   /**
    * @param {HTMLElement} parent where the chart goes
    * @param {object} opts title, onZoom(range) with range null (all) or a function of a series
    *   giving its [since, until] steps, settings (shared object:
-   *   smoothing, logy, xmode, stepsPerEpoch)
+   *   smoothing, logy, xmode, stepsPerEpoch), xmode (this chart's own, over the settings'),
+   *   reach (a Map of scope to the newest {step, wall} seen: series are step lines, each
+   *   drawn on to its scope's reach)
    */
-  constructor(parent, { title, onZoom, settings }) {
+  constructor(parent, { title, onZoom, settings, xmode = null, reach = null }) {
     this.settings = settings;
     this.onZoom = onZoom;
+    this.ownXmode = xmode;
+    this.reach = reach;
     this.series = new Map();
     this.markers = new Map(); // source (commands, rules) -> [{step, label, scope?, color?, wall?}]
     this.badge = el("span", { className: "badge downsampled", hidden: true });
+    this.tooLarge = el("span", {
+      className: "badge too-large",
+      hidden: true,
+      title: `Values beyond ±${DRAWABLE} cannot be drawn: each is a red × at the value before it; hover it for the value.`,
+    });
     this.plot = el("div", { className: "plot" });
-    this.node = el("section", { className: "chart" }, el("header", {}, el("h3", { text: title }), this.badge), this.plot);
+    const badges = el("span", { className: "badges" }, this.tooLarge, this.badge);
+    this.node = el("section", { className: "chart" }, el("header", {}, el("h3", { text: title }), badges), this.plot);
     parent.append(this.node);
     this.zoomed = false;
     this.rendered = false;
@@ -86,8 +137,12 @@ export class Chart {
     return s.scope === "batch" ? s.stepsPerEpoch || this.settings.stepsPerEpoch : null;
   }
 
+  xmode() {
+    return this.ownXmode || this.settings.xmode;
+  }
+
   x(s, i) {
-    const { xmode } = this.settings;
+    const xmode = this.xmode();
     if (xmode === "wall") return new Date(s.walls[i] * 1000);
     const perEpoch = this.perEpoch(s);
     return xmode === "epoch" && perEpoch ? s.steps[i] / perEpoch : s.steps[i];
@@ -96,23 +151,51 @@ export class Chart {
   /** The step of series `s` at `x` on the axis. */
   toStep(x, s) {
     const perEpoch = this.perEpoch(s);
-    return this.settings.xmode === "epoch" && perEpoch ? x * perEpoch : x;
+    return this.xmode() === "epoch" && perEpoch ? x * perEpoch : x;
+  }
+
+  /** Where the step line of series `s` ends: its scope's reach, when past its last point. */
+  reachOf(s) {
+    const reach = this.reach?.get(s.scope);
+    const last = s.values.length - 1;
+    return reach && last >= 0 && reach.step > s.steps[last] && drawable(s.values[last]) ? reach : null;
+  }
+
+  /** The lowest and highest x of the points drawn (steps come in order), reaches included. */
+  extent() {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const s of this.series.values()) {
+      if (!s.steps.length) continue;
+      const reach = this.reachOf(s);
+      lo = Math.min(lo, this.x(s, 0));
+      hi = Math.max(hi, reach ? this.x({ ...s, steps: [reach.step], walls: [reach.wall] }, 0) : this.x(s, s.steps.length - 1));
+    }
+    return [lo, hi];
   }
 
   traces() {
-    const { smoothing, xmode } = this.settings;
+    const { smoothing } = this.settings;
     const traces = [];
     for (const s of this.series.values()) {
       const xs = s.steps.map((_, i) => this.x(s, i));
-      const finite = s.values.map((v) => (Number.isFinite(v) ? v : null));
+      const ys = s.values.map((v) => (drawable(v) ? v : null));
+      const sizes = xs.map(() => 5);
+      const reach = this.reachOf(s);
+      if (reach) {
+        // The value holds until now: a step on to the newest step seen, with no dot there.
+        xs.push(this.x({ ...s, steps: [reach.step], walls: [reach.wall] }, 0));
+        ys.push(ys.at(-1));
+        sizes.push(0);
+      }
       traces.push({
         name: s.label,
         x: xs,
-        y: finite,
+        y: ys,
         type: "scatter",
         mode: xs.length <= 60 ? "lines+markers" : "lines",
-        marker: { size: 5 },
-        line: { color: s.color, width: smoothing > 0 ? 1 : 1.6, shape: s.key.endsWith("/lr") ? "hv" : "linear" },
+        marker: { size: sizes },
+        line: { color: s.color, width: smoothing > 0 ? 1 : 1.6, shape: this.reach ? "hv" : "linear" },
         opacity: smoothing > 0 ? 0.25 : 1,
         showlegend: smoothing === 0,
         legendgroup: s.key,
@@ -129,23 +212,13 @@ export class Chart {
           hovertemplate: `${s.label} (smoothed): %{y}<extra></extra>`,
         });
       }
-      // NaN and ±Infinity: a red mark at the last finite value before it, named in the hover.
-      const bad = { x: [], y: [], text: [] };
-      let last = 0;
-      s.values.forEach((v, i) => {
-        if (Number.isFinite(v)) last = v;
-        else {
-          bad.x.push(xs[i]);
-          bad.y.push(last);
-          bad.text.push(Number.isNaN(v) ? "NaN" : v > 0 ? "+Infinity" : "-Infinity");
-        }
-      });
-      if (bad.x.length) {
+      const marks = undrawn(s.values);
+      if (marks.length) {
         traces.push({
           name: `${s.label}: non-finite`,
-          x: bad.x,
-          y: bad.y,
-          text: bad.text,
+          x: marks.map((m) => xs[m.i]),
+          y: marks.map((m) => m.y),
+          text: marks.map((m) => m.text),
           mode: "markers",
           marker: { color: NONFINITE_COLOR, symbol: "x-thin-open", size: 12, line: { width: 2, color: NONFINITE_COLOR } },
           hovertemplate: `${s.label}: %{text} at %{x}<extra></extra>`,
@@ -159,40 +232,78 @@ export class Chart {
   }
 
   layout() {
-    const { logy, xmode } = this.settings;
+    const { logy } = this.settings;
+    const xmode = this.xmode();
     const scopes = [...this.series.values()].map((s) => s.scope);
     const epochs = scopes.every((scope) => scope !== "batch");
     const samples = scopes.length > 0 && scopes.every((scope) => scope === "system"); // steps are sample numbers
-    const shapes = [];
-    const annotations = [];
-    for (const m of [...this.markers.values()].flat()) {
-      if (xmode === "wall" && m.wall === undefined) continue;
-      const s = { scope: m.scope || "batch", steps: [m.step], walls: [m.wall] };
-      const x = this.x(s, 0);
-      const color = m.color || "#6e7781";
-      shapes.push({ type: "line", x0: x, x1: x, yref: "paper", y0: 0, y1: 1, line: { color, width: 1, dash: "dot" } });
-      annotations.push({ x, yref: "paper", y: 1, text: m.label, showarrow: false, yanchor: "bottom", font: { size: 10, color } });
-    }
+    const [lo, hi] = this.extent();
+    const width = Math.max(100, (this.plot.clientWidth || 800) - 60); // the plot area, about
+    const markers = this.markerLayout(xmode, lo, hi, width);
+    // Steps, epochs and samples are whole numbers; a batch's epoch is a fraction.
+    const whole = xmode !== "wall" && (epochs || xmode === "step") && lo <= hi;
     return {
-      margin: { l: 48, r: 12, t: 18, b: 36 },
+      // Marker labels go below the mode bar (22 px, shown on hover), which would cover them.
+      margin: { l: 48, r: 12, t: markers.annotations.length ? 42 : 18, b: 36 },
       height: 260,
       hovermode: "x unified",
       legend: { orientation: "h", y: -0.22 },
       xaxis: {
         title: { text: xmode === "wall" ? "" : samples ? "sample" : epochs || xmode === "epoch" ? "epoch" : "step", standoff: 4 },
         type: xmode === "wall" ? "date" : "linear",
-        tickformat: xmode !== "wall" && epochs ? "d" : undefined,
+        ...(whole ? wholeTicks(lo, hi, width) : {}),
+        ...(xmode === "wall" && lo === hi ? { range: [new Date(lo - 60_000), new Date(hi + 60_000)] } : {}),
       },
       yaxis: { type: logy ? "log" : "linear", exponentformat: "e", range: this.flatRange(logy) },
-      shapes,
-      annotations,
+      ...markers,
       uirevision: `${xmode}-${logy}`,
+    };
+  }
+
+  /** A dotted line at each marker, and its label above the chart. Labels that would
+   * overlap (commands a few steps apart) merge into one, "first +N", with every label in
+   * its hover. Where a label falls is estimated from the points' extent `lo`..`hi` over
+   * `width` px. */
+  markerLayout(xmode, lo, hi, width) {
+    const placed = [];
+    for (const m of [...this.markers.values()].flat()) {
+      if (xmode === "wall" && m.wall === undefined) continue;
+      const x = this.x({ scope: m.scope || "batch", steps: [m.step], walls: [m.wall] }, 0);
+      placed.push({ x, at: Number(x), label: m.label, color: m.color || MARKER_COLOR });
+    }
+    if (!placed.length) return { shapes: [], annotations: [] };
+    placed.sort((a, b) => a.at - b.at);
+    const from = Math.min(lo, placed[0].at);
+    const span = Math.max(hi, placed.at(-1).at) - from;
+    const px = (at) => (span > 0 ? ((at - from) / span) * width : 0);
+    const groups = [];
+    for (const p of placed) {
+      const group = groups.at(-1);
+      const right = group && px(group[0].at) + labelPx(groupText(group)) / 2;
+      if (group && px(p.at) - labelPx(cut(p.label)) / 2 < right + CHAR_PX) group.push(p);
+      else groups.push([p]);
+    }
+    return {
+      shapes: placed.map(({ x, color }) => ({ type: "line", x0: x, x1: x, yref: "paper", y0: 0, y1: 1, line: { color, width: 1, dash: "dot" } })),
+      annotations: groups.map((group) => {
+        const colors = new Set(group.map((p) => p.color));
+        return {
+          x: group[0].x,
+          yref: "paper",
+          y: 1,
+          text: groupText(group),
+          hovertext: group.map((p) => p.label).join("<br>"),
+          showarrow: false,
+          yanchor: "bottom",
+          font: { size: 10, color: colors.size === 1 ? group[0].color : MARKER_COLOR },
+        };
+      }),
     };
   }
 
   /** A y range around a series that never changes (Plotly would span ±1 around it). */
   flatRange(logy) {
-    const values = [...this.series.values()].flatMap((s) => s.values.filter(Number.isFinite));
+    const values = [...this.series.values()].flatMap((s) => s.values.filter(drawable));
     if (!values.length || logy || values.some((v) => v !== values[0]) || values[0] === 0) return undefined;
     const v = values[0];
     return [v - Math.abs(v) / 2, v + Math.abs(v) / 2];
@@ -214,6 +325,9 @@ export class Chart {
       this.badge.textContent = `downsampled ${s.steps.length.toLocaleString()} / ${s.count.toLocaleString()}`;
       this.badge.title = "Each bucket keeps its min and max, and every NaN/Inf point. Zoom in for full resolution.";
     }
+    const huge = [...this.series.values()].reduce((n, s) => n + s.values.filter((v) => Number.isFinite(v) && !drawable(v)).length, 0);
+    this.tooLarge.hidden = huge === 0;
+    this.tooLarge.textContent = `${huge} value${huge === 1 ? "" : "s"} too large to draw`;
     const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
     Plotly.react(this.plot, this.traces(), this.layout(), config);
     if (!this.rendered) {
@@ -231,7 +345,7 @@ export class Chart {
   }
 
   relayout(event) {
-    if (!this.onZoom || this.settings.xmode === "wall") return;
+    if (!this.onZoom || this.xmode() === "wall") return;
     if (event["xaxis.autorange"]) {
       this.zoomed = false;
       this.onZoom(null);

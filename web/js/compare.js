@@ -13,12 +13,20 @@ const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null
 let chart = null;
 let metric = null; // "scope/name"
 const runs = new Map();
+const has = new Map(); // id -> the "scope/name" of each series the run has points of
+
+/** A metric's scope and name (a name may hold slashes). */
+function split(key) {
+  const [scope, ...rest] = key.split("/");
+  return [scope, rest.join("/")];
+}
 
 async function draw() {
   held = held || []; // points that come while the runs are read wait for the read
   $("charts").replaceChildren();
-  const [scope, ...rest] = metric.split("/");
-  const name = rest.join("/");
+  const [scope, name] = split(metric);
+  fitAxisChoice(scope);
+  $("running-means").hidden = scope !== "batch";
   chart = new Chart($("charts"), { title: `${name} (${scope})`, settings, onZoom: (range) => load(range).then(() => chart.render()).catch(showError) });
   ids.forEach((id, i) => {
     // By epoch, each run's batches are scaled by its own steps per epoch.
@@ -26,8 +34,37 @@ async function draw() {
   });
   await load(null);
   chart.render();
+  renderMissing();
   for (const [id, data] of held) onMetrics(id, data);
   held = null;
+}
+
+/** The x-axis choice in the words of the chart's axis: an epoch series' steps are its
+ * epochs, system samples are counted; the choice made for batches holds for them. */
+function fitAxisChoice(scope) {
+  const select = $("xmode");
+  const [step, epoch] = select.options;
+  const byEpoch = scope === "epoch" || scope === "eval";
+  step.textContent = scope === "system" ? "sample" : "step";
+  step.hidden = byEpoch;
+  epoch.hidden = scope === "system";
+  if (settings.xmode !== "wall") select.value = byEpoch ? "epoch" : scope === "system" ? "step" : settings.xmode;
+}
+
+/** Name the runs with no points of the metric: the chart has no line for them. */
+function renderMissing() {
+  const [scope, name] = split(metric);
+  const lacking = ids.filter((id) => !has.get(id).has(metric)).map((id) => runs.get(id).name);
+  const verb = lacking.length === 1 ? "has" : "have";
+  $("missing").textContent = `${new Intl.ListFormat("en").format(lacking)} ${verb} no ${name} (${scope}) points yet.`;
+  $("missing").hidden = lacking.length === 0;
+}
+
+/** The series each run has, for the metric choice and to know which runs lack one. */
+async function readSeries() {
+  const lists = await Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}/series`)));
+  ids.forEach((id, i) => has.set(id, new Set(lists[i].map((s) => `${s.scope}/${s.name}`))));
+  return lists;
 }
 
 /** Each run as it is now, into the legend and the table of differences. */
@@ -42,18 +79,14 @@ let redrawing = null;
 /** Read again once resyncs pause: a restart resyncs every run's stream at once. */
 function redrawSoon() {
   clearTimeout(redrawing);
-  redrawing = setTimeout(() => metric && Promise.all([readRuns(), draw()]).catch(showError), 300);
+  redrawing = setTimeout(() => metric && Promise.all([readRuns(), readSeries().then(draw)]).catch(showError), 300);
 }
 
 async function load(range) {
-  const [scope, ...rest] = metric.split("/");
+  const [scope, name] = split(metric);
   await Promise.all(
-    ids.map(async (id) => {
-      try {
-        chart.setData(id, await api(seriesUrl(id, scope, rest.join("/"), stepParams(range, chart.series.get(id)))));
-      } catch (error) {
-        if (error.status !== 404) throw error; // this run has no such series
-      }
+    ids.filter((id) => has.get(id).has(metric)).map(async (id) => {
+      chart.setData(id, await api(seriesUrl(id, scope, name, stepParams(range, chart.series.get(id)))));
     }),
   );
 }
@@ -129,10 +162,7 @@ async function main() {
       resync: redrawSoon, // some points are lost to this page: read again
     });
   }
-  const [lists] = await Promise.all([
-    Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}/series`))),
-    readRuns(),
-  ]);
+  const [lists] = await Promise.all([readSeries(), readRuns()]);
   fleetControls($("fleet"), () => ids)([...runs.values()].some((run) => LIVE.includes(run.status)));
   const metrics = [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))].sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
   const select = $("metric");
@@ -150,8 +180,10 @@ async function main() {
 }
 
 function onMetrics(id, { records }) {
-  const [scope, ...rest] = metric.split("/");
-  const name = rest.join("/");
+  const lacked = !has.get(id).has(metric);
+  for (const r of records) for (const n of Object.keys(r.metrics)) has.get(id).add(`${r.scope}/${n}`);
+  if (lacked && has.get(id).has(metric)) renderMissing();
+  const [scope, name] = split(metric);
   const last = chart.series.get(id)?.steps.at(-1) ?? -1;
   const points = records.filter((r) => r.scope === scope && name in r.metrics && r.step > last).map((r) => [r.step, r.metrics[name], r.wall_time]);
   if (points.length) chart.extend(id, points);

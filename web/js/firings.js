@@ -2,15 +2,17 @@
 // issued. Firings arrive from the first read and then live as `rule` events.
 
 import { num } from "./api.js";
-import { el, fmtDate, fmtValue } from "./util.js";
+import { el, fmtTime, fmtValue } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 export const FIRING_COLOR = "#d62728";
 
 export class Firings {
-  /** `onMarkers(firings)` gets every firing, to mark on the chart of its series. */
-  constructor(onMarkers) {
+  /** `onMarkers(firings)` gets every firing, to mark on the chart of its series;
+   * `commandNumber(id)` the number the run's command list shows for a command. */
+  constructor(onMarkers, commandNumber) {
     this.onMarkers = onMarkers;
+    this.commandNumber = commandNumber;
     this.firings = new Map(); // id -> firing
   }
 
@@ -29,8 +31,8 @@ export class Firings {
           el("td", { text: f.description }),
           el("td", { text: f.suppressed ? `from ${f.step}` : String(f.step) }),
           el("td", { className: "num", text: fmtValue(typeof f.value === "string" ? f.value : num(f.value)) }),
-          el("td", { text: f.command_id === null ? f.message || "notified" : `command ${f.command_id}` }),
-          el("td", { text: fmtDate(f.created_at) }),
+          el("td", { text: f.command_id === null ? f.message || "notified" : `command ${this.commandNumber(f.command_id) ?? ""}`.trim() }),
+          el("td", { text: fmtTime(f.created_at) }),
         ),
       ),
     );

@@ -87,10 +87,109 @@ async function remove(rule) {
   }
 }
 
-/** A number field: null when blank or not a number, so that the server names it. */
-const number = (input) => (input.value.trim() === "" || Number.isNaN(Number(input.value)) ? null : Number(input.value));
+const isNumber = (text) => text.trim() !== "" && Number.isFinite(Number(text));
+const number = (input) => Number(input.value);
 
-/** The form as a rule body; the server checks it and names any field that is wrong. */
+/** What each field takes, in words: said beside the field when the page or the server
+ * finds it wrong. */
+const TAKES = {
+  "target-value": () => ($("target").value === "run" ? "a run id is 1 to 64 letters, digits, _ . or -" : "a project name is 1 to 200 characters"),
+  value: () => "a threshold is a number",
+  patience: () => "patience is a whole number of points, from 1 to 1,000,000",
+  then: () => "choose a command, or notify the webhook, or both",
+  "then-value": () =>
+    ({
+      lr_factor: "a factor is a number above 0",
+      set_lr: "a learning rate is a number above 0",
+      action: "name the action to run",
+      checkpoint: "a checkpoint name is 1 to 64 letters, digits, _ . or -",
+    })[$("then").value],
+};
+
+/** What the page checks before it sends, for the fields shown; the server checks the rest. */
+const CHECKS = {
+  "target-value": (text) => text.trim() !== "",
+  value: isNumber,
+  patience: (text) => isNumber(text) && Number.isInteger(Number(text)) && Number(text) >= 1 && Number(text) <= 1_000_000,
+  then: (text) => text !== "" || $("notify").checked,
+  "then-value": (text) => {
+    const then = $("then").value;
+    if (then === "lr_factor" || then === "set_lr") return isNumber(text) && Number(text) > 0;
+    return then !== "action" || text.trim() !== "";
+  },
+};
+
+/** Say beside field `id` what is wrong with it. */
+function sayAt(id, message) {
+  const input = $(id);
+  let note = $(`${id}-error`);
+  if (!note) {
+    note = el("span", { id: `${id}-error`, className: "field-error" });
+    (input.closest("label, .inline") || input).after(note);
+  }
+  note.textContent = message;
+  note.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+  input.setAttribute("aria-describedby", note.id);
+}
+
+function clearAt(id) {
+  const note = $(`${id}-error`);
+  if (!note) return;
+  note.hidden = true;
+  $(id).removeAttribute("aria-invalid");
+}
+
+function clearAll() {
+  for (const id of Object.keys(TAKES)) clearAt(id);
+  $("form-error").textContent = "";
+}
+
+/** Each shown field the page finds wrong, said beside it; true when there is none. */
+function checked() {
+  const wrong = Object.keys(CHECKS).filter((id) => !$(id).closest("[hidden]") && !CHECKS[id]($(id).value));
+  for (const id of wrong) sayAt(id, TAKES[id]());
+  return wrong.length === 0;
+}
+
+/** The form's field that a validation error's `loc` names, if any. */
+function fieldAt(loc) {
+  const [top, , key] = loc[0] === "body" ? loc.slice(1) : loc;
+  if (top === "when") return { value: "value", patience: "patience" }[key];
+  if (top === "then") return $("then-value").hidden ? "then" : "then-value";
+  return { run_id: "target-value", project: "target-value" }[top];
+}
+
+/** A refusal beside the fields it names (in the page's words, or the server's own where it
+ * wrote a sentence for one field); the rest above the button. */
+function showRefusal(error) {
+  if (!(error instanceof ApiError) || error.status !== 422) {
+    $("form-error").textContent = error.message;
+    return;
+  }
+  let detail = error.message;
+  try {
+    detail = JSON.parse(detail);
+  } catch (_) {
+    /* a sentence, as "then: why" */
+  }
+  const general = new Set();
+  if (Array.isArray(detail)) {
+    for (const { loc, msg } of detail) {
+      const id = fieldAt(loc);
+      if (id) sayAt(id, TAKES[id]());
+      else general.add(msg.replace(/^Value error, /, ""));
+    }
+  } else {
+    const [, key, why] = /^(\w+): (.+)$/s.exec(detail) || [];
+    const id = key && fieldAt([key]);
+    if (id) sayAt(id, why);
+    else general.add(detail);
+  }
+  $("form-error").textContent = [...general].join("; ");
+}
+
+/** The form as a rule body. */
 function body() {
   const when = { scope: $("scope").value, name: $("series").value.trim(), op: $("op").value };
   if (when.op === "above" || when.op === "below") when.value = number($("value"));
@@ -108,16 +207,6 @@ function body() {
   return rule;
 }
 
-function explain(error) {
-  if (!(error instanceof ApiError)) return String(error);
-  try {
-    const detail = JSON.parse(error.message);
-    return detail.map((d) => `${d.loc.filter((p) => p !== "body").join(".")}: ${d.msg}`).join("; ");
-  } catch (_) {
-    return error.message;
-  }
-}
-
 function wireForm() {
   const sync = () => {
     $("target-value").hidden = $("target").value === "all";
@@ -129,18 +218,22 @@ function wireForm() {
     const input = $("then-value");
     input.hidden = !["lr_factor", "set_lr", "action", "checkpoint"].includes(then);
     input.placeholder = { lr_factor: "0.5", set_lr: "0.001", action: "action name", checkpoint: "name (optional)" }[then] || "";
+    clearAll(); // the fields shown changed
   };
   for (const id of ["target", "op", "then"]) $(id).addEventListener("change", sync);
   sync();
-  $("rule-form").addEventListener("submit", async (event) => {
+  const form = $("rule-form");
+  form.addEventListener("input", (event) => clearAt(event.target.id === "notify" ? "then" : event.target.id));
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    $("form-error").textContent = "";
+    clearAll();
+    if (!checked()) return;
     try {
       const rule = await api("/api/v1/rules", { method: "POST", body: body() });
       rules.set(rule.id, rule);
       render();
     } catch (error) {
-      $("form-error").textContent = explain(error);
+      showRefusal(error);
     }
   });
 }

@@ -18,17 +18,21 @@ const steering = new Steering(runId, (markers) => {
   }
 });
 // Each firing is marked on the chart of the series its rule watches.
-const firings = new Firings((list) => {
-  const byChart = new Map([...charts.keys()].map((key) => [key, []]));
-  for (const f of list) byChart.get(seriesChart.get(`${f.scope}/${f.name}`))?.push(marker(f));
-  for (const [key, markers] of byChart) charts.get(key).setMarkers(markers, "rules");
-});
+const firings = new Firings(
+  (list) => {
+    const byChart = new Map([...charts.keys()].map((key) => [key, []]));
+    for (const f of list) byChart.get(seriesChart.get(`${f.scope}/${f.name}`))?.push(marker(f));
+    for (const [key, markers] of byChart) charts.get(key).setMarkers(markers, "rules");
+  },
+  (id) => steering.numbers.get(id),
+);
 const edits = new RunEdits(runId, (saved) => {
   run = saved;
   renderHeader();
 });
 const evaluations = new Map(); // "step/wall time" -> eval record, in the order logged (seqs pass 2**53)
 const latest = new Map(); // "batch/name" or "epoch/name" -> [step, value] of its newest point
+const reach = new Map(); // "batch" or "epoch" -> {step, wall} of the newest point: the lr line goes on to it
 let run = null;
 
 const $ = (id) => document.getElementById(id);
@@ -89,7 +93,14 @@ function ensureChart(scope, name) {
   if (!chart) {
     const section = $(key === "lr" ? "lr-charts" : SECTIONS[scope] || "batch-charts");
     section.closest("section").hidden = false;
-    chart = new Chart(section, { title: chartTitle(key), settings, onZoom: (range) => zoom(chart, range).catch(showError) });
+    chart = new Chart(section, {
+      title: chartTitle(key),
+      settings,
+      onZoom: (range) => zoom(chart, range).catch(showError),
+      // Samples have no step: by wall time they line up with the training.
+      xmode: scope === "system" ? "wall" : null,
+      reach: key === "lr" ? reach : null,
+    });
     charts.set(key, chart);
   }
   chart.add(id, seriesLabel(key, scope, name), scope);
@@ -124,6 +135,7 @@ function renderHeader() {
   $("run-reason").textContent = run.reason || "";
   $("run-reason").hidden = !run.reason;
   steering.update(run);
+  renderLr();
   edits.show(run);
   renderContext(run.config?.context);
   const config = $("config");
@@ -175,9 +187,7 @@ function currentLr() {
 }
 
 function renderLr() {
-  if (run?.controls?.params?.learning_rate !== undefined || run?.controls?.optimizers) return; // the training says it itself
-  const lr = currentLr();
-  $("lr-current").textContent = lr === null ? "current rate: unknown" : `current rate: ${fmtValue(lr)}`;
+  steering.showChartRate(currentLr());
 }
 
 const evalKey = (r) => `${r.step}/${r.wall_time}`;
@@ -207,6 +217,13 @@ function noteLatest(scope, name, step, value) {
   if ((scope === "batch" || scope === "epoch") && !(latest.get(id)?.[0] > step)) latest.set(id, [step, value]);
 }
 
+/** The newest point of a batch or epoch series, with its time; whether it is newer than the reach. */
+function noteReach(scope, step, wall) {
+  const further = (scope === "batch" || scope === "epoch") && !(reach.get(scope)?.step >= step);
+  if (further) reach.set(scope, { step, wall });
+  return further;
+}
+
 /** The newest value of each batch and epoch series, as text: what a chart shows only on
  * hover, which a phone hardly has. Kept apart from the charts, which may hold a zoom. */
 function renderLatest() {
@@ -226,7 +243,9 @@ function renderLatest() {
 function onMetrics({ records }, replay = false) {
   const grouped = new Map();
   let evaluated = false;
+  let further = false;
   for (const r of records) {
+    further = noteReach(r.scope, r.step, r.wall_time) || further;
     if (r.scope === "eval") {
       evaluations.set(evalKey(r), r);
       evaluated = true;
@@ -246,6 +265,7 @@ function onMetrics({ records }, replay = false) {
     const last = chart.series.get(id)?.steps.at(-1);
     chart.extend(id, replay && last !== undefined ? points.filter((p) => p[0] > last) : points);
   }
+  if (further) charts.get("lr")?.scheduleRender();
   if (grouped.has("batch/lr") || grouped.has("epoch/lr")) renderLr();
   if (evaluated) renderEvaluations();
   if (grouped.size) renderLatest();
@@ -272,6 +292,9 @@ async function readAll(base) {
   }
   const evaluated = seriesList.some((s) => s.scope === "eval") ? records(runId, "eval") : [];
   await Promise.all([...seriesChart].map(([id, key]) => load(charts.get(key), id)));
+  for (const chart of charts.values()) {
+    for (const s of chart.series.values()) if (s.steps.length) noteReach(s.scope, s.steps.at(-1), s.walls.at(-1));
+  }
   for (const r of await evaluated) evaluations.set(evalKey(r), r);
   for (const data of held || []) onMetrics(data, true);
   held = null;
@@ -309,6 +332,7 @@ async function main() {
     command: (c) => {
       steering.remember(c);
       steering.render();
+      if (!held) firings.render(); // it names commands by their number in the run
     },
     rule: (f) => {
       firings.remember(f);

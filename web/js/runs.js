@@ -22,9 +22,12 @@ let settle = null; // a read again after live changes, once they pause
 
 const byMetricName = (a, b) => a.startsWith("val_") - b.startsWith("val_") || a.localeCompare(b);
 
+/** A name cut short where it is long, whole on hover. */
+const cut = (name) => el("span", { className: "cut", title: name, text: name });
+
 function latest(run) {
-  const names = Object.keys(run.latest).sort(byMetricName);
-  return names.slice(0, 4).map((n) => `${n} ${fmtValue(run.latest[n])}`).join(" · ");
+  const names = Object.keys(run.latest).sort(byMetricName).slice(0, 4);
+  return names.flatMap((n, i) => [i ? " · " : "", el("span", { className: "metric" }, cut(n), ` ${fmtValue(run.latest[n])}`)]);
 }
 
 function row(run) {
@@ -41,12 +44,12 @@ function row(run) {
     el("td", {}, box),
     el("td", {}, el("a", { href: `/runs/${encodeURIComponent(run.id)}`, text: run.name }), note),
     el("td", { className: "opt" }, tagEditor(run, { onPick: filterByTag, onSaved: showRun })),
-    el("td", { className: "opt", text: run.project }),
+    el("td", { className: "opt" }, cut(run.project)),
     el("td", {}, statusBadge(run.status)),
-    el("td", { className: "opt", text: fmtDate(run.created_at) }),
+    el("td", { className: "opt date", text: fmtDate(run.created_at) }),
     el("td", { className: "opt duration", text: fmtDuration(runSeconds(run)) }),
     el("td", { className: "opt num", text: state.metric ? fmtValue(run.latest[state.metric]) : "" }),
-    el("td", { className: "latest", text: latest(run) }),
+    el("td", { className: "latest" }, latest(run)),
   );
 }
 
@@ -57,9 +60,11 @@ function remember(list) {
   }
 }
 
+/** A filter's choices; a long one is cut short in the closed select, whole on hover. */
 function options(select, values, current, blank) {
-  select.replaceChildren(el("option", { value: "", text: blank }), ...values.map((v) => el("option", { value: v, text: v })));
+  select.replaceChildren(el("option", { value: "", text: blank }), ...values.map((v) => el("option", { value: v, text: v, title: v })));
   select.value = current;
+  select.title = current;
 }
 
 function render() {

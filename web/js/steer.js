@@ -1,11 +1,14 @@
 // The run page's control panel and command history. The controls are built from what the
 // training reports it can steer (`run.controls`): a field per param, a button per action,
-// Pause/Resume, Checkpoint, and "when" to schedule any of them at a step or an epoch.
+// Pause/Resume, Checkpoint, and "when" to schedule any of them at a step or an epoch. A
+// run whose training has said nothing (made through the API, a MonitorClient loop, a fit
+// still starting) gets Stop and Pause only: what any loop that takes commands can honour.
+// A rate that follows a schedule is shown, not offered.
 // Each command is shown in the furthest state seen, whichever of the answer to the page's
 // own POST or the stream's events comes first.
 
 import { api, num } from "./api.js";
-import { el, fmtDate, fmtValue, showError, statusBadge } from "./util.js";
+import { clearError, el, fmtTime, fmtValue, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 export const LIVE = ["running", "paused"];
@@ -22,6 +25,9 @@ export class Steering {
     this.commands = new Map(); // id -> command, in the furthest state seen
     this.run = null;
     this.shownControls = null;
+    this.chartRate = null;
+    this.numbers = new Map(); // command id -> its number in this run: 1, 2, ... as created
+    this.unfolded = new Set(); // ids of the commands whose whole message is open
     this.wire();
   }
 
@@ -56,6 +62,7 @@ export class Steering {
     }
     try {
       this.remember(await api(`${this.base}/commands`, { method: "POST", body }));
+      clearError();
       this.render();
     } catch (error) {
       showError(error);
@@ -65,6 +72,7 @@ export class Steering {
   async cancel(c) {
     try {
       this.remember(await api(`${this.base}/commands/${c.id}/cancel`, { method: "POST" }));
+      clearError();
       this.render();
     } catch (error) {
       showError(error);
@@ -93,14 +101,33 @@ export class Steering {
     return select.hidden || select.value === "" ? args : { ...args, optimizer: select.value };
   }
 
+  /** The rate as the training reports it, with Set and ×0.5 only where it takes one. A
+   * rate it does not report (a schedule's) is the lr chart's newest, `chartRate`. */
+  showRate() {
+    const controls = this.run?.controls;
+    const optimizers = controls?.optimizers || [];
+    $("lr-optimizer").hidden = optimizers.length < 2;
+    $("lr-form").hidden = rateControl(controls) !== "set";
+    $("lr-current").hidden = !controls;
+    if (!controls) return;
+    if (optimizers.length > 1) return this.showOptimizers(optimizers);
+    const lr = controls.params?.learning_rate;
+    const now = this.chartRate === null ? "" : ` ${fmtValue(this.chartRate)}`;
+    $("lr-current").textContent = lr === undefined ? `learning rate${now}: follows a schedule, not set from here` : `current rate: ${fmtValue(num(lr))}`;
+  }
+
+  /** The lr chart's newest value. */
+  showChartRate(lr) {
+    this.chartRate = lr;
+    this.showRate();
+  }
+
   /** A model with several optimizers: a choice of which one a rate goes to ("every
-   * optimizer": each one the training step uses), and each one's rate. */
+   * optimizer": each one the training step uses; a schedule's is not offered), and each
+   * one's rate. */
   showOptimizers(optimizers) {
     const select = $("lr-optimizer");
-    const several = (optimizers || []).length > 1;
-    select.hidden = !several;
-    if (!several) return;
-    const names = optimizers.map((o) => o.name);
+    const names = optimizers.filter((o) => o.settable).map((o) => o.name);
     const shown = [...select.options].slice(1).map((o) => o.value);
     if (JSON.stringify(names) !== JSON.stringify(shown)) {
       const chosen = select.value;
@@ -125,10 +152,8 @@ export class Steering {
     $("checkpoint-form").hidden = !controls;
     $("checkpoint-form").title = controls?.checkpoint_dir ? `saves into ${controls.checkpoint_dir}` : "";
     for (const node of document.querySelectorAll("#controls button, #controls input, #controls select")) node.disabled = !live;
-    $("controls-reason").textContent = live ? "" : `Controls are off: the run is ${run.status}.`;
-    const lr = controls?.params?.learning_rate;
-    if (lr !== undefined) $("lr-current").textContent = `current rate: ${fmtValue(num(lr))}`;
-    this.showOptimizers(controls?.optimizers);
+    $("controls-reason").textContent = !live ? `Controls are off: the run is ${run.status}.` : controls ? "" : UNTOLD;
+    this.showRate();
     for (const [name, value] of Object.entries(controls?.params || {})) {
       const current = document.querySelector(`[data-param="${CSS.escape(name)}"] .current`);
       if (current) current.textContent = `now ${fmtValue(num(value))}`;
@@ -152,22 +177,35 @@ export class Steering {
 
   render() {
     const rows = [...this.commands.values()].sort((a, b) => b.id - a.id);
+    this.numbers = new Map(rows.map((c, i) => [c.id, rows.length - i]));
     $("commands").replaceChildren(
       ...rows.map((c) =>
         el(
           "tr",
           { "data-id": String(c.id) },
-          el("td", { text: String(c.id) }),
+          el("td", { text: String(this.numbers.get(c.id)) }),
           el("td", { text: label(c) }),
           this.statusCell(c),
           el("td", { text: c.step === null ? "" : String(c.step) }),
-          el("td", { text: c.message || "" }),
-          el("td", { text: fmtDate(c.created_at) }),
+          this.messageCell(c),
+          el("td", { text: fmtTime(c.created_at) }),
         ),
       ),
     );
     $("no-commands").hidden = rows.length > 0;
     this.onMarkers(rows.filter((c) => c.status === "applied" && c.step !== null).map((c) => ({ step: c.step, label: marker(c) })));
+  }
+
+  /** A message in one line, its first paragraph; the rest (the example code Keras adds
+   * to an error) folded under it, staying open while the table redraws. */
+  messageCell(c) {
+    const text = (c.message || "").trim();
+    const blank = /\n[ \t]*\n/.exec(text);
+    const line = (blank ? text.slice(0, blank.index) : text).replace(/\s+/g, " ");
+    if (!blank) return el("td", { text: line });
+    const toggle = (event) => (event.target.open ? this.unfolded.add(c.id) : this.unfolded.delete(c.id));
+    const rest = el("pre", { text: text.slice(blank.index + blank[0].length) });
+    return el("td", {}, el("details", { className: "message", open: this.unfolded.has(c.id), ontoggle: toggle }, el("summary", { text: line }), rest));
   }
 
   statusCell(c) {
@@ -178,6 +216,20 @@ export class Steering {
     }
     return cell;
   }
+}
+
+/** What a run without `controls` is told: no training has said what it can steer. */
+const UNTOLD =
+  "No training has said what it can steer (a run made through the API, a MonitorClient loop, a fit still starting): " +
+  "Stop and Pause act only if a loop takes them; the rate and the rest appear once a training reports them.";
+
+/** "set" where the training takes a rate (its one optimizer's, or one at least of its
+ * several), "schedule" where it reports the rate follows one; null without controls. */
+function rateControl(controls) {
+  if (!controls) return null;
+  const optimizers = controls.optimizers || [];
+  const takes = optimizers.length > 1 ? optimizers.some((o) => o.settable) : controls.params?.learning_rate !== undefined;
+  return takes ? "set" : "schedule";
 }
 
 /** Submit `form` with the number in `input` when `ok(value)`; else say why in the field. */

@@ -32,6 +32,11 @@ export function fmtDate(iso) {
   return new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
+/** A moment to the second: commands and firings a few seconds apart read apart. */
+export function fmtTime(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
+}
+
 export function fmtDuration(seconds) {
   seconds = Math.max(0, Math.round(seconds));
   const h = Math.floor(seconds / 3600);
@@ -48,9 +53,16 @@ export function runSeconds(run) {
   return (end - Date.parse(run.created_at)) / 1000;
 }
 
+/** Show `error` in the page's banner until the next success (`clearError`) or its Close. */
 export function showError(error) {
   const box = document.getElementById("error");
   if (!box) return;
-  box.textContent = error instanceof Error ? error.message : String(error);
+  const close = el("button", { type: "button", className: "close", "aria-label": "Close", title: "Close", text: "×", onclick: clearError });
+  box.replaceChildren(el("span", { text: error instanceof Error ? error.message : String(error) }), close);
   box.hidden = false;
+}
+
+export function clearError() {
+  const box = document.getElementById("error");
+  if (box) box.hidden = true;
 }
