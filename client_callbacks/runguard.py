@@ -28,6 +28,7 @@ class RunGuard:
         self.before_end = before_end  # sends what the training did before the run ends
         self.error: BaseException | None = None
         self._done = threading.Event()
+        self._ended = threading.Event()  # an abort has ended the run and closed the client
         self._lock = threading.Lock()
         self._thread_id = threading.get_ident()
         self._fit_frame = _fit_frame(model)
@@ -44,12 +45,12 @@ class RunGuard:
             if self._done.is_set():
                 return False
             self._stand_down()
+            atexit.unregister(self._at_exit)
             return True
 
     def _stand_down(self) -> None:
         self._done.set()
         self._fit_frame = None
-        atexit.unregister(self._at_exit)
         if sys.excepthook is self._excepthook:
             sys.excepthook = self._previous_hook
 
@@ -59,6 +60,9 @@ class RunGuard:
 
     def _at_exit(self) -> None:
         self._abort("the process exited before fit ended")
+        # The watchdog may be delivering the run's end: a daemon thread dies with the
+        # interpreter, so the exit waits for it as long as a close would.
+        self._ended.wait(self.flush_timeout + 1.0)
 
     def _watch(self) -> None:
         while not self._done.wait(0.5):
@@ -91,11 +95,14 @@ class RunGuard:
             status = "failed"
         reason = describe_error(error) if error is not None else fallback
         try:
-            self.before_end()
-        except Exception:  # the run's end matters more
-            pass
-        self.client.end(status, reason)
-        self.client.close(self.flush_timeout)
+            try:
+                self.before_end()
+            except Exception:  # the run's end matters more
+                pass
+            self.client.end(status, reason)
+            self.client.close(self.flush_timeout)
+        finally:
+            self._ended.set()
 
 
 def _interrupt(error: BaseException | None) -> KeyboardInterrupt | None:

@@ -276,7 +276,7 @@ class Sender(threading.Thread):
         try:
             answer = send(self.http, self.run_id, op)
         except Rejected as exc:
-            self.notify("rejected", f"fitwatch: the server refused a {op['op']} request ({exc}); it is dropped")
+            self.notify("rejected", f"fitwatch: the server refused the run's {op['op']} request ({exc}); it is dropped")
             return
         if op["op"] == "create":
             self.created.set()

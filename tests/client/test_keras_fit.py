@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import keras
 import pytest
 
@@ -201,6 +202,56 @@ def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_
     run = api.get("/api/v1/runs/dies").json()
     assert (run["status"], run["reason"]) == (status, reason)
     assert batch_steps(api, "dies") == list(range(5))
+
+
+def test_a_process_leaving_while_the_watchdog_ends_the_run_waits_for_it(server_process, spool_dir, tmp_path):
+    """fit raised and the program caught it and returned while the watchdog was still
+    delivering the run's end to a slow server (on a daemon thread, which dies with the
+    interpreter): the exit waits for that delivery."""
+    import signal
+
+    server_process.start()
+    root = Path(__file__).parents[2]
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(root)!r})
+            from tests.client.conftest import AtStep, fit
+            from client_callbacks import RemoteCallback
+
+            def boom(step):
+                print("in fit", flush=True)
+                sys.stdin.readline()  # the server is stopped now
+                raise RuntimeError("boom")
+
+            cb = RemoteCallback(url={server_process.url!r}, run_id="left", spool_dir={str(spool_dir)!r}, flush_timeout=120)
+            try:
+                fit([cb, AtStep({{5: boom}})], epochs=2)
+            except RuntimeError:
+                pass
+            cb._guard._done.wait(60)  # the watchdog has begun to end the run
+            print("leaving", flush=True)
+            """
+        )
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script)], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout.readline() == "in fit\n"
+            server_process.proc.send_signal(signal.SIGSTOP)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "leaving\n"
+        finally:
+            server_process.proc.send_signal(signal.SIGCONT)
+        assert proc.wait(180) == 0
+    with httpx.Client(base_url=server_process.url) as api:
+        run = api.get("/api/v1/runs/left").json()
+        assert (run["status"], run["reason"]) == ("failed", "fit raised an exception")
+        assert batch_steps(api, "left") == list(range(5))
 
 
 def test_values_become_floats_and_non_finite_values_pass_through(server, api, spool_dir):
