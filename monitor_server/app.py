@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from . import __version__, errors, stale
 from .access import SECURITY_SCHEMES, AccessLog, Guard, security
-from .api import commands, compat, events, export, health, logs, pages, rules, runs, series
+from .api import commands, compat, events, export, health, logs, pages, rules, runs, series, series_across
 from .api.compat import EpochLogs
 from .api.query import given_once
 from .config import Settings, get_settings
@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs.projects,
         logs.router,
         series.router,
+        series_across.router,
         commands.router,
         commands.several,
         rules.router,

@@ -27,7 +27,7 @@ RESYNC = "resync"  # what a stream gets where it cannot be given every event it 
 
 RUNS_TOPIC = "runs"
 
-Item = tuple[int, str, Any]  # (number, event, data)
+Item = tuple[int, str, Any, str]  # (number, event, data, topic); a resync of every topic has topic ""
 
 
 def run_topic(run_id: str) -> str:
@@ -46,7 +46,9 @@ class Subscription:
     overflowed: bool = False
     closed: bool = False  # the server is stopping: answer now
     start: int = 0  # the bus's event number when it began: later ones come through `queue`
-    missed: list[Item] = field(default_factory=list)  # for a stream that reconnects, to send first
+    # For a stream that reconnects, to send first: what it missed, and a resync for each
+    # topic whose events cannot be given whole (one of topic "" where none can).
+    missed: list[Item] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -73,7 +75,7 @@ class Subscription:
             pass
 
     async def get(self, timeout: float | None = None) -> Item | None:
-        """The next (number, event, data), or None when `timeout` seconds pass first or it closes."""
+        """The next (number, event, data, topic), or None when `timeout` seconds pass first or it closes."""
         if self.closed:
             return None
         try:
@@ -166,7 +168,7 @@ class EventBus:
                 del self._topics[topic]
                 return
             self._number += 1
-            item = (self._number, event, data)
+            item = (self._number, event, data, topic)
             kept.keep(item)
             # Handed over under the lock: publishers on several threads, and a loop runs
             # callbacks in the order they came, so a stream gets events in number order.
@@ -179,7 +181,7 @@ class EventBus:
         with self._lock:
             self.epoch = uuid.uuid4().hex[:8]
             self._number += 1
-            item = (self._number, RESYNC, {})
+            item = (self._number, RESYNC, {}, "")
             for sub in {sub for kept in self._topics.values() for sub in kept.subs}:
                 sub.call(sub._offer, item)
             for kept in self._topics.values():
@@ -190,7 +192,8 @@ class EventBus:
     @contextmanager
     def subscribe(self, *topics: str, last_event_id: str | None = None) -> Iterator[Subscription]:
         """Follow `topics`. With `last_event_id` (a stream reconnecting), `missed` holds
-        what it missed, or a `resync` event where that cannot be given whole."""
+        what it missed, and a `resync` event for each topic whose events cannot be given
+        whole (one for all, of topic "", where the id is of another epoch or malformed)."""
         sub = Subscription(asyncio.get_running_loop())
         with self._lock:
             sub.closed = self._closed
@@ -198,13 +201,12 @@ class EventBus:
             for name in [n for n, t in self._topics.items() if t.expired(now)]:
                 del self._topics[name]
             missed = self._missed(topics, last_event_id) if last_event_id is not None else []
+            sub.start = self._number
             for name in topics:
                 kept = self._topics.setdefault(name, _Topic(self._number))
                 kept.subs.add(sub)
                 kept.idle_since = None
-            sub.start = self._number
-        if last_event_id is not None:
-            sub.missed = [(sub.start, RESYNC, {})] if missed is None else missed
+        sub.missed = missed
         self._subscribed(topics)
         try:
             yield sub
@@ -217,16 +219,19 @@ class EventBus:
                         if not kept.subs:
                             kept.idle_since = time.monotonic()
 
-    def _missed(self, topics: tuple[str, ...], last_event_id: str) -> list[Item] | None:
-        """The kept events of `topics` after `last_event_id`, or None if some may be missing."""
+    def _missed(self, topics: tuple[str, ...], last_event_id: str) -> list[Item]:
+        """The kept events of `topics` after `last_event_id`, in order, after a resync for
+        each topic some of whose may be missing (for all, where the id is not of this epoch)."""
         epoch, _, number = last_event_id.partition("-")
         if epoch != self.epoch or not (number.isascii() and number.isdecimal()):
-            return None
+            return [(self._number, RESYNC, {}, "")]
+        resyncs: list[Item] = []
         items: list[Item] = []
         for name in topics:
             kept = self._topics.get(name)
             after = kept.kept_after(int(number)) if kept is not None else None
             if after is None:
-                return None
-            items += after
-        return sorted(items, key=lambda item: item[0])
+                resyncs.append((self._number, RESYNC, {}, name))
+            else:
+                items += after
+        return resyncs + sorted(items, key=lambda item: item[0])

@@ -31,6 +31,15 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_RUNS_A_REQUEST = 100  # run ids one `?runs=a,b` takes: a request line well inside uvicorn's 16 kB
+
+
+def run_ids_pattern(most: int = MAX_RUNS_A_REQUEST) -> str:
+    """A pattern for `?runs=a,b`: 1 to `most` comma-separated run ids."""
+    one = RUN_ID_PATTERN.strip("^$")
+    return rf"^{one}(,{one}){{0,{most - 1}}}$"
+
+
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 MAX_INT64 = 2**63 - 1
 

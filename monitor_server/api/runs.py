@@ -7,18 +7,31 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from ..access import Controller, Ingester, Reader
 from ..db import reading, writing
 from ..errors import TooLarge
 from ..events import RUNS_TOPIC, run_topic
-from ..schemas import LIVE, MAX_TAGS, NO_NUL, ProjectPublic, RunCreate, RunPatch, RunPublic, RunStatus, Tag
+from ..schemas import (
+    LIVE,
+    MAX_TAGS,
+    NO_NUL,
+    ProjectPublic,
+    RunCreate,
+    RunId,
+    RunPatch,
+    RunPublic,
+    RunStatus,
+    Tag,
+)
 from ..store import commands as command_store
 from ..store import runs as store
 from .commands import announce as announce_command
 from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+MAX_WITH_CONFIG = 100  # runs a page when it carries configs: each may be a megabyte
 projects = APIRouter(prefix="/api/v1/projects", tags=["runs"])
 
 
@@ -84,14 +97,23 @@ def list_runs(
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
-) -> list[RunPublic]:
-    """A page of runs, newest first unless sorted otherwise, without their configs;
-    `X-Total-Count` says how many pass the filters."""
+    id: Annotated[list[RunId], Query(max_length=MAX_WITH_CONFIG, description="only these runs")] = [],  # noqa: B006
+    config: Annotated[
+        bool, Query(description=f"with each run's config; then a page holds at most {MAX_WITH_CONFIG} runs")
+    ] = False,
+) -> list[RunPublic] | Response:
+    """A page of runs, newest first unless sorted otherwise, without their configs unless
+    `config=true` (the compare page reads its runs so; then a page holds at most 100 runs,
+    each config may be a megabyte); `X-Total-Count` says how many pass the filters."""
+    if config:
+        limit = min(limit, MAX_WITH_CONFIG)
     with reading(engine) as conn:
         page, total = store.list_runs(
-            conn, settings.stale_after, project, status, limit, offset, q, tag, sort, order == "desc"
+            conn, settings.stale_after, project, status, limit, offset, q, tag, sort, order == "desc", id, config
         )
     response.headers["X-Total-Count"] = str(total)
+    if config:
+        return JSONResponse([run.model_dump(mode="json") for run in page], headers={"X-Total-Count": str(total)})
     return page
 
 

@@ -152,9 +152,12 @@ def list_runs(
     tags: Sequence[str] = (),
     sort: str = "started",
     descending: bool = True,
+    ids: Sequence[str] = (),
+    with_config: bool = False,
 ) -> tuple[list[RunPublic], int]:
-    """A page of the runs that pass the filters, without their configs, and how many pass
-    them. Ties in the sort break by id, so pages never overlap."""
+    """A page of the runs that pass the filters (`ids`: only those runs), without their
+    configs unless `with_config`, and how many pass them. Ties in the sort break by id, so
+    pages never overlap."""
     # The status readers see (`effective_status`): a silent live run is interrupted.
     stale = and_(runs.c.status.in_(LIVE), runs.c.last_seen < time.time() - stale_after)
     shown_status = case((stale, "interrupted"), else_=runs.c.status)
@@ -172,8 +175,10 @@ def list_runs(
         )
     for tag in tags:
         where.append(runs.c.id.in_(select(run_tags.c.run_id).where(run_tags.c.tag == tag)))
+    if ids:
+        where.append(runs.c.id.in_(ids))
     total = conn.execute(select(func.count()).select_from(runs).where(*where)).scalar_one()
-    query = select(*LIST_COLUMNS).where(*where)
+    query = select(*(runs.c if with_config else LIST_COLUMNS)).where(*where)
     if sort.startswith("metric:"):
         value = series.c.last_value
         query = query.outerjoin(

@@ -11,6 +11,9 @@ import time
 
 import httpx
 
+from monitor_server.config import Settings
+from monitor_server.events import run_topic
+from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
 from tests.helpers import JSON, TRAINING, create_run, make_records, post_logs
 
 
@@ -264,3 +267,131 @@ def test_live_streams_are_told_to_resync_when_events_may_have_been_lost(api, ser
         assert stream.last_id.split("-")[0] != before.split("-")[0]  # a new epoch: old ids resync
     finally:
         stream.close()
+
+
+def opening(stream: Stream) -> list[tuple[str, dict]]:
+    """The events of a stream of runs up to its `ready`, that one included."""
+    events = [stream.take()]
+    while events[-1][0] != "ready":
+        events.append(stream.take())
+    return events
+
+
+def test_one_stream_follows_several_runs_each_event_naming_its_run(api, server):
+    create_run(api, "a", name="first")
+    create_run(api, "b", name="second")
+    stream = Stream(f"{server.url}/api/v1/events?runs=a,b,gone,a")
+    try:
+        # Each run as it is (with its config), one that is not there as deleted, then ready.
+        first = opening(stream)
+        assert [(name, data["run_id"]) for name, data in first[:3]] == [("run", "a"), ("run", "b"), ("deleted", "gone")]
+        assert first[0][1]["name"] == "first" and "config" in first[0][1] and first[2][1]["id"] == "gone"
+        assert first[3] == ("ready", {})
+        post_logs(api, "b", make_records(2))
+        post_logs(api, "a", make_records(1))
+        metrics = [stream.next("metrics")[0] for _ in range(2)]
+        assert [(m["run_id"], seqs(m)) for m in metrics] == [("b", [0, 1]), ("a", [0])]
+        api.post("/api/v1/runs/b/commands", json={"type": "stop_training"})
+        command, _ = stream.next("command")
+        assert (command["run_id"], command["status"]) == ("b", "pending")
+        api.patch("/api/v1/runs/a", json={"name": "renamed"})
+        changed, _ = stream.next("run")
+        assert (changed["run_id"], changed["id"], changed["name"]) == ("a", "a", "renamed")
+        api.delete("/api/v1/runs/b", headers=JSON)
+        assert stream.next("deleted")[0] == {"run_id": "b", "id": "b"}
+    finally:
+        stream.close()
+
+
+def test_a_stream_of_runs_carries_the_run_list_with_list_true(api, server):
+    create_run(api, "a")
+    stream = Stream(f"{server.url}/api/v1/events?runs=a&list=true")
+    try:
+        assert [name for name, _ in opening(stream)] == ["run", "ready"]
+        create_run(api, "new", name="new one")
+        listed, _ = stream.next("list.run")
+        assert listed["id"] == "new" and "config" not in listed
+        api.patch("/api/v1/runs/a", json={"status": "finished"})
+        events = [stream.take(), stream.take()]
+        assert sorted(name for name, _ in events) == ["list.run", "run"]
+        assert {data["status"] for _, data in events} == {"finished"}
+        api.delete("/api/v1/runs/new", headers=JSON)
+        assert stream.next("list.deleted")[0] == {"id": "new"}
+    finally:
+        stream.close()
+
+
+def test_a_stream_of_runs_resumes_and_resyncs_only_the_runs_it_cannot_vouch_for(api, server):
+    create_run(api, "a")
+    create_run(api, "b")
+    stream = Stream(f"{server.url}/api/v1/events?runs=a")
+    opening(stream)
+    post_logs(api, "a", make_records(1))
+    stream.next("metrics")
+    last = stream.last_id
+    stream.close()
+    post_logs(api, "a", make_records(2, start=1))
+    post_logs(api, "b", make_records(1))  # nobody followed b: its events were not kept
+    # A new EventSource cannot send Last-Event-ID: the query says it.
+    again = Stream(f"{server.url}/api/v1/events?runs=a,b&last_event_id={last}")
+    try:
+        events = opening(again)
+        assert events[0] == ("resync", {"run_id": "b"})
+        assert [(d["run_id"], seqs(d)) for n, d in events if n == "metrics"] == [("a", [1, 2])]
+        assert [n for n, _ in events].count("resync") == 1 and [n for n, _ in events][-3:] == ["run", "run", "ready"]
+        post_logs(api, "b", make_records(1, start=1))
+        live, _ = again.next("metrics")
+        assert (live["run_id"], seqs(live)) == ("b", [1])
+    finally:
+        again.close()
+    # An id another process numbered: everything is read again, said once for all runs.
+    other = Stream(f"{server.url}/api/v1/events?runs=a,b", last_event_id=f"0{last}")
+    try:
+        assert [name for name, _ in opening(other)] == ["resync", "run", "run", "ready"]
+        assert other.events.empty()
+    finally:
+        other.close()
+
+
+def test_a_stream_of_runs_refuses_malformed_ids_and_too_many(api, server):
+    for runs, said in (
+        ("a,b c", "'b c' is no run id"),
+        ("a,,b", "'' is no run id"),
+        (",".join(map(str, range(101))), "at most 100 runs"),
+    ):
+        response = api.get("/api/v1/events", params={"runs": runs})
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["query", "runs"] and error["msg"].startswith(said), error
+    # As many as it takes, each of the longest id, pass uvicorn's limits on a request line.
+    longest = [f"{i:03d}".ljust(64, "x") for i in range(100)]
+    stream = Stream(f"{server.url}/api/v1/events?runs={','.join(longest)}&list=true")
+    try:
+        events = opening(stream)
+        assert [data["run_id"] for _, data in events[:-1]] == longest
+    finally:
+        stream.close()
+
+
+@needs_postgres
+def test_a_stream_of_runs_gets_the_events_of_every_replica(pg_database):
+    _clean_postgres(pg_database)
+    settings = Settings(database_url=pg_database)
+    with serve(settings) as one, serve(settings) as two, two.client() as api:
+        create_run(api, "a")
+        create_run(api, "b")
+        stream = Stream(f"{one.url}/api/v1/events?runs=a,b&list=true")
+        try:
+            opening(stream)
+            # The other replica sends metrics once it has heard that this one streams the run.
+            heard = two.app.state.bus.has_subscribers
+            wait_for(lambda: heard(run_topic("a")) and heard(run_topic("b")), what="the replica to hear of the stream")
+            post_logs(api, "b", make_records(1))
+            metrics, _ = stream.next("metrics")
+            assert (metrics["run_id"], seqs(metrics)) == ("b", [0])
+            api.post("/api/v1/runs/a/commands", json={"type": "stop_training"})
+            assert stream.next("command")[0]["run_id"] == "a"
+            create_run(api, "c")
+            assert stream.next("list.run")[0]["id"] == "c"
+        finally:
+            stream.close()

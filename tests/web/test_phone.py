@@ -151,6 +151,24 @@ def test_the_run_list_fits_a_phone_with_long_names_and_tags(page_at, api):
         assert all(box["left"] >= 0 and box["right"] <= PHONE["width"] for box in shown), shown
 
 
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_selecting_every_run_that_matches_fits_the_screen(page_at, api, viewport):
+    for i in range(60):
+        create_run(api, f"r{i:02d}", name=f"run-{i:02d}", project="a-project-with-a-longer-name")
+    page = page_at(viewport, phone=viewport is PHONE)
+    page.goto("/?project=a-project-with-a-longer-name")
+    page.wait_for_selector(READY)
+    page.get_by_role("checkbox", name="select every run on this page").check()
+    expect(page.locator("#select-matching")).to_be_visible()
+    assert_no_page_overflow(page)
+    page.locator("#select-matching").click()
+    expect(page.locator("#selection")).to_have_text("All 60 runs that match selected")
+    assert_no_page_overflow(page)
+    for selector in ("#selection", "#clear-selection", "#fleet-stop", "#compare"):
+        [box] = boxes(page, selector)
+        assert box["left"] >= 0 and box["right"] <= viewport["width"], (selector, box)
+
+
 LONG_PROJECT = "imagenet-resnet50-ablation-" + "sweep-with-a-long-project-name-" * 3
 LONG_METRIC = "val_sparse_top_5_categorical_accuracy_" + "on_the_held_out_images_" * 3
 # Lines of text an element's content takes.

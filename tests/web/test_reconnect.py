@@ -1,9 +1,13 @@
 """A page whose stream drops (the server restarts, the network breaks) says so, and comes
-back with every point it missed: no hole in a curve, no point twice."""
+back with every point it missed: no hole in a curve, no point twice. Each test runs with
+the stream shared between tabs (a shared worker) and with a page's own stream (a browser
+without SharedWorker). What is logged while the page is away goes through another server
+process on the same database, so the one the page reconnects to never numbered it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -14,7 +18,7 @@ from tests.helpers import create_run, make_records, post_logs
 from tests.web.conftest import watch
 from tests.web.test_pages import READY
 
-EVENTS = "**/api/v1/**events*"
+NO_SHARED_WORKER = "delete window.SharedWorker"
 
 
 @pytest.fixture
@@ -25,9 +29,26 @@ def restartable(tmp_path) -> Iterator[ServerProcess]:
     server.stop()
 
 
-@pytest.fixture
-def page_of(browser, restartable) -> Iterator[object]:
+@contextmanager
+def away(restartable: ServerProcess) -> Iterator[httpx.Client]:
+    """The page's server is down: the page says it is reconnecting. Meanwhile the yielded
+    client writes through another process on the same database; the page's server starts
+    again after."""
+    restartable.stop()
+    other = ServerProcess(restartable.db_url).start()
+    try:
+        with httpx.Client(base_url=other.url, timeout=30) as api:
+            yield api
+    finally:
+        other.stop()
+    restartable.start()
+
+
+@pytest.fixture(params=["shared", "own"])
+def page_of(request, browser, restartable) -> Iterator[object]:
     context = browser.new_context(base_url=restartable.url, viewport={"width": 1366, "height": 900})
+    if request.param == "own":
+        context.add_init_script(NO_SHARED_WORKER)
     page = context.new_page()
     errors: list[str] = []
     watch(page, errors, console=False)  # the browser logs each refused reconnect
@@ -66,16 +87,11 @@ def test_run_page_resumes_after_a_server_restart_with_every_point(page_of, resta
         wait_drawn(page, 50)
         expect(page.locator("#live")).to_have_text("live")
 
-    # The page cannot reconnect until the route is lifted: what is logged meanwhile is
-    # only in the database, and the new process never numbered the page's last event.
-    page.route(EVENTS, lambda route: route.abort())
-    restartable.stop()
-    expect(page.locator("#live")).to_have_text("reconnecting…")
-    restartable.start()
-    with httpx.Client(base_url=restartable.url, timeout=30) as api:
+    with away(restartable) as api:
+        expect(page.locator("#live")).to_have_text("reconnecting…")
         for start in range(50, 150, 25):
             assert post_logs(api, "r", make_records(25, start=start)).status_code == 200
-        page.unroute(EVENTS)
+    with httpx.Client(base_url=restartable.url, timeout=30) as api:
         wait_drawn(page, 150)
         expect(page.locator("#live")).to_have_text("live")
         post_logs(api, "r", make_records(10, start=150))  # and live again after it
@@ -91,16 +107,13 @@ def test_run_list_rereads_after_a_server_restart(page_of, restartable):
         page.goto("/")
         page.wait_for_selector(READY)
         expect(page.locator("tr[data-id=before]")).to_be_visible()
-        page.route(EVENTS, lambda route: route.abort())
-        restartable.stop()
+    with away(restartable) as api:
         expect(page.locator("#live")).to_have_text("reconnecting…")
-        restartable.start()
         create_run(api, "meanwhile", name="meanwhile")
         api.patch("/api/v1/runs/before", json={"status": "finished"})
-        page.unroute(EVENTS)
-        expect(page.locator("tr[data-id=meanwhile]")).to_be_visible()
-        expect(page.locator("tr[data-id=before] .badge")).to_have_text("finished")
-        expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("tr[data-id=meanwhile]")).to_be_visible()
+    expect(page.locator("tr[data-id=before] .badge")).to_have_text("finished")
+    expect(page.locator("#live")).to_have_text("live")
 
 
 def test_compare_page_resumes_after_a_server_restart_with_every_point(page_of, restartable):
@@ -113,15 +126,12 @@ def test_compare_page_resumes_after_a_server_restart_with_every_point(page_of, r
         page.wait_for_selector(READY)
         page.select_option("#metric", "batch/loss")
         page.wait_for_function("() => document.querySelector('.plot')?.data?.[1]?.x.length === 20")
-    page.route(EVENTS, lambda route: route.abort())
-    restartable.stop()
-    expect(page.locator("#live")).to_have_text("reconnecting…")
-    restartable.start()
-    with httpx.Client(base_url=restartable.url, timeout=30) as api:
+    with away(restartable) as api:
+        expect(page.locator("#live")).to_have_text("reconnecting…")
         for run_id, n in (("a", 30), ("b", 50)):
             assert post_logs(api, run_id, make_records(n, start=20)).status_code == 200
         api.patch("/api/v1/runs/a", json={"status": "finished"})
-        page.unroute(EVENTS)
+    with httpx.Client(base_url=restartable.url, timeout=30) as api:
         page.wait_for_function(
             "() => { const d = document.querySelector('.plot')?.data; return d?.[0]?.x.length === 50 && d?.[1]?.x.length === 70; }"
         )

@@ -4,6 +4,7 @@ the list's state in the URL; and the run page's tags, note and delete."""
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -281,3 +282,109 @@ def test_the_project_filter_offers_projects_beyond_the_page_shown(page, api):
     expect(rows(page)).to_have_count(1)
     expect(name_cell(page, 0)).to_have_text("the-only-vision-run")
     assert "project=vision" in page.url
+
+
+def ticked(page) -> list[str]:
+    """The ids of the rows shown ticked."""
+    return page.locator("#runs tr").evaluate_all(
+        "trs => trs.filter(tr => tr.querySelector('input.pick').checked).map(tr => tr.dataset.id)"
+    )
+
+
+def compare_query(page) -> dict[str, list[str]]:
+    page.wait_for_url("**/compare*")
+    return parse_qs(urlsplit(page.url).query)
+
+
+def test_select_all_ticks_the_page_shown_and_compare_opens_those_runs(page, api):
+    many_runs(api, 60)
+    open_list(page, "/?page=2")
+    expect(rows(page)).to_have_count(10)
+    second_page = [run["id"] for run in api.get("/api/v1/runs", params={"limit": 50, "offset": 50}).json()]
+    head = page.get_by_role("checkbox", name="select every run on this page")
+    expect(page.locator("#selection")).to_have_text("No runs selected")
+
+    head.check()
+    assert ticked(page) == second_page
+    expect(page.locator("#selection")).to_have_text("10 selected: all 10 on this page")
+    expect(page.locator("#select-matching")).to_have_text("Select all 60 runs")  # no filter: every run
+    page.locator("tr[data-id=r000] input.pick").uncheck()
+    expect(head).not_to_be_checked()
+    assert head.evaluate("box => box.indeterminate")
+    expect(page.locator("#selection")).to_have_text("9 selected")
+    expect(page.locator("#select-matching")).to_be_hidden()
+    head.check()  # a part-ticked page ticks whole
+    expect(page.locator("#selection")).to_have_text("10 selected: all 10 on this page")
+
+    page.click("#prev")  # the first page's runs are not ticked by it
+    expect(page.locator("#range")).to_have_text(shown(1, 50, 60))
+    assert ticked(page) == []
+    expect(head).not_to_be_checked()
+    page.click("#next")
+    expect(page.locator("#range")).to_have_text(shown(51, 60, 60))
+    assert ticked(page) == second_page
+
+    page.click("#compare")
+    assert sorted(compare_query(page)["runs"][0].split(",")) == sorted(second_page)
+
+
+def test_all_runs_that_match_are_compared_by_the_filter_not_by_id(page, api):
+    many_runs(api, 120)
+    for i in range(60):
+        api.patch(f"/api/v1/runs/r{i:03d}", json={"tags": ["sweep"]})
+    create_run(api, "lab1", name="vit-001", project="lab")
+    query = {"project": ["zoo"], "status": ["running"], "q": ["-0"], "tag": ["sweep"]}
+    open_list(page, "/?" + urlencode(query, doseq=True))
+    expect(page.locator("#range")).to_have_text(shown(1, 50, 60))
+
+    page.get_by_role("checkbox", name="select every run on this page").check()
+    expect(page.locator("#selection")).to_have_text("50 selected: all 50 on this page")
+    page.get_by_role("button", name="Select all 60 runs that match").click()
+    expect(page.locator("#selection")).to_have_text("All 60 runs that match selected")
+    page.click("#next")  # every run that matches is ticked, on every page
+    expect(page.locator("#range")).to_have_text(shown(51, 60, 60))
+    expect(page.locator("#runs input.pick:checked")).to_have_count(10)
+    rows(page).first.locator("input.pick").uncheck()  # back to runs ticked: this page, less one
+    expect(page.locator("#selection")).to_have_text("9 selected")
+    expect(page.locator("#runs input.pick:checked")).to_have_count(9)
+
+    page.get_by_role("button", name="Clear selection").click()
+    expect(page.locator("#selection")).to_have_text("No runs selected")
+    expect(page.locator("#runs input.pick:checked")).to_have_count(0)
+    expect(page.locator("#compare")).to_be_disabled()
+
+    page.get_by_role("checkbox", name="select every run on this page").check()
+    page.get_by_role("button", name="Select all 60 runs that match").click()
+    page.click("#compare")
+    assert compare_query(page) == query
+
+
+def stops(api, run_id: str) -> list[str]:
+    commands = api.get(f"/api/v1/runs/{run_id}/commands").json()
+    return [c["type"] for c in commands if c["type"] == "stop_training"]
+
+
+@pytest.mark.parametrize(
+    ("path", "matching"),
+    [("/?project=zoo", 120), ("/?project=zoo&q=-0", 100)],
+    ids=["a-project-alone", "a-search-in-a-project"],
+)
+def test_a_stop_to_all_runs_that_match_asks_once_and_reaches_each_running_one(page, api, path, matching):
+    many_runs(api, 120)
+    for run_id in ("r001", "r050", "r110"):
+        api.patch(f"/api/v1/runs/{run_id}", json={"status": "finished"})
+    create_run(api, "lab1", name="vit-001", project="lab")  # another project: its name matches
+    open_list(page, path)
+    expect(page.locator("#range")).to_have_text(shown(1, 50, matching))
+
+    page.get_by_role("checkbox", name="select every run on this page").check()
+    page.get_by_role("button", name=f"Select all {matching} runs that match").click()
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("#fleet-stop")
+    live = [f"r{i:03d}" for i in range(matching) if f"r{i:03d}" not in ("r001", "r050", "r110")]
+    expect(page.locator("#fleet-result")).to_have_text(f"sent to {len(live)} run(s)")
+    assert asked == [f"Stop every run still running of all {matching} that match the filter after their current batch?"]
+
+    for run in api.get("/api/v1/runs", params={"limit": 1000}).json():
+        assert stops(api, run["id"]) == (["stop_training"] if run["id"] in live else []), run["id"]

@@ -1,5 +1,7 @@
 // The API from the browser: JSON over fetch with the stored token, and Server-Sent Events.
 
+import { Hub } from "./streamhub.js";
+
 const TOKEN_KEY = "fitwatch.token";
 
 export class ApiError extends Error {
@@ -42,6 +44,7 @@ async function call(path, { method = "GET", body } = {}) {
       const token = window.prompt("This fitwatch server needs its token (FITWATCH_TOKEN):");
       if (token) {
         localStorage.setItem(TOKEN_KEY, token.trim());
+        for (const listener of tokenListeners) listener(token.trim());
         continue;
       }
     }
@@ -77,47 +80,76 @@ export async function records(runId, scope) {
   return (await response.text()).split("\n").filter(Boolean).map((line) => JSON.parse(line));
 }
 
-const REOPEN_MS = 2000;
 const OPEN_WAIT_MS = 3000; // how long a page waits for its stream before it reads anyway
+const WORKER = "/static/js/streamworker.js";
+const tokenListeners = new Set();
 
-/** Subscribe to an SSE stream: `handlers` maps event names to functions of the parsed
- * data. The browser reconnects by itself, saying the last event it had, and the server
- * sends what was missed, or `resync` where it cannot, which the page answers by reading
- * again. A stream the browser gives up on (an error answer while the server restarts) is
- * opened again here; it cannot say what it had, so the page reads again then too. The
- * header's `#live` says whether the page is live or reconnecting. Returns a promise of the
- * stream's first event (each stream opens with one), or of OPEN_WAIT_MS passing: a page
- * that reads after it misses no change made in between. */
-export function stream(path, handlers) {
+/** Follow `want` ({runs: [ids], list: true for the run list}) live: `handlers` maps event
+ * names to functions of the parsed data (each event of a run names it: `run_id`). Every
+ * tab of this browser shares one stream through a shared worker (a browser holds six
+ * connections to a server; a stream a page would take them all), or, where there is no
+ * shared worker, the page opens one for all it follows. A stream that breaks resumes
+ * where it was: the server sends what was missed, or `resync` where it cannot, which the
+ * page answers by reading again. The header's `#live` says whether the page is live or
+ * reconnecting. Returns a promise of the stream's first event for this page (the state
+ * of each run, or `ready` for the run list), or of OPEN_WAIT_MS passing: a page that
+ * reads after it misses no change made in between. */
+export function stream(want, handlers) {
   let first;
   const opened = new Promise((resolve) => (first = resolve));
-  let reopened = false;
-  let wait = REOPEN_MS; // doubles while the server keeps refusing (a deleted run, a token), to 1 min
-  const open = () => {
-    const source = new EventSource(withToken(path));
-    for (const [name, handle] of Object.entries(handlers)) {
-      source.addEventListener(name, (event) => {
-        first();
-        handle(JSON.parse(event.data));
-      });
+  const receive = (message) => {
+    if (message.state) {
+      connection(message.state);
+    } else if (message.full) {
+      here(); // the worker follows all it can: this page follows its runs itself
+    } else {
+      first();
+      handlers[message.event]?.(message.data);
     }
-    source.onopen = () => {
-      connection("live");
-      if (reopened) handlers.resync?.({});
-      reopened = false;
-      wait = REOPEN_MS;
-    };
-    source.onerror = () => {
-      connection("reconnecting");
-      if (source.readyState === EventSource.CLOSED) {
-        reopened = true;
-        setTimeout(open, wait);
-        wait = Math.min(wait * 2, 60_000);
-      }
-    };
   };
-  open();
+  const here = () => {
+    const hub = new Hub();
+    hub.setToken(token());
+    tokenListeners.add((kept) => hub.setToken(kept));
+    hub.add(want, receive);
+  };
+  if (typeof SharedWorker === "function") shared(want, receive, here);
+  else here();
   return Promise.race([opened, new Promise((resolve) => setTimeout(resolve, OPEN_WAIT_MS))]);
+}
+
+function shared(want, receive, here) {
+  let worker;
+  try {
+    worker = new SharedWorker(WORKER, { type: "module", name: "fitwatch events" });
+  } catch (_) {
+    here();
+    return;
+  }
+  let heard = false;
+  worker.addEventListener("error", () => heard || here()); // the worker would not start
+  const { port } = worker;
+  port.onmessage = ({ data }) => {
+    heard = true;
+    receive(data);
+  };
+  port.start();
+  const send = (message) => port.postMessage({ token: token(), ...message });
+  tokenListeners.add((kept) => port.postMessage({ token: kept }));
+  window.addEventListener("storage", (event) => event.key === TOKEN_KEY && port.postMessage({ token: event.newValue }));
+  // The worker lets go of what this page follows when it leaves (pagehide) or, where it
+  // could not say so, when the lock it holds while it lives is released.
+  const lock = `fitwatch.page.${crypto.randomUUID?.() ?? Math.random()}`;
+  if (navigator.locks) {
+    navigator.locks.request(lock, () => {
+      send({ want, lock });
+      return new Promise(() => {});
+    });
+  } else {
+    send({ want });
+  }
+  window.addEventListener("pagehide", () => port.postMessage({ bye: true }));
+  window.addEventListener("pageshow", (event) => event.persisted && location.reload()); // back from the cache: what it followed was let go
 }
 
 function connection(state) {

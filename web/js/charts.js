@@ -2,7 +2,8 @@
 // x by step / epoch / wall time (system samples: sample number or wall time), zoom that
 // asks the server for the range, live points with Plotly.extendTraces, visible markers for
 // NaN, ±Infinity and values too large to draw, and markers where commands applied and
-// rules fired, merged where their labels would overlap.
+// rules fired, merged where their labels would overlap. Many series (a compare of a
+// hundred runs) are drawn with WebGL, one highlighted at a time, the others faded.
 
 import { num } from "./api.js";
 import { el, fmtValue } from "./util.js";
@@ -16,6 +17,11 @@ const DRAWABLE = 1e300;
 const LABEL_CHARS = 24; // a marker's label is cut there; its hover has it whole
 const CHAR_PX = 6; // about the width of a character of a marker's 10 px label
 const TICK_CHAR_PX = 8; // ... and of a tick label's
+// Past this many series SVG lines get slow (100 runs of 1,000 points: ~1.5 s a redraw,
+// WebGL ~0.3 s; bench/pages.py --compare) and a legend or a unified hover unreadable.
+export const WEBGL_OVER = 20;
+const FEW = 8; // series a chart names in its own legend and its hover, all at once
+const FADED = 0.12; // opacity of the series not highlighted, as a share of their own
 
 export const colorAt = (i) => PALETTE[i % PALETTE.length];
 
@@ -92,6 +98,35 @@ export class Chart {
     parent.append(this.node);
     this.zoomed = false;
     this.rendered = false;
+    this.highlighted = null; // the key of the series drawn over the faded others
+    this.shown = null; // the keys of the series drawn (null: all)
+  }
+
+  /** Draw series `key` over the others, faded (null: none); a chart's hover does it too. */
+  highlight(key) {
+    if (key === this.highlighted) return;
+    this.highlighted = key;
+    if (this.rendered) Plotly.restyle(this.plot, { opacity: this.plot.data.map((t) => this.opacity(t)) });
+  }
+
+  /** Draw only the series of `keys` (null: every one). */
+  only(keys) {
+    this.shown = keys;
+    if (this.rendered) this.render();
+  }
+
+  opacity(trace) {
+    const own = trace.meta === "raw" && this.settings.smoothing > 0 ? 0.25 : 1;
+    return this.highlighted !== null && trace.legendgroup !== this.highlighted ? own * FADED : own;
+  }
+
+  /** WebGL once SVG would be slow. */
+  traceType() {
+    return this.drawnSeries().length > WEBGL_OVER ? "scattergl" : "scatter";
+  }
+
+  drawnSeries() {
+    return [...this.series.values()].filter((s) => !this.shown || this.shown.has(s.key));
   }
 
   /** Add a series; `scope` decides how steps map to epochs. */
@@ -177,7 +212,8 @@ export class Chart {
   traces() {
     const { smoothing } = this.settings;
     const traces = [];
-    for (const s of this.series.values()) {
+    const type = this.traceType();
+    for (const s of this.drawnSeries()) {
       const xs = s.steps.map((_, i) => this.x(s, i));
       const ys = s.values.map((v) => (drawable(v) ? v : null));
       const sizes = xs.map(() => 5);
@@ -192,20 +228,21 @@ export class Chart {
         name: s.label,
         x: xs,
         y: ys,
-        type: "scatter",
+        type,
         mode: xs.length <= 60 ? "lines+markers" : "lines",
         marker: { size: sizes },
         line: { color: s.color, width: smoothing > 0 ? 1 : 1.6, shape: this.reach ? "hv" : "linear" },
-        opacity: smoothing > 0 ? 0.25 : 1,
         showlegend: smoothing === 0,
         legendgroup: s.key,
         hovertemplate: `${s.label}: %{y}<extra></extra>`,
+        meta: "raw",
       });
       if (smoothing > 0) {
         traces.push({
           name: s.label,
           x: xs,
           y: ema(s.values, smoothing),
+          type,
           mode: "lines",
           line: { color: s.color, width: 1.8 },
           legendgroup: s.key,
@@ -219,6 +256,7 @@ export class Chart {
           x: marks.map((m) => xs[m.i]),
           y: marks.map((m) => m.y),
           text: marks.map((m) => m.text),
+          type,
           mode: "markers",
           marker: { color: NONFINITE_COLOR, symbol: "x-thin-open", size: 12, line: { width: 2, color: NONFINITE_COLOR } },
           hovertemplate: `${s.label}: %{text} at %{x}<extra></extra>`,
@@ -228,6 +266,7 @@ export class Chart {
         });
       }
     }
+    for (const t of traces) t.opacity = this.opacity(t);
     return traces;
   }
 
@@ -235,6 +274,7 @@ export class Chart {
     const { logy } = this.settings;
     const xmode = this.xmode();
     const scopes = [...this.series.values()].map((s) => s.scope);
+    const few = this.drawnSeries().length <= FEW;
     const epochs = scopes.every((scope) => scope !== "batch");
     const samples = scopes.length > 0 && scopes.every((scope) => scope === "system"); // steps are sample numbers
     const [lo, hi] = this.extent();
@@ -246,7 +286,9 @@ export class Chart {
       // Marker labels go below the mode bar (22 px, shown on hover), which would cover them.
       margin: { l: 48, r: 12, t: markers.annotations.length ? 42 : 18, b: 36 },
       height: 260,
-      hovermode: "x unified",
+      // Many runs: the hover names the nearest one (and highlights it), the page lists them.
+      hovermode: few ? "x unified" : "closest",
+      showlegend: few,
       legend: { orientation: "h", y: -0.22 },
       xaxis: {
         title: { text: xmode === "wall" ? "" : samples ? "sample" : epochs || xmode === "epoch" ? "epoch" : "step", standoff: 4 },
@@ -333,6 +375,15 @@ export class Chart {
     if (!this.rendered) {
       this.rendered = true;
       this.plot.on("plotly_relayout", (event) => this.relayout(event));
+      let unhover = null; // a redraw ends a hover: wait for the next before fading back
+      this.plot.on("plotly_hover", (event) => {
+        clearTimeout(unhover);
+        if (this.plot.layout.hovermode === "closest") this.highlight(event.points[0]?.data.legendgroup ?? null);
+      });
+      this.plot.on("plotly_unhover", () => {
+        clearTimeout(unhover);
+        unhover = setTimeout(() => this.highlight(null), 150);
+      });
       // `responsive` follows the window; the page can change a chart's width without it
       // (a group of charts showing beside this one, a scrollbar).
       let width = this.plot.clientWidth;

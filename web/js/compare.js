@@ -1,19 +1,58 @@
-// Compare: one metric of several runs on one chart, live, with the same controls, and a
-// table of the config and context keys whose values differ between the runs.
+// Compare: one metric of several runs on one chart, live, with the same controls, a
+// table of the config and context keys whose values differ between the runs, and for a
+// sweep its keys against the metric. The runs are named (`?runs=a,b`) or are those that
+// pass the run list's filters (`?project=&status=&q=&tag=`), a thousand at most; they are
+// read a hundred a request, so a hundred runs cost a few requests, not three a run.
 
-import { api, seriesUrl, stepParams, stream } from "./api.js";
+import { api, apiPage, stepParams, stream } from "./api.js";
 import { Chart, colorAt } from "./charts.js";
 import { toolbar } from "./controls.js";
+import { renderDifferences } from "./differences.js";
 import { fleetControls, LIVE } from "./steer.js";
+import { Sweeps } from "./sweeps.js";
 import { el, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
-const ids = (new URLSearchParams(location.search).get("runs") || "").split(",").filter(Boolean);
+const query = new URLSearchParams(location.search);
+// The runs in colour order: named, or filled by `chooseRuns` from the filters.
+const ids = (query.get("runs") || "").split(",").filter(Boolean);
+const FILTERS = ["project", "status", "q", "tag"]; // as GET /api/v1/runs takes them
+const MAX_RUNS = 1000; // runs of a filter compared
+const PART = 100; // runs a request of runs or of the series they have
+const SERIES_PART = 20; // runs a request of points: several in flight over the connections
+const POINTS = 40_000; // points a chart reads, all runs together (2,000 a run at most)
+const FEW_RUNS = 8; // runs the legend lists without a filter box and a scroll
 const settings = { smoothing: 0, logy: false, xmode: "step", stepsPerEpoch: null };
 let chart = null;
 let metric = null; // "scope/name"
 const runs = new Map();
 const has = new Map(); // id -> the "scope/name" of each series the run has points of
+let held = []; // live events that arrive while the runs are read (null: drawn as they come)
+let picked = null; // the runs picked in the sweep view (null: all)
+const sweeps = new Sweeps((chosen) => {
+  picked = chosen;
+  chart?.only(chosen);
+  markPicked();
+});
+
+/** `items` in parts of `size`. */
+const parts = (items, size) => Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+
+/** With no runs named, the runs that pass the filters of the address, newest first. */
+async function chooseRuns() {
+  if (ids.length) return;
+  const filters = new URLSearchParams();
+  for (const key of FILTERS) for (const value of query.getAll(key)) if (value) filters.append(key, value);
+  if (![...filters.keys()].length) return;
+  filters.set("limit", String(MAX_RUNS));
+  const { items, total } = await apiPage(`/api/v1/runs?${filters}`);
+  ids.push(...items.map((run) => run.id));
+  filters.delete("limit");
+  const said = [...filters].map(([key, value]) => (key === "q" ? `“${value}”` : `${key} ${value}`));
+  $("title").textContent = `Compare ${total.toLocaleString()} ${total === 1 ? "run" : "runs"}: ${new Intl.ListFormat("en").format(said)}`;
+  $("cut").textContent = `The ${MAX_RUNS.toLocaleString()} newest of ${total.toLocaleString()} matching runs are compared; narrow the filters for the rest.`;
+  $("cut").hidden = total <= ids.length;
+}
 
 /** A metric's scope and name (a name may hold slashes). */
 function split(key) {
@@ -28,6 +67,7 @@ async function draw() {
   fitAxisChoice(scope);
   $("running-means").hidden = scope !== "batch";
   chart = new Chart($("charts"), { title: `${name} (${scope})`, settings, onZoom: (range) => load(range).then(() => chart.render()).catch(showError) });
+  chart.shown = picked;
   ids.forEach((id, i) => {
     // By epoch, each run's batches are scaled by its own steps per epoch.
     chart.add(id, runs.get(id).name, scope, colorAt(i)).stepsPerEpoch = runs.get(id).config?.fit?.steps || null;
@@ -35,6 +75,7 @@ async function draw() {
   await load(null);
   chart.render();
   renderMissing();
+  renderFinals();
   for (const [id, data] of held) onMetrics(id, data);
   held = null;
 }
@@ -60,19 +101,35 @@ function renderMissing() {
   $("missing").hidden = lacking.length === 0;
 }
 
-/** The series each run has, for the metric choice and to know which runs lack one. */
+/** The series each run has, for the metric choice and to know which runs lack one;
+ * answers the "scope/name" of every series any of the runs has. */
 async function readSeries() {
-  const lists = await Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}/series`)));
-  ids.forEach((id, i) => has.set(id, new Set(lists[i].map((s) => `${s.scope}/${s.name}`))));
-  return lists;
+  const lists = await Promise.all(parts(ids, PART).map((part) => api(`/api/v1/series?runs=${part.map(encodeURIComponent).join(",")}`)));
+  for (const id of ids) has.set(id, new Set());
+  for (const s of lists.flat()) for (const id of s.runs) has.get(id).add(`${s.scope}/${s.name}`);
+  return [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))];
 }
 
-/** Each run as it is now, into the legend and the table of differences. */
+/** Each run as it is now, config included, into the legend and the table of differences. */
 async function readRuns() {
-  const read = await Promise.all(ids.map((id) => api(`/api/v1/runs/${encodeURIComponent(id)}`)));
-  ids.forEach((id, i) => runs.set(id, read[i]));
+  const read = await Promise.all(parts(ids, PART).map((part) => api(`/api/v1/runs?${part.map((id) => `id=${encodeURIComponent(id)}`).join("&")}&config=true&limit=${PART}`)));
+  for (const run of read.flat()) runs.set(run.id, run);
+  const gone = ids.filter((id) => !runs.has(id));
+  if (gone.length) throw new Error(`No run ${new Intl.ListFormat("en").format(gone)}.`);
   renderLegend();
-  renderDifferences();
+  if (chart) renderFinals();
+}
+
+/** The metric's last value of each run, drawn: into the table of differences and the sweep. */
+function renderFinals() {
+  const finals = new Map();
+  for (const [id, s] of chart.series) {
+    const last = s.values.findLast((v) => Number.isFinite(v));
+    if (last !== undefined) finals.set(id, last);
+  }
+  const [scope, name] = split(metric);
+  renderDifferences(ids, runs, finals, name);
+  sweeps.update(ids, runs, finals, `${name} (${scope})`);
 }
 
 let redrawing = null;
@@ -82,89 +139,80 @@ function redrawSoon() {
   redrawing = setTimeout(() => metric && Promise.all([readRuns(), readSeries().then(draw)]).catch(showError), 300);
 }
 
+/** The metric's points of each run that has it, read a part of the runs a request; a
+ * zoom asks each run for its own steps, so runs zoomed alike share a request. */
 async function load(range) {
   const [scope, name] = split(metric);
+  const having = ids.filter((id) => has.get(id).has(metric));
+  const maxPoints = Math.max(200, Math.min(2000, Math.floor(POINTS / Math.max(1, having.length))));
+  const alike = new Map(); // query -> runs
+  for (const id of having) {
+    const params = `${new URLSearchParams({ max_points: String(maxPoints), ...stepParams(range, chart.series.get(id)) })}`;
+    alike.set(params, [...(alike.get(params) || []), id]);
+  }
+  const path = `/api/v1/series/${scope}/${encodeURIComponent(name)}`;
+  const reads = [...alike].flatMap(([params, runIds]) => parts(runIds, SERIES_PART).map((part) => [params, part]));
   await Promise.all(
-    ids.filter((id) => has.get(id).has(metric)).map(async (id) => {
-      chart.setData(id, await api(seriesUrl(id, scope, name, stepParams(range, chart.series.get(id)))));
+    reads.map(async ([params, part]) => {
+      const body = await api(`${path}?runs=${part.map(encodeURIComponent).join(",")}&${params}`);
+      for (const s of body.series) chart.setData(s.run_id, s);
     }),
   );
 }
 
-/** A config as dotted keys to JSON texts: nested objects are walked, lists and other
- * values kept whole (an empty object is a value too). */
-function flatten(value, prefix = "", out = new Map()) {
-  const nested = value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length > 0;
-  if (nested) {
-    for (const [key, inner] of Object.entries(value)) flatten(inner, prefix ? `${prefix}.${key}` : key, out);
-  } else if (prefix) {
-    out.set(prefix, JSON.stringify(value));
-  }
-  return out;
-}
-
-const isContext = (key) => key === "context" || key.startsWith("context.");
-// Hyperparameters first, then where the run ran; by name within each.
-const keyOrder = (a, b) => isContext(a) - isContext(b) || a.localeCompare(b);
-
-/** A JSON text as a cell: strings as themselves, anything else as JSON; missing as a dash. */
-function valueCell(json) {
-  if (json === undefined) return el("td", { className: "missing", title: "not in this run's config", text: "–" });
-  const value = JSON.parse(json);
-  return el("td", {}, el("code", { text: typeof value === "string" ? value : json }));
-}
-
-function renderDifferences() {
-  if (ids.length < 2) return;
-  const flat = ids.map((id) => flatten(runs.get(id).config));
-  const keys = [...new Set(flat.flatMap((m) => [...m.keys()]))].sort(keyOrder);
-  const differ = keys.filter((key) => new Set(flat.map((m) => m.get(key))).size > 1);
-  const equal = keys.filter((key) => !differ.includes(key)); // a config has tens of keys
-  $("diff-head").replaceChildren(
-    el("tr", {}, el("th", { text: "key" }), ...ids.map((id, i) =>
-      el("th", { title: id }, el("span", { className: "swatch", style: `background:${colorAt(i)}` }), " ", runs.get(id).name),
-    )),
-  );
-  $("diff-rows").replaceChildren(
-    ...differ.map((key) => el("tr", { "data-key": key }, el("th", {}, el("code", { text: key })), ...flat.map((m) => valueCell(m.get(key))))),
-  );
-  $("diff-rows").closest("table").hidden = differ.length === 0;
-  $("no-differences").hidden = differ.length > 0;
-  $("equal-rows").replaceChildren(
-    ...equal.map((key) => el("tr", { "data-key": key }, el("th", {}, el("code", { text: key })), valueCell(flat[0].get(key)))),
-  );
-  $("equal-count").textContent = `${equal.length} equal ${equal.length === 1 ? "key" : "keys"}`;
-  $("equal-keys").hidden = equal.length === 0;
-  $("differences").hidden = false;
-}
-
-let held = []; // live events that arrive while the runs are read (null: drawn as they come)
-
-/** Each run's colour, name and status (live). */
+/** Each run's colour, name and status (live); with many runs the list scrolls and a box
+ * finds a run in it. Hovering a run highlights its line. */
 function renderLegend() {
+  const many = ids.length > FEW_RUNS;
+  $("legend").classList.toggle("many", many);
+  $("legend-filter").hidden = !many;
   $("legend").replaceChildren(...ids.map((id, i) => {
     const run = runs.get(id);
     const swatch = el("span", { className: "swatch", style: `background:${colorAt(i)}` });
-    return el("li", { "data-id": id }, swatch, el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
+    const item = el("li", { "data-id": id }, swatch, el("a", { href: `/runs/${encodeURIComponent(id)}`, text: run.name }), " ", statusBadge(run.status));
+    item.addEventListener("mouseenter", () => highlight(id));
+    item.addEventListener("mouseleave", () => highlight(null));
+    return item;
   }));
+  filterLegend();
+  markPicked();
+}
+
+function highlight(id) {
+  chart?.highlight(id);
+  for (const item of $("legend").children) item.toggleAttribute("data-highlighted", item.dataset.id === id);
+}
+
+function filterLegend() {
+  const text = $("legend-filter").value.trim().toLowerCase();
+  for (const item of $("legend").children) {
+    const run = runs.get(item.dataset.id);
+    item.hidden = text !== "" && !`${run.name} ${run.id}`.toLowerCase().includes(text);
+  }
+}
+
+/** Grey out in the legend the runs the sweep view left out of the chart. */
+function markPicked() {
+  for (const item of $("legend").children) item.classList.toggle("muted", picked !== null && !picked.has(item.dataset.id));
 }
 
 async function main() {
-  if (ids.length === 0) throw new Error("Choose runs to compare on the run list.");
-  for (const id of ids) {
-    stream(`/api/v1/runs/${encodeURIComponent(id)}/events`, {
-      run: (run) => {
-        if (!runs.has(id)) return; // the first read has it
-        runs.set(id, run);
-        if (ids.every((other) => runs.has(other))) renderLegend(); // else drawn once every run is read
-      },
-      metrics: (data) => (held ? held.push([id, data]) : onMetrics(id, data)),
-      resync: redrawSoon, // some points are lost to this page: read again
-    });
-  }
-  const [lists] = await Promise.all([readSeries(), readRuns()]);
+  await chooseRuns();
+  if (ids.length === 0) throw new Error(query.has("runs") || !FILTERS.some((key) => query.has(key)) ? "Choose runs to compare on the run list." : "No runs match these filters.");
+  // One stream for every run: a browser holds six connections to a server.
+  await stream({ runs: ids }, {
+    run: (run) => {
+      if (!runs.has(run.id)) return; // the first read has it
+      runs.set(run.id, run);
+      if (ids.every((other) => runs.has(other))) renderLegend(); // else drawn once every run is read
+    },
+    metrics: (data) => (held ? held.push([data.run_id, data]) : onMetrics(data.run_id, data)),
+    resync: redrawSoon, // some points are lost to this page: read again
+  });
+  const [found] = await Promise.all([readSeries(), readRuns()]);
+  $("legend-filter").addEventListener("input", filterLegend);
   fleetControls($("fleet"), () => ids)([...runs.values()].some((run) => LIVE.includes(run.status)));
-  const metrics = [...new Set(lists.flat().map((s) => `${s.scope}/${s.name}`))].sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
+  const metrics = found.sort((a, b) => (a.startsWith("epoch/") ? -1 : 0) - (b.startsWith("epoch/") ? -1 : 0) || a.localeCompare(b));
   const select = $("metric");
   select.replaceChildren(...metrics.map((m) => el("option", { value: m, text: m })));
   metric = metrics.includes("epoch/loss") ? "epoch/loss" : metrics[0];

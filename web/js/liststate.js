@@ -22,10 +22,19 @@ export function fromUrl() {
   };
 }
 
-function params(state) {
+/** The filters as `GET /api/v1/runs` (and `/compare`) take them. */
+export function filterQuery(state) {
   const query = new URLSearchParams();
   for (const key of ["project", "status", "q"]) if (state[key]) query.set(key, state[key]);
   for (const tag of state.tags) query.append("tag", tag);
+  return query;
+}
+
+/** Whether any filter is set. */
+export const filtered = (state) => filterQuery(state).toString() !== "";
+
+function params(state) {
+  const query = filterQuery(state);
   if (state.sort !== "started") query.set("sort", state.sort);
   if (state.order !== "desc") query.set("order", state.order);
   return query;

@@ -254,7 +254,7 @@ async function onFiring(firing) {
 
 async function main() {
   wireForm();
-  stream("/api/v1/events", { rule: (firing) => onFiring(firing).catch(showError), resync: () => load().catch(showError) });
+  stream({ list: true }, { rule: (firing) => onFiring(firing).catch(showError), resync: () => load().catch(showError) });
   await load();
   document.body.dataset.ready = "true";
 }

@@ -318,7 +318,7 @@ async function main() {
       showError(error);
       return new Promise((resolve) => setTimeout(resolve, 2000)).then(readAgain);
     });
-  let reading = stream(`${base}/events`, {
+  let reading = stream({ runs: [runId] }, {
     run: (data) => {
       if (run) {
         run = data;

@@ -1,8 +1,10 @@
 // The run list: a page of runs at a time, filtered, searched and sorted by the server;
-// live rows over SSE; tags edited in place; the selection to compare or steer.
+// live rows over SSE; tags edited in place; the selection to compare or steer: runs ticked
+// (on any page), or every run that matches the filters.
 
 import { api, apiPage, stream } from "./api.js";
-import { apiPath, fromUrl, matches, newestFirst, PAGE_SIZE, sortBy, sortKey, toUrl } from "./liststate.js";
+import { apiPath, filtered, filterQuery, fromUrl, matches, newestFirst, PAGE_SIZE, sortBy, sortKey, toUrl } from "./liststate.js";
+import { matchingTargets } from "./matching.js";
 import { fleetControls } from "./steer.js";
 import { chip, tagEditor } from "./tags.js";
 import { el, fmtDate, fmtDuration, fmtValue, runSeconds, showError, statusBadge } from "./util.js";
@@ -12,6 +14,7 @@ const state = fromUrl();
 let runs = []; // the page shown, in order
 let total = 0; // runs that match the filters, on every page
 const selected = new Set(); // ids, kept across pages
+let allMatching = false; // every run that matches the filters is selected, on every page
 // Every project the server has (read with each page) and those of runs seen live; the
 // metric names of the runs seen so far.
 const projects = new Set();
@@ -31,9 +34,14 @@ function latest(run) {
 }
 
 function row(run) {
-  const box = el("input", { type: "checkbox", "aria-label": `select ${run.name}` });
-  box.checked = selected.has(run.id);
+  const box = el("input", { type: "checkbox", className: "pick", "aria-label": `select ${run.name}` });
+  box.checked = allMatching || selected.has(run.id);
   box.addEventListener("change", () => {
+    if (allMatching) {
+      // Unticking one of a whole filter leaves the page ticked, less that one.
+      allMatching = false;
+      for (const r of runs) selected.add(r.id);
+    }
     box.checked ? selected.add(run.id) : selected.delete(run.id);
     selectionChanged();
   });
@@ -73,9 +81,8 @@ function render() {
   $("range").textContent = total ? `${first + 1}–${first + runs.length} of ${total}` : "";
   $("prev").disabled = state.page === 1;
   $("next").disabled = first + runs.length >= total;
-  const filtered = Boolean(state.project || state.status || state.q || state.tags.length);
-  $("empty").hidden = total > 0 || filtered;
-  $("no-match").hidden = total > 0 || !filtered;
+  $("empty").hidden = total > 0 || filtered(state);
+  $("no-match").hidden = total > 0 || !filtered(state);
 
   options($("project"), [...projects].sort(), state.project, "all");
   options($("metric"), [...metrics].sort(byMetricName), state.metric, "metric…");
@@ -91,6 +98,7 @@ function render() {
       chip(tag, { onRemove: () => change({ tags: state.tags.filter((t) => t !== tag) }), removeLabel: `stop filtering by tag ${tag}` }),
     ),
   );
+  selectionChanged();
 }
 
 async function load() {
@@ -117,9 +125,10 @@ function readSoon() {
   settle = setTimeout(reload, 300);
 }
 
-/** Filters changed: back to the first page. */
+/** Filters changed: back to the first page; a selection of the old filter's every run goes. */
 function change(patch) {
   Object.assign(state, patch, { page: 1 });
+  if (allMatching) clearSelection();
   reload();
 }
 
@@ -137,16 +146,64 @@ function showRun(run) {
   return true;
 }
 
+/** Every run on the page shown is ticked. */
+const pageTicked = () => runs.length > 0 && (allMatching || runs.every((r) => selected.has(r.id)));
+
+/** The count, the head's box (ticked, part ticked or not) and the offer of the whole
+ * filter follow the selection, as Compare and the commands do. */
 function selectionChanged() {
-  $("compare").disabled = selected.size < 2;
-  enableFleet(selected.size > 0);
+  const count = allMatching ? total : selected.size;
+  const head = $("select-page");
+  head.checked = pageTicked();
+  head.indeterminate = !head.checked && runs.some((r) => selected.has(r.id));
+  head.disabled = !runs.length;
+  for (const box of document.querySelectorAll("#runs input.pick")) {
+    box.checked = allMatching || selected.has(box.closest("tr").dataset.id);
+  }
+  const those = filtered(state) ? " that match" : "";
+  $("selection").textContent = allMatching
+    ? `All ${total} runs${those} selected`
+    : count
+      ? `${count} selected` + (pageTicked() && total > runs.length ? `: all ${runs.length} on this page` : "")
+      : "No runs selected";
+  const offer = $("select-matching");
+  offer.hidden = allMatching || !pageTicked() || total <= runs.length;
+  offer.textContent = `Select all ${total} runs${those}`;
+  $("clear-selection").hidden = count === 0;
+  $("compare").disabled = count < 2;
+  enableFleet(count > 0);
+}
+
+function clearSelection() {
+  allMatching = false;
+  selected.clear();
+  selectionChanged();
+}
+
+/** Compare the ticked runs by id; a whole filter by the filter, short for any number. */
+function compareUrl() {
+  if (!allMatching) return `/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`;
+  const query = filterQuery(state).toString();
+  return query ? `/compare?${query}` : "/compare";
 }
 
 function wire() {
-  enableFleet = fleetControls($("fleet"), () => [...selected]);
+  enableFleet = fleetControls($("fleet"), () => (allMatching ? { matching: total, filtered: filtered(state), targets: () => matchingTargets(state) } : [...selected]));
   selectionChanged();
+  $("select-page").addEventListener("change", () => {
+    const tick = $("select-page").checked;
+    if (!tick) allMatching = false;
+    for (const run of runs) tick ? selected.add(run.id) : selected.delete(run.id);
+    selectionChanged();
+  });
+  $("select-matching").addEventListener("click", () => {
+    allMatching = true;
+    selected.clear(); // what it was ticked of goes: leaving the whole filter keeps the page only
+    selectionChanged();
+  });
+  $("clear-selection").addEventListener("click", clearSelection);
   $("compare").addEventListener("click", () => {
-    location.href = `/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`;
+    location.href = compareUrl();
   });
   $("project").addEventListener("change", () => change({ project: $("project").value }));
   $("status").addEventListener("change", () => change({ status: $("status").value }));
@@ -183,7 +240,7 @@ async function main() {
   if (state.metric) metrics.add(state.metric);
   wire();
   // Read the first page once the stream is open: no run made in between is missed.
-  const opened = stream("/api/v1/events", {
+  const opened = stream({ list: true }, {
     ready: () => {}, // the stream's first event
     run: (run) => {
       if (showRun(run)) {

@@ -277,29 +277,67 @@ function marker(c) {
 }
 
 
-/** Stop, or set the learning rate of, several runs at once (`ids()` gives them): the run
- * list's ticked runs, or the compared ones. One command per running run; the answer says
- * which runs were skipped and why. */
-export function fleetControls(parent, ids) {
+const MAX_RUNS = 1000; // the most ids one `POST /api/v1/commands` takes
+
+/** Stop, or set the learning rate of, several runs at once. `runs()` gives them: their ids
+ * (the run list's ticked runs, the compared ones), or every run that matches the run
+ * list's filters, `{matching, filtered, targets}`: how many match, whether any filter is
+ * set, and a promise of the command's targets (`{project}`, or `{runs}` the live ones).
+ * One command per running run, in one POST (one per 1,000 ids). A stop, and any command to
+ * a whole filter, is confirmed first, naming how many runs; the answer says how many got
+ * it and which were skipped, and why. */
+export function fleetControls(parent, runs) {
   const result = el("span", { className: "muted", id: "fleet-result" });
-  const send = async (command) => {
+  const send = async (what, command) => {
+    const chosen = runs();
+    if (what && !window.confirm(what(whom(chosen)))) return;
+    result.textContent = "sending…";
+    const answers = [];
     try {
-      const answer = await api("/api/v1/commands", { method: "POST", body: { runs: ids(), ...command } });
-      const skipped = answer.skipped.map((s) => `${s.run_id} (${s.reason})`).join(", ");
-      result.textContent = `sent to ${answer.commands.length} run(s)` + (skipped ? `; skipped ${skipped}` : "");
+      const targets = Array.isArray(chosen) ? { runs: chosen } : await chosen.targets();
+      const bodies = targets.runs ? chunks(targets.runs).map((ids) => ({ runs: ids })) : [targets];
+      if (!bodies.length) {
+        result.textContent = `none of the ${chosen.matching} runs${those(chosen)} is running: nothing sent`;
+        return;
+      }
+      for (const body of bodies) answers.push(await api("/api/v1/commands", { method: "POST", body: { ...body, ...command } }));
+      result.textContent = answered(answers);
+      clearError();
     } catch (error) {
+      result.textContent = answers.length ? `${answered(answers)} before the error` : "";
       showError(error);
     }
   };
+  const confirmAll = (what) => (Array.isArray(runs()) ? null : what);
   const stop = el("button", { type: "button", className: "danger", id: "fleet-stop", text: "Stop these runs" });
-  stop.addEventListener("click", () => {
-    if (window.confirm(`Stop ${ids().length} run(s) after their current batch?`)) send({ type: "stop_training" });
-  });
+  stop.addEventListener("click", () => send((who) => `Stop ${who} after their current batch?`, { type: "stop_training" }));
   const input = el("input", { type: "text", inputmode: "decimal", size: "8", id: "fleet-lr", "aria-label": "learning rate", placeholder: "e.g. 0.001" });
   const form = el("form", { className: "inline" }, el("label", {}, "Learning rate ", input), el("button", { type: "submit", id: "fleet-lr-set", text: "Set" }));
-  numberForm(form, input, (value) => send({ type: "set_lr", args: { value } }), "A learning rate is a number greater than 0.", (v) => v > 0);
+  const setLr = (value) => send(confirmAll((who) => `Set the learning rate of ${who} to ${fmtValue(value)}?`), { type: "set_lr", args: { value } });
+  numberForm(form, input, setLr, "A learning rate is a number greater than 0.", (v) => v > 0);
   parent.append(stop, form, result);
   return (enabled) => {
     for (const node of [stop, input, ...form.querySelectorAll("button")]) node.disabled = !enabled;
   };
+}
+
+/** The runs a confirmation names: "3 run(s)", or a whole filter's. */
+const whom = (chosen) =>
+  Array.isArray(chosen) ? `${chosen.length} run(s)` : `every run still running of all ${chosen.matching}${those(chosen)}`;
+const those = (chosen) => (chosen.filtered ? " that match the filter" : "");
+
+function chunks(ids) {
+  const parts = [];
+  for (let i = 0; i < ids.length; i += MAX_RUNS) parts.push(ids.slice(i, i + MAX_RUNS));
+  return parts;
+}
+
+/** "sent to 5 run(s); skipped 3: the run is finished (a, b), the run is stopped (c)". */
+function answered(answers) {
+  const sent = answers.reduce((n, a) => n + a.commands.length, 0);
+  const skipped = answers.flatMap((a) => a.skipped);
+  const byReason = new Map();
+  for (const s of skipped) byReason.set(s.reason, [...(byReason.get(s.reason) || []), s.run_id]);
+  const reasons = [...byReason].map(([reason, ids]) => `${reason} (${ids.slice(0, 5).join(", ")}${ids.length > 5 ? ` and ${ids.length - 5} more` : ""})`);
+  return `sent to ${sent} run(s)` + (skipped.length ? `; skipped ${skipped.length}: ${reasons.join(", ")}` : "");
 }
