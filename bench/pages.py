@@ -190,7 +190,9 @@ def compare(args) -> None:
     )
     print(f"live point on the compare page, POST to drawn: {fmt(live)} ({args.live} points)")
     print(f"live point in 12 run pages open at once ({opened} drawn within 10 s), POST to drawn: {fmt(tab_live)}")
-    print(f"\ntarget: compare drawn < {TARGET_OPEN_S} s (p50, as the run page's): {'met' if first < TARGET_OPEN_S else 'NOT met'}")
+    print(
+        f"\ntarget: compare drawn < {TARGET_OPEN_S} s (p50, as the run page's): {'met' if first < TARGET_OPEN_S else 'NOT met'}"
+    )
     print(
         f"target: live point drawn <= {TARGET_LIVE_S} s: {'met' if all(d is not None and d <= TARGET_LIVE_S for d in live + tab_live) else 'NOT met'}"
     )
