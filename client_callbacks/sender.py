@@ -59,7 +59,11 @@ class Sender(threading.Thread):
         self.notify = notify
         self.flush_interval = flush_interval
         self.wake = threading.Event()
-        self.idle = threading.Event()
+        # flush() waits until a pass that began after it finds nothing left to send: a pass
+        # that began before may end before the newest records are even read.
+        self._flushes = 0  # flush() calls so far
+        self._flushed = 0  # the newest of them that such a pass has answered
+        self._flush_done = threading.Condition()
         self.created = threading.Event()  # the server has the run: commands may be polled
         self.stopping = False
         self.abandoned = False
@@ -96,15 +100,26 @@ class Sender(threading.Thread):
         return True
 
     def flush(self, timeout: float) -> bool:
-        """Try to deliver everything now (older spool files too); True when all is sent."""
-        self.idle.clear()
+        """Try to deliver everything now (older spool files too); True when all that was
+        queued before the call is sent."""
+        with self._flush_done:
+            self._flushes += 1
+            asked = self._flushes
         self._flushing = True  # retry at least once a second while someone waits
         self._retry_at = 0.0
         self.wake.set()
         try:
-            return self.idle.wait(timeout)
+            with self._flush_done:
+                return self._flush_done.wait_for(lambda: self._flushed >= asked, timeout)
         finally:
             self._flushing = False
+
+    def _answer_flushes(self, asked: int) -> None:
+        """A pass that began when `asked` flushes had been made left nothing to send."""
+        with self._flush_done:
+            if asked > self._flushed:
+                self._flushed = asked
+            self._flush_done.notify_all()
 
     def abandon(self) -> tuple[int, int]:
         """Stop for good and move whatever is unsent into the spool; (records, other
@@ -143,14 +158,17 @@ class Sender(threading.Thread):
         while not self.abandoned:
             self.wake.wait(self._pause())
             self.wake.clear()
+            with self._flush_done:
+                asked = self._flushes  # before the queue is read: what they queued is in this pass
             try:
                 self._pass()
             except Exception as exc:  # a full disk, or a bug: keep the data, report, go on
                 self.notify("error", f"fitwatch: delivery failed unexpectedly ({exc!r}); retrying")
                 self._failed(repr(exc))
-            if self.stopping and self._nothing_left():
-                self.idle.set()
-                return
+            if self._nothing_left():
+                self._answer_flushes(asked)
+                if self.stopping:
+                    return
 
     def _pass(self) -> None:
         with self._lock:
@@ -230,8 +248,6 @@ class Sender(threading.Thread):
             log.info("fitwatch: %s is answering again; delivery resumed", self.http.base_url)
             self._failures = 0
         self._deliver_backlog()
-        if self._nothing_left():
-            self.idle.set()
 
     def _deliver_spool(self) -> None:
         while self._spooled:

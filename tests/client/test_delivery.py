@@ -326,7 +326,10 @@ def test_warnings_during_fit_point_at_the_users_fit_call(tmp_path):
     assert where(caught) == {(__file__, line)}
 
 
-def test_a_warning_from_log_points_at_the_users_log_call(server, spool_dir):
+def test_a_warning_from_log_points_at_the_users_log_call(server_process, spool_dir):
+    # The server runs in its own process: catch_warnings is process-wide and not thread-safe,
+    # and a server thread entering and leaving one (FastAPI's encoder does) can undo it.
+    server = server_process.start()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with MonitorClient(url=server.url, spool_dir=spool_dir, flush_interval=0.05) as client:
