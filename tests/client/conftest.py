@@ -4,6 +4,7 @@ kill), a tiny Keras model on synthetic data, and callbacks that act at a given s
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,14 @@ import numpy as np
 from tests.conftest import ServerProcess, wait_for
 
 STEPS = 10  # batches an epoch in `data()`: 320 samples of 32
+ROOT = Path(__file__).parents[2]
+
+
+def program(tmp_path: Path, body: str) -> Path:
+    """`body` (indented as in a test) as the program `train.py`, which imports this checkout."""
+    script = tmp_path / "train.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(body))
+    return script
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
 from monitor_server.config import Settings
 from tests.conftest import free_port, serve
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, records, tiny_model
+from .conftest import STEPS, AtStep, batch_steps, data, fit, program, records, tiny_model
 
 UNREACHABLE = "fitwatch: cannot deliver to"
 
@@ -357,28 +356,24 @@ def test_on_jax_warnings_wait_for_the_training_thread_and_point_at_the_fit_call(
     """On JAX, Keras runs the batch-end hooks on worker threads, where no line of the user's
     is on the stack: what they ran into (here the server refusing a metric name of 300
     characters) is shown from the training thread, at the fit call."""
-    root = Path(__file__).parents[2]
-    script = tmp_path / "train.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import json, sys, warnings
-            sys.path.insert(0, {str(root)!r})
-            import keras
-            from client_callbacks import FitwatchWarning, RemoteCallback
-            from tests.client.conftest import AtStep, data, tiny_model
+    script = program(
+        tmp_path,
+        f"""
+        import json, warnings
+        import keras
+        from client_callbacks import FitwatchWarning, RemoteCallback
+        from tests.client.conftest import AtStep, data, tiny_model
 
-            model, (x, y) = tiny_model(), data()
-            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy("m" * 300)])
-            cb = RemoteCallback(url={server.url!r}, spool_dir={str(tmp_path / "spool")!r}, flush_interval=0.05)
-            slow = AtStep({{}}, pause=0.05)  # batches go on while the server answers
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model.fit(x, y, batch_size=32, epochs=2, callbacks=[cb, slow], verbose=0)  # the fit call
-            ours = [w for w in caught if issubclass(w.category, FitwatchWarning)]
-            print(json.dumps([[w.filename, w.lineno, str(w.message)] for w in ours]))
-            """
-        )
+        model, (x, y) = tiny_model(), data()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy("m" * 300)])
+        cb = RemoteCallback(url={server.url!r}, spool_dir={str(tmp_path / "spool")!r}, flush_interval=0.05)
+        slow = AtStep({{}}, pause=0.05)  # batches go on while the server answers
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(x, y, batch_size=32, epochs=2, callbacks=[cb, slow], verbose=0)  # the fit call
+        ours = [w for w in caught if issubclass(w.category, FitwatchWarning)]
+        print(json.dumps([[w.filename, w.lineno, str(w.message)] for w in ours]))
+        """,
     )
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)

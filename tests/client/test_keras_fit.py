@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import httpx
 import keras
@@ -15,7 +13,7 @@ import pytest
 
 from client_callbacks import RemoteCallback
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, records, send_and_wait, tiny_model, wait_for
+from .conftest import ROOT, STEPS, AtStep, batch_steps, data, fit, program, records, send_and_wait, tiny_model, wait_for
 
 
 def run_status(api, run_id: str) -> str | None:
@@ -173,31 +171,26 @@ def test_an_epoch_that_ended_before_fit_raised_is_stored_and_a_stop_taken_is_ack
     ids=["error", "error-without-message", "interrupt-inside-another-error"],
 )
 def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_path, raise_, status, reason):
-    root = Path(__file__).parents[2]
-    script = tmp_path / "train.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import sys
-            sys.path.insert(0, {str(root)!r})
-            from tests.client.conftest import AtStep, fit
-            from client_callbacks import RemoteCallback
+    script = program(
+        tmp_path,
+        f"""
+        from tests.client.conftest import AtStep, fit
+        from client_callbacks import RemoteCallback
 
-            def from_c(cause):
-                # What CPython raises when a C function returns with an exception set.
-                error = SystemError("<built-in function execute> returned a result with an exception set")
-                error.__cause__ = error.__context__ = cause
-                return error
+        def from_c(cause):
+            # What CPython raises when a C function returns with an exception set.
+            error = SystemError("<built-in function execute> returned a result with an exception set")
+            error.__cause__ = error.__context__ = cause
+            return error
 
-            def boom(step):
-                raise {raise_}
+        def boom(step):
+            raise {raise_}
 
-            cb = RemoteCallback(url={server.url!r}, run_id="dies", spool_dir={str(spool_dir)!r})
-            fit([cb, AtStep({{5: boom}})], epochs=2)
-            """
-        )
+        cb = RemoteCallback(url={server.url!r}, run_id="dies", spool_dir={str(spool_dir)!r})
+        fit([cb, AtStep({{5: boom}})], epochs=2)
+        """,
     )
-    done = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" in done.stderr
     run = api.get("/api/v1/runs/dies").json()
     assert (run["status"], run["reason"]) == (status, reason)
@@ -211,33 +204,28 @@ def test_a_process_leaving_while_the_watchdog_ends_the_run_waits_for_it(server_p
     import signal
 
     server_process.start()
-    root = Path(__file__).parents[2]
-    script = tmp_path / "train.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import sys
-            sys.path.insert(0, {str(root)!r})
-            from tests.client.conftest import AtStep, fit
-            from client_callbacks import RemoteCallback
+    script = program(
+        tmp_path,
+        f"""
+        from tests.client.conftest import AtStep, fit
+        from client_callbacks import RemoteCallback
 
-            def boom(step):
-                print("in fit", flush=True)
-                sys.stdin.readline()  # the server is stopped now
-                raise RuntimeError("boom")
+        def boom(step):
+            print("in fit", flush=True)
+            sys.stdin.readline()  # the server is stopped now
+            raise RuntimeError("boom")
 
-            cb = RemoteCallback(url={server_process.url!r}, run_id="left", spool_dir={str(spool_dir)!r}, flush_timeout=120)
-            try:
-                fit([cb, AtStep({{5: boom}})], epochs=2)
-            except RuntimeError:
-                pass
-            cb._guard._done.wait(60)  # the watchdog has begun to end the run
-            print("leaving", flush=True)
-            """
-        )
+        cb = RemoteCallback(url={server_process.url!r}, run_id="left", spool_dir={str(spool_dir)!r}, flush_timeout=120)
+        try:
+            fit([cb, AtStep({{5: boom}})], epochs=2)
+        except RuntimeError:
+            pass
+        cb._guard._done.wait(60)  # the watchdog has begun to end the run
+        print("leaving", flush=True)
+        """,
     )
     with subprocess.Popen(
-        [sys.executable, str(script)], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stdout.readline() == "in fit\n"
