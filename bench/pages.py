@@ -45,6 +45,14 @@ DRAWN = """n => document.body.dataset.ready === 'true'
     && document.querySelectorAll('.chart .plot .main-svg').length >= n"""
 
 
+def post(api: httpx.Client, run_id: str, records: list[dict]) -> None:
+    api.post(
+        f"/api/v1/runs/{run_id}/logs",
+        content=orjson.dumps({"records": records}),
+        headers={"content-type": "application/json"},
+    ).raise_for_status()
+
+
 def upload(url: str, run_id: str, n: int) -> None:
     with httpx.Client(base_url=url, timeout=120) as api:
         api.post("/api/v1/runs", json={"id": run_id, "name": f"{n:,} batches", "config": {"fit": {"steps": 1000}}})
@@ -63,11 +71,7 @@ def upload(url: str, run_id: str, n: int) -> None:
                 }
                 for i in range(start, min(n, start + 5000))
             ]
-            api.post(
-                f"/api/v1/runs/{run_id}/logs",
-                content=orjson.dumps({"records": records}),
-                headers={"content-type": "application/json"},
-            ).raise_for_status()
+            post(api, run_id, records)
         epochs = [
             {
                 "seq": n + e,
@@ -79,7 +83,7 @@ def upload(url: str, run_id: str, n: int) -> None:
             }
             for e in range(n // 1000)
         ]
-        api.post(f"/api/v1/runs/{run_id}/logs", json={"records": epochs}).raise_for_status()
+        post(api, run_id, epochs)
 
 
 def upload_runs(url: str, n: int, points: int) -> list[str]:
@@ -100,11 +104,7 @@ def upload_runs(url: str, n: int, points: int) -> list[str]:
                     }
                     for j in range(start, min(points, start + 10_000))
                 ]
-                api.post(
-                    f"/api/v1/runs/{run_id}/logs",
-                    content=orjson.dumps({"records": records}),
-                    headers={"content-type": "application/json"},
-                ).raise_for_status()
+                post(api, run_id, records)
     return ids
 
 
