@@ -1,18 +1,21 @@
-"""What handlers get from the app: engine, settings, event bus, webhooks and log writer.
+"""What handlers get from the app (engine, settings, event bus, webhooks, log writer) and
+the run ids a request names (a path's, or `?runs=a,b`).
 
 The getters are `async`: FastAPI runs a plain function dependency in its thread pool, a
 thread hop for an attribute read, several a request."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 
 from ..config import Settings
 from ..events import EventBus
-from ..schemas import RUN_ID_PATTERN
+from ..schemas import MAX_RUNS_A_REQUEST, RUN_ID_PATTERN, run_ids_pattern
 from ..webhooks import Webhooks
 from ..writer import LogWriter
 
@@ -43,3 +46,36 @@ BusDep = Annotated[EventBus, Depends(_bus)]
 WebhooksDep = Annotated[Webhooks, Depends(_webhooks)]
 WriterDep = Annotated[LogWriter, Depends(_writer)]
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="run id, [A-Za-z0-9_.-]{1,64}")]
+
+_RUN_ID = re.compile(RUN_ID_PATTERN.strip("^$"))
+_RUNS: dict[str, Any] = {
+    "max_length": MAX_RUNS_A_REQUEST * 65,
+    "json_schema_extra": {"pattern": run_ids_pattern()},  # checked in `_parsed`, to say which id is wrong
+    "description": f"run ids, comma-separated, at most {MAX_RUNS_A_REQUEST}",
+}
+
+
+def _parsed(runs: str) -> list[str]:
+    """The ids of `?runs=a,b`, each once in the order given; 422 naming a malformed one, or
+    saying there are too many."""
+    ids = list(dict.fromkeys(runs.split(",")))
+    bad = next((run_id for run_id in ids if not _RUN_ID.fullmatch(run_id)), None)
+    if bad is not None:
+        why = f"{bad!r} is not a run id ([A-Za-z0-9_.-]{{1,64}}, comma-separated)"
+    elif len(ids) > MAX_RUNS_A_REQUEST:
+        why = f"{len(ids)} runs, at most {MAX_RUNS_A_REQUEST} a request"
+    else:
+        return ids
+    raise RequestValidationError([{"loc": ("query", "runs"), "msg": why, "type": "value_error"}])
+
+
+async def _run_ids(runs: Annotated[str, Query(min_length=1, **_RUNS)]) -> list[str]:
+    return _parsed(runs)
+
+
+async def _maybe_run_ids(runs: Annotated[str | None, Query(**_RUNS)] = None) -> list[str] | None:
+    return None if runs is None else _parsed(runs)
+
+
+RunIdsQuery = Annotated[list[str], Depends(_run_ids)]
+MaybeRunIdsQuery = Annotated[list[str] | None, Depends(_maybe_run_ids)]

@@ -7,29 +7,25 @@ one browser, through a shared worker) follows all it shows on one stream.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from ..access import Reader
 from ..db import reading
 from ..errors import NotFound
 from ..events import RUNS_TOPIC, EventBus, Item, run_topic
-from ..schemas import MAX_RUNS_A_REQUEST, RUN_ID_PATTERN, run_ids_pattern
 from ..store.runs import read_run
-from .deps import BusDep, EngineDep, RunIdPath, SettingsDep
+from .deps import BusDep, EngineDep, MaybeRunIdsQuery, RunIdPath, SettingsDep
 
 router = APIRouter(tags=["events"], dependencies=[Reader])
 
 IDLE_S = 15.0
 RETRY_MS = 1000  # how soon a browser reconnects a stream that broke (its default is 3 s)
-MAX_RUNS = MAX_RUNS_A_REQUEST  # runs one stream follows at most
 LIST_PREFIX = "list."  # names the run list's events in a stream that also follows runs
 
 Opening = Callable[[], Awaitable[list[tuple[str, dict]]]]
@@ -107,28 +103,6 @@ async def run_events(
         yield event
 
 
-def _run_ids(
-    runs: Annotated[
-        str | None,
-        Query(
-            max_length=MAX_RUNS * 65,
-            json_schema_extra={"pattern": run_ids_pattern()},  # checked by `_run_ids`, to say which id is wrong
-            description=f"run ids, comma-separated, at most {MAX_RUNS}",
-        ),
-    ] = None,
-) -> list[str] | None:
-    """The ids of `?runs=a,b`, each once in the order given: 422 for a malformed one or
-    too many, before the stream starts."""
-    if runs is None:
-        return None
-    ids = list(dict.fromkeys(runs.split(",")))
-    bad = next((i for i in ids if not re.fullmatch(RUN_ID_PATTERN, i)), None)
-    if bad is not None or len(ids) > MAX_RUNS:
-        why = f"at most {MAX_RUNS} runs a stream" if bad is None else f"{bad!r} is no run id ([A-Za-z0-9_.-]{{1,64}})"
-        raise RequestValidationError([{"loc": ("query", "runs"), "msg": why, "type": "value_error"}])
-    return ids
-
-
 def _read_runs(ids: list[str], engine, settings) -> list[tuple[str, dict]]:
     """Each run as it is, or `deleted` for one that is not there, read in one transaction."""
     opening = []
@@ -159,7 +133,7 @@ async def events(
     bus: BusDep,
     engine: EngineDep,
     settings: SettingsDep,
-    ids: Annotated[list[str] | None, Depends(_run_ids)],
+    ids: MaybeRunIdsQuery,
     with_list: Annotated[bool, Query(alias="list", description="the run list's events too, with `runs`")] = False,
     resume: Annotated[
         str | None, Query(alias="last_event_id", max_length=100, description="as `Last-Event-ID`, which wins")

@@ -4,7 +4,6 @@ would queue behind a browser's six connections."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -14,39 +13,16 @@ from sqlalchemy import select
 
 from ..access import Reader
 from ..db import reading
-from ..errors import Invalid, NotFound
-from ..schemas import MAX_INT64, MAX_RUNS_A_REQUEST, NO_NUL, RUN_ID_PATTERN, Scope, encode_float, run_ids_pattern
+from ..errors import NotFound
+from ..schemas import MAX_INT64, NO_NUL, Scope, encode_float
 from ..store import series as store
 from ..tables import runs as run_table
 from ..tables import series
-from .deps import EngineDep
+from .deps import EngineDep, RunIdsQuery
 
 router = APIRouter(prefix="/api/v1/series", tags=["series"], dependencies=[Reader])
 
-MAX_RUNS = MAX_RUNS_A_REQUEST  # a page comparing more asks in parts
 MAX_POINTS_ALL = 200_000  # points in one answer, all runs together
-_RUN_ID = re.compile(RUN_ID_PATTERN)
-
-RunsQuery = Annotated[
-    str,
-    Query(
-        min_length=1,
-        max_length=MAX_RUNS * 65,
-        json_schema_extra={"pattern": run_ids_pattern()},  # checked below, to say which id is wrong
-        description=f"run ids, comma-separated, at most {MAX_RUNS}",
-    ),
-]
-
-
-def run_ids(runs: str) -> list[str]:
-    """The ids of `?runs=`, in order, each once; 422 naming a malformed one."""
-    ids = list(dict.fromkeys(part for part in runs.split(",")))
-    bad = [run_id for run_id in ids if not _RUN_ID.match(run_id)]
-    if bad:
-        raise Invalid(f"runs: {bad[0]!r} is not a run id ([A-Za-z0-9_.-]{{1,64}}, comma-separated)")
-    if len(ids) > MAX_RUNS:
-        raise Invalid(f"runs: {len(ids)} runs, at most {MAX_RUNS} a request")
-    return ids
 
 
 def check_known(conn: Any, ids: list[str]) -> None:
@@ -58,10 +34,9 @@ def check_known(conn: Any, ids: list[str]) -> None:
 
 
 @router.get("")
-def list_series_of_runs(runs: RunsQuery, engine: EngineDep) -> Response:
+def list_series_of_runs(ids: RunIdsQuery, engine: EngineDep) -> Response:
     """Every series the runs have, by scope and name, each with the runs that have it:
     `[{"scope", "name", "runs": [ids]}]`."""
-    ids = run_ids(runs)
     with reading(engine) as conn:
         check_known(conn, ids)
         rows = conn.execute(
@@ -80,7 +55,7 @@ def list_series_of_runs(runs: RunsQuery, engine: EngineDep) -> Response:
 def read_series_of_runs(
     scope: Scope,
     name: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)],
-    runs: RunsQuery,
+    ids: RunIdsQuery,
     engine: EngineDep,
     max_points: Annotated[
         int,
@@ -98,7 +73,6 @@ def read_series_of_runs(
     `{"scope", "name", "series": [{"run_id", "count", "downsampled", "steps", "values",
     "wall_times"}], "missing": [ids of the runs without it], "max_points": a run's}`, in the
     order asked. A run's `max_points` is lowered where all would pass MAX_POINTS_ALL."""
-    ids = run_ids(runs)
     max_points = max(10, min(max_points, MAX_POINTS_ALL // len(ids)))
     found, missing = [], []
     with reading(engine) as conn:

@@ -355,9 +355,9 @@ def test_a_stream_of_runs_resumes_and_resyncs_only_the_runs_it_cannot_vouch_for(
 
 def test_a_stream_of_runs_refuses_malformed_ids_and_too_many(api, server):
     for runs, said in (
-        ("a,b c", "'b c' is no run id"),
-        ("a,,b", "'' is no run id"),
-        (",".join(map(str, range(101))), "at most 100 runs"),
+        ("a,b c", "'b c' is not a run id"),
+        ("a,,b", "'' is not a run id"),
+        (",".join(map(str, range(101))), "101 runs, at most 100"),
     ):
         response = api.get("/api/v1/events", params={"runs": runs})
         assert response.status_code == 422, response.text
