@@ -10,7 +10,7 @@ import { toolbar } from "./controls.js";
 import { renderDifferences } from "./differences.js";
 import { fleetControls, LIVE } from "./steer.js";
 import { Sweeps } from "./sweeps.js";
-import { el, showError, statusBadge } from "./util.js";
+import { el, parts, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
@@ -34,9 +34,6 @@ const sweeps = new Sweeps((chosen) => {
   chart?.only(chosen);
   markPicked();
 });
-
-/** `items` in parts of `size`. */
-const parts = (items, size) => Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
 
 /** With no runs named, the runs that pass the filters of the address, newest first. */
 async function chooseRuns() {

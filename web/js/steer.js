@@ -8,7 +8,7 @@
 // own POST or the stream's events comes first.
 
 import { api, num } from "./api.js";
-import { clearError, el, fmtTime, fmtValue, showError, statusBadge } from "./util.js";
+import { clearError, el, fmtTime, fmtValue, parts, showError, statusBadge } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 export const LIVE = ["running", "paused"];
@@ -295,7 +295,7 @@ export function fleetControls(parent, runs) {
     const answers = [];
     try {
       const targets = Array.isArray(chosen) ? { runs: chosen } : await chosen.targets();
-      const bodies = targets.runs ? chunks(targets.runs).map((ids) => ({ runs: ids })) : [targets];
+      const bodies = targets.runs ? parts(targets.runs, MAX_RUNS).map((ids) => ({ runs: ids })) : [targets];
       if (!bodies.length) {
         result.textContent = `none of the ${chosen.matching} runs${those(chosen)} is running: nothing sent`;
         return;
@@ -325,12 +325,6 @@ export function fleetControls(parent, runs) {
 const whom = (chosen) =>
   Array.isArray(chosen) ? `${chosen.length} run(s)` : `every run still running of all ${chosen.matching}${those(chosen)}`;
 const those = (chosen) => (chosen.filtered ? " that match the filter" : "");
-
-function chunks(ids) {
-  const parts = [];
-  for (let i = 0; i < ids.length; i += MAX_RUNS) parts.push(ids.slice(i, i + MAX_RUNS));
-  return parts;
-}
 
 /** "sent to 5 run(s); skipped 3: the run is finished (a, b), the run is stopped (c)". */
 function answered(answers) {

@@ -66,3 +66,6 @@ export function clearError() {
   const box = document.getElementById("error");
   if (box) box.hidden = true;
 }
+
+/** `items` in parts of `size`: what one request may carry of them. */
+export const parts = (items, size) => Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
