@@ -45,8 +45,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-# Plotly's WebGL traces (many runs' lines, parallel coordinates) compile their drawing code
-# with `new Function` (regl): the compare page allows that, and still no inline script.
+# Plotly's parallel coordinates (the sweep view) draw with WebGL and compile their drawing
+# code with `new Function` (regl): the compare page allows that, and still no inline script.
 COMPARE_HEADERS = {
     **PAGE_HEADERS,
     "Content-Security-Policy": PAGE_HEADERS["Content-Security-Policy"].replace(

@@ -1,7 +1,7 @@
 """The compare page with many runs: the runs of a filter, a sweep's keys against the
 metric (parallel coordinates, a scatter) that pick which runs the chart draws, the runs
-as rows of a sortable table, one run highlighted over the faded others, and WebGL lines
-past the threshold."""
+as rows of a sortable table, one run highlighted over the faded others, and past a few
+runs the naming left to the page's legend."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from tests.helpers import create_run, post_logs
 from tests.web.test_pages import READY
 
-WEBGL_OVER = 20  # web/js/charts.js
+FEW = 8  # web/js/charts.js: series a chart names in its own legend and hover
 PLOT = "document.querySelector('#charts .plot')"
 
 
@@ -166,17 +166,36 @@ def test_the_legend_finds_a_run_among_many(page, api):
     expect(page.locator("#legend li:visible")).to_have_text(["run 07 running"])
 
 
-def test_past_the_threshold_lines_are_drawn_with_webgl(page, api):
-    sweep(api, WEBGL_OVER + 1)
-    page.goto(f"/compare?runs={','.join(f's{i:02d}' for i in range(WEBGL_OVER))}")
+def test_past_a_few_runs_the_page_names_them_and_every_line_is_drawn(page, api):
+    sweep(api, FEW + 13)
+    page.goto(f"/compare?runs={','.join(f's{i:02d}' for i in range(FEW))}")
     page.wait_for_selector(READY)
-    assert set(page.evaluate(f"() => {PLOT}.data.map(t => t.type)")) == {"scatter"}
-    assert page.locator("#charts .plot .gl-canvas").count() == 0
+    assert page.evaluate(f"() => [{PLOT}.layout.showlegend, {PLOT}.layout.hovermode]") == [True, "x unified"]
 
     page.goto("/compare?project=sweep")
     page.wait_for_selector(READY)
-    assert len(drawn(page)) == WEBGL_OVER + 1
-    assert set(page.evaluate(f"() => {PLOT}.data.map(t => t.type)")) == {"scattergl"}
-    assert page.evaluate(f"() => {PLOT}.layout.showlegend") is False  # the page's legend names them
-    assert page.locator("#charts .plot .gl-canvas").count() > 0
-    expect(page.locator("#charts .plot")).not_to_contain_text("WebGL is not supported")
+    assert len(drawn(page)) == FEW + 13
+    assert page.evaluate(f"() => [{PLOT}.layout.showlegend, {PLOT}.layout.hovermode]") == [False, "closest"]
+    # Each run a line of the SVG, none drawn by WebGL.
+    lines = page.locator("#charts .plot .scatterlayer .trace .js-line")
+    expect(lines).to_have_count(FEW + 13)
+    assert all(d.startswith("M") and "L" in d for d in lines.evaluate_all("paths => paths.map(p => p.getAttribute('d'))"))
+    assert page.locator("#charts .plot .gl-canvas").count() == 0
+
+
+def test_a_filter_past_a_thousand_runs_compares_the_newest_thousand_and_says_so(page, api):
+    for i in range(1001):
+        create_run(api, f"k{i:04d}", name=f"k {i:04d}", project="huge")
+    for run_id in ("k0000", "k0500", "k1000"):
+        post_logs(api, run_id, epochs(0.5))
+
+    page.goto("/compare?project=huge")
+    page.wait_for_selector(READY)
+    expect(page.locator("#title")).to_have_text("Compare 1,001 runs: project huge")
+    expect(page.locator("#cut")).to_have_text(
+        "The 1,000 newest of 1,001 matching runs are compared; narrow the filters for the rest."
+    )
+    expect(page.locator("#legend li")).to_have_count(1000)
+    expect(page.locator("#legend li[data-id=k0000]")).to_have_count(0)  # the oldest is left out
+    lines = page.evaluate(f"() => {PLOT}.data.filter(t => t.meta === 'raw' && t.x.length).map(t => t.name)")
+    assert sorted(lines) == ["k 0500", "k 1000"]

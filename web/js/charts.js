@@ -3,7 +3,7 @@
 // asks the server for the range, live points with Plotly.extendTraces, visible markers for
 // NaN, ±Infinity and values too large to draw, and markers where commands applied and
 // rules fired, merged where their labels would overlap. Many series (a compare of a
-// hundred runs) are drawn with WebGL, one highlighted at a time, the others faded.
+// hundred runs) are drawn one highlighted at a time, the others faded.
 
 import { num } from "./api.js";
 import { el, fmtValue } from "./util.js";
@@ -17,9 +17,9 @@ const DRAWABLE = 1e300;
 const LABEL_CHARS = 24; // a marker's label is cut there; its hover has it whole
 const CHAR_PX = 6; // about the width of a character of a marker's 10 px label
 const TICK_CHAR_PX = 8; // ... and of a tick label's
-// Past this many series SVG lines get slow (100 runs of 1,000 points: ~1.5 s a redraw,
-// WebGL ~0.3 s; bench/pages.py --compare) and a legend or a unified hover unreadable.
-export const WEBGL_OVER = 20;
+// Lines are SVG whatever their number: Plotly simplifies a line to what its pixels show,
+// so 100 runs of 2,000 points redraw in ~0.2 s, where WebGL without a GPU (a software
+// renderer reads the canvas back every frame) took 0.8 to 1.4 s (bench/pages.py --compare).
 const FEW = 8; // series a chart names in its own legend and its hover, all at once
 const FADED = 0.12; // opacity of the series not highlighted, as a share of their own
 
@@ -120,11 +120,6 @@ export class Chart {
     return this.highlighted !== null && trace.legendgroup !== this.highlighted ? own * FADED : own;
   }
 
-  /** WebGL once SVG would be slow. */
-  traceType() {
-    return this.drawnSeries().length > WEBGL_OVER ? "scattergl" : "scatter";
-  }
-
   drawnSeries() {
     return [...this.series.values()].filter((s) => !this.shown || this.shown.has(s.key));
   }
@@ -212,7 +207,6 @@ export class Chart {
   traces() {
     const { smoothing } = this.settings;
     const traces = [];
-    const type = this.traceType();
     for (const s of this.drawnSeries()) {
       const xs = s.steps.map((_, i) => this.x(s, i));
       const ys = s.values.map((v) => (drawable(v) ? v : null));
@@ -228,7 +222,7 @@ export class Chart {
         name: s.label,
         x: xs,
         y: ys,
-        type,
+        type: "scatter",
         mode: xs.length <= 60 ? "lines+markers" : "lines",
         marker: { size: sizes },
         line: { color: s.color, width: smoothing > 0 ? 1 : 1.6, shape: this.reach ? "hv" : "linear" },
@@ -242,7 +236,7 @@ export class Chart {
           name: s.label,
           x: xs,
           y: ema(s.values, smoothing),
-          type,
+          type: "scatter",
           mode: "lines",
           line: { color: s.color, width: 1.8 },
           legendgroup: s.key,
@@ -256,7 +250,7 @@ export class Chart {
           x: marks.map((m) => xs[m.i]),
           y: marks.map((m) => m.y),
           text: marks.map((m) => m.text),
-          type,
+          type: "scatter",
           mode: "markers",
           marker: { color: NONFINITE_COLOR, symbol: "x-thin-open", size: 12, line: { width: 2, color: NONFINITE_COLOR } },
           hovertemplate: `${s.label}: %{text} at %{x}<extra></extra>`,
