@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from tests.docker.conftest import DB_HOST, Stack, build, docker, health, logs  # the image tests' own
+from tests.support.containers import DB_HOST, Stack, build, docker, health, logs  # the image tests' own
 
 TARGET_MB = 300.0
 TARGET_HEALTHY_S = 5.0

@@ -197,7 +197,9 @@ def compare(args) -> None:
         f"compare {len(ids)} runs x {args.points:,} points ({kind}), navigation to chart drawn: "
         f"p50 {first:.2f} s, max {max(opens):.2f} s ({args.opens} opens); console errors: {len(errors)}"
     )
-    print(f"sweep view (parallel coordinates, WebGL) drawn after navigation: p50 {statistics.median(sweeps):.2f} s, max {max(sweeps):.2f} s")
+    print(
+        f"sweep view (parallel coordinates, WebGL) drawn after navigation: p50 {statistics.median(sweeps):.2f} s, max {max(sweeps):.2f} s"
+    )
     print(f"live point on the compare page, POST to drawn: {fmt(live)} ({args.live} points)")
     print(f"live point posted as the chart is drawn (the sweep view drawing): {fmt([first_live])}")
     print(f"live point in 12 run pages open at once ({opened} drawn within 10 s), POST to drawn: {fmt(tab_live)}")

@@ -16,17 +16,14 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import orjson
-import psycopg
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import fitwatch_server
+from ingest import fitwatch_server, postgres_database
 
 JSON = {"content-type": "application/json"}
 RUN = "wide"
@@ -69,19 +66,6 @@ def upload(url: str, series: int, points: int) -> None:
         api.post(f"/api/v1/runs/{RUN}/logs", json={"records": epochs}).raise_for_status()
         stored = api.get(f"/api/v1/runs/{RUN}/series").json()
         assert len(stored) == series, len(stored)
-
-
-@contextmanager
-def postgres_database(url: str):
-    name = f"fitwatch_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

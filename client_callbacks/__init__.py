@@ -1,19 +1,46 @@
 """fitwatch client: stream Keras training to a fitwatch server and take its commands.
 
-`RemoteCallback` is loaded on first use, so importing this package does not import
-Keras or TensorFlow.
+The public face is what this package exports (`__all__`):
+
+- `RemoteCallback`: the Keras callback (loaded on first use, so importing this package
+  does not import Keras or TensorFlow);
+- `MonitorClient`: the framework-free client underneath, for any training loop;
+- `FitwatchWarning`: what every delivery problem is shown as;
+- for the `fitwatch` command: `sync_spool` (with `SyncOutcome`) uploads what a training
+  left in its spool; `server_url`, `server_token` and `describe_response` resolve a server
+  and its token as a training does, and say in one line why it refused a request.
+
+Besides these, `client_callbacks.wire` (the wire contract, shared with the server) and
+`python -m client_callbacks.demo` (an example training) are public. Every other module is
+internal: its names may change at any time. They import downwards, in layers: the Keras
+layer (`keras`, `fitinfo`, `steering`, `handlers`, `runguard`, `optimizers`) uses the
+client (`client`, with `inbox`, `notices`, `context`, `system`), which uses the sender
+(`sender`, `sender_thread`, `operations`) and the `poller`, which use the `spool` (and
+`sync`, which also uses it), which uses `transport`, which uses `wire`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .client import FitwatchWarning, MonitorClient
+from .client import MonitorClient
+from .notices import FitwatchWarning
+from .sync import SyncOutcome, sync_spool
+from .transport import describe_response, server_token, server_url
 
 if TYPE_CHECKING:
     from .keras import RemoteCallback
 
-__all__ = ["FitwatchWarning", "MonitorClient", "RemoteCallback"]
+__all__ = [
+    "FitwatchWarning",
+    "MonitorClient",
+    "RemoteCallback",
+    "SyncOutcome",
+    "describe_response",
+    "server_token",
+    "server_url",
+    "sync_spool",
+]
 
 
 def __getattr__(name: str):

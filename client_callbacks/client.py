@@ -1,54 +1,35 @@
 """MonitorClient: the framework-free core of the fitwatch client.
 
-`log()` is the only thing on the caller's hot path: it stamps a record and appends it to
-a deque, a few microseconds with no lock and no I/O, safe from several threads at once.
-A sender thread delivers records in batches (see `sender`), a poller thread long-polls for
-commands (see `poller`), and the caller takes the commands from `commands` when it is safe
-to apply them. Nothing the network does raises into the caller: problems become one
-`FitwatchWarning` each.
-
-Each record's `seq` is `writer << 32 | counter`, with a random writer id per client: two
-processes logging to one run, or a clock that steps back, never make distinct records
-look like one. Writer 0 is the server's own (RemoteMonitor posts).
+`log()` is the only thing on the caller's hot path: it stamps a record (see `operations`)
+and queues it for the sender, a few microseconds with no lock and no I/O, safe from
+several threads at once. A sender thread delivers records in batches (see `sender`), a
+poller thread long-polls for commands (see `poller`), and the caller takes the commands
+from `commands` when it is safe to apply them. Nothing the network does raises into the
+caller: problems become one `FitwatchWarning` each (see `notices`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import itertools
 import os
-import random
 import sys
-import threading
-import time
 import uuid
-import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any, Self
 
 from .context import run_context
-from .inbox import Inbox
+from .inbox import Answer, Inbox
+from .notices import Notices, describe_error, user_stacklevel, warn
+from .operations import Ack, CreateRun, Patch, Stamper
 from .poller import Poller
 from .sender import Sender
-from .spool import SpoolFile, acked_in, default_dir, leftovers, normalize_url
+from .spool import SpoolFile, acked_in, default_dir, leftovers
 from .system import SystemSampler
-from .transport import http_client
+from .transport import http_client, server_token, server_url
+from .wire import DEFAULT_PROJECT, ENV_PROJECT
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-REASON_MAX = 2000
 SAMPLER_JOIN_S = 5.0
-WRITER_BITS = 32
-
-
-def new_writer() -> int:
-    """A random writer id in [1, 2**31): with a 32-bit counter below it, seqs stay int64."""
-    return random.SystemRandom().randrange(1, 2**31)
-
-
-class FitwatchWarning(UserWarning):
-    """Something kept fitwatch from delivering; training is not affected."""
 
 
 class MonitorClient:
@@ -96,12 +77,12 @@ class MonitorClient:
         timeout: float = 10.0,
         system_interval: float | None = 10.0,
     ) -> None:
-        self.url = normalize_url(url or os.environ.get("FITWATCH_URL") or DEFAULT_URL)
+        self.url = server_url(url)
         self.run_id = run_id or uuid.uuid4().hex
         self.run_name = run_name
-        self.project = project or os.environ.get("FITWATCH_PROJECT") or "default"
+        self.project = project or os.environ.get(ENV_PROJECT) or DEFAULT_PROJECT
         self.config = dict(config or {})
-        self.token = token or os.environ.get("FITWATCH_TOKEN") or None
+        self.token = server_token(token)
         self.flush_interval = flush_interval
         self.poll_interval = poll_interval
         self.flush_timeout = flush_timeout
@@ -112,13 +93,11 @@ class MonitorClient:
         self.system_interval = system_interval
         self._samples = itertools.count()  # the system scope's steps, across starts
         self._sampler: SystemSampler | None = None
-        self._inbox = Inbox(self.ack)
-        self.writer = new_writer()
-        self._seq = itertools.count(self.writer << WRITER_BITS)
-        self._queue: deque[dict[str, Any]] = deque()
-        self._notices: deque[str] = deque()
-        self._warned: set[str] = set()
-        self._sender: Sender | None = None
+        self._inbox = Inbox()
+        self._stamper = Stamper()
+        self.writer = self._stamper.writer  # the high bits of this client's seqs
+        self._notices = Notices()
+        self._sender = Sender(self.run_id, self._receive, self._notices.add)
         self._poller: Poller | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -130,7 +109,7 @@ class MonitorClient:
         delivering; returns at once. `config` adds to the run's config; the config given
         to the constructor wins where both have a key. The config's `context` says where
         the run ran (`context.run_context()`, plus `context`)."""
-        if self._sender is not None:
+        if self._sender.running:
             return
         given, extra = {**(config or {}), **self.config}, dict(context or {})
         found: dict[str, Any] = {}
@@ -153,26 +132,19 @@ class MonitorClient:
                 made["name"] = self.run_name
             return made
 
-        self._queue.appendleft({"op": "create", "body": body, "resume": resume})
         # Commands left from an earlier start were cancelled when that run ended.
         self._inbox.clear()
         backlog = leftovers(self.spool_dir, self.url)
         # A process that crashed after applying a command kept its ack on disk: never apply it again.
         self._inbox.seen |= acked_in(backlog, self.run_id)
-        spool = SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id)
-        connect = functools.partial(http_client, self.url, self.token, self.timeout)
-        self._sender = Sender(
-            connect,
-            self.run_id,
-            self._queue,
-            spool,
-            self._receive,
-            self._notify,
-            self.flush_interval,
+        self._sender.start(
+            CreateRun(body, resume),
+            connect=functools.partial(http_client, self.url, self.token, self.timeout),
+            spool=SpoolFile(self.spool_dir / f"{self.run_id}-{uuid.uuid4().hex[:8]}.jsonl", self.url, self.run_id),
+            backlog=backlog,
+            flush_interval=self.flush_interval,
             prepare=read_context,
         )
-        self._sender.adopt(backlog)
-        self._sender.start()
         if self.poll_interval > 0:
             self._start_poller(self.poll_interval)
         if self.system_interval is not None:
@@ -180,7 +152,8 @@ class MonitorClient:
             self._sampler.start()
 
     def _log_sample(self, sample: dict[str, float]) -> None:
-        self._record("system", next(self._samples), sample, None)  # warnings are the caller's to see
+        # Warnings are the caller's to see: none is shown on the sampler's thread.
+        self._sender.put_record(self._stamper.record("system", next(self._samples), sample, None))
 
     def _stop_sampler(self) -> None:
         """No sample after this: none may follow the run's end. A sampler stuck in a GPU
@@ -198,43 +171,32 @@ class MonitorClient:
     def end(self, status: str, reason: str | None = None) -> None:
         """Record how the run ended: `finished`, `stopped`, `failed` or `interrupted`."""
         self._stop_sampler()
-        body: dict[str, Any] = {"status": status}
-        if reason:
-            body["reason"] = reason[:REASON_MAX]
-        self._queue.append({"op": "patch", "body": body})
+        self._sender.put_op(Patch(status=status, reason=reason))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` s (default `flush_timeout`) until everything is delivered."""
-        if self._sender is None:
-            return True
         return self._sender.flush(self.flush_timeout if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> Path | None:
         """Deliver for up to `timeout` s, then stop; the spool file if anything is left in it."""
         self._stop_sampler()
-        sender, self._sender = self._sender, None
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
-        if sender is None:
+        if not self._sender.running:
             return None
-        sender.stopping = True
-        if sender.flush(self.flush_timeout if timeout is None else timeout):
-            records = others = 0
-        else:
-            # What is unsent goes to the spool; a thread stuck in a request exits when it returns.
-            records, others = sender.abandon()
+        unsent = self._sender.close(self.flush_timeout if timeout is None else timeout)
         self.report()
-        if not (records or others):
+        if unsent is None:
             return None
-        what = f"{records} records" + (
-            f" and {others} other operations (the run's end, command acks)" if others else ""
+        what = f"{unsent.records} records" + (
+            f" and {unsent.others} other operations (the run's end, command acks)" if unsent.others else ""
         )
         warn(
             f"fitwatch: {what} of run {self.run_id} could not be delivered to {self.url}; they are "
-            f"kept in {sender.spool.path}. Upload them with: fitwatch sync {sender.spool.path}"
+            f"kept in {unsent.path}. Upload them with: fitwatch sync {unsent.path}"
         )
-        return sender.spool.path
+        return unsent.path
 
     def __enter__(self) -> Self:
         self.start()
@@ -255,45 +217,18 @@ class MonitorClient:
         """Queue one record: `scope` is `batch`, `epoch`, `eval` (or `system`, the samples'
         own); values become floats (NaN and ±Inf included); values that are not numbers are
         left out."""
-        self._record(scope, step, metrics, epoch)
+        self._sender.put_record(self._stamper.record(scope, step, metrics, epoch))
         if self._notices and user_stacklevel() is not None:  # else a later call shows them
             self.report()
 
-    def _record(self, scope: str, step: int, metrics: dict[str, Any], epoch: int | None) -> None:
-        try:
-            values = {k: float(v) for k, v in metrics.items()}
-        except (TypeError, ValueError):
-            values = _numbers(metrics)
-        self._queue.append(
-            {
-                "seq": next(self._seq),
-                "scope": scope,
-                "step": step,
-                "epoch": epoch,
-                "wall_time": time.time(),
-                "metrics": values,
-            }
-        )
-        sender = self._sender  # read once: close() may clear it from another thread
-        if len(self._queue) >= 1000 and sender is not None:
-            sender.wake.set()
+    # -- commands -------------------------------------------------------------------------
 
     def ack(self, command_id: int, status: str, message: str | None = None, step: int | None = None) -> None:
         """Acknowledge a command `applied`, `failed` or `cancelled`. While the client runs,
         the ack is on disk before this returns (unless the disk refuses it), so a crash
         cannot lead a resumed run to apply the command twice; otherwise it waits in memory
         like a record."""
-        body: dict[str, Any] = {"status": status}
-        if message:
-            body["message"] = message[:REASON_MAX]
-        if step is not None:
-            body["step"] = step
-        op = {"op": "ack", "id": command_id, "body": body}
-        sender = self._sender
-        if sender is None or not sender.journal(op):
-            self._queue.append(op)
-            if sender is not None:
-                sender.wake.set()
+        self._sender.put_op(Ack(command_id, status, message, step), urgent=True)
 
     @property
     def commands(self) -> Inbox:
@@ -308,93 +243,43 @@ class MonitorClient:
         batch) to have commands scheduled with `at` held until exactly there; without a
         step, such commands are acknowledged `failed`. A command cancelled before it is
         taken never comes."""
-        return self._inbox.take(step, epoch, epoch_start)
+        due, answers = self._inbox.take(step, epoch, epoch_start)
+        self._answer(answers)
+        return due
 
     def wait_for_commands(self, timeout: float) -> bool:
         """Block up to `timeout` s until a command arrives (no busy loop); whether one did.
         Polls for commands meanwhile even when `poll_interval` is 0."""
-        if self._poller is None and self._sender is not None:
+        if self._poller is None and self._sender.running:
             self._start_poller(self.poll_interval or 1.0)
         return self._inbox.wait(timeout)
 
     def set_status(self, status: str) -> None:
         """Tell the server the run is `paused` or `running` again (in order with the records)."""
-        self._queue.append({"op": "patch", "body": {"status": status}})
-        if self._sender is not None:
-            self._sender.wake.set()
+        self._sender.put_op(Patch(status=status), urgent=True)
 
     def set_controls(self, controls: dict[str, Any]) -> None:
         """Publish what can be steered: `{"params": {...}, "actions": [...], "checkpoint_dir": ...}`."""
-        self._queue.append({"op": "patch", "body": {"controls": controls}})
+        self._sender.put_op(Patch(controls=controls))
 
     @property
     def buffered(self) -> int:
         """Records and requests waiting in memory."""
-        return len(self._queue)
+        return self._sender.queued
 
     # -- from the threads -----------------------------------------------------------------
 
     def _receive(self, commands: list[dict[str, Any]]) -> int:
-        return self._inbox.receive(commands)
+        """What a poll or a log answer brought; the number of new commands."""
+        new, withdrawn = self._inbox.receive(commands)
+        self._answer(withdrawn)
+        return new
 
-    def _notify(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            self._notices.append(message)
+    def _answer(self, answers: list[Answer]) -> None:
+        for answer in answers:
+            self.ack(*answer)
 
     def report(self) -> None:
         """Show, as warnings on the calling thread, what the threads ran into. Several
         threads may call it at once (Keras' async batch-end hooks)."""
-        while True:
-            try:
-                message = self._notices.popleft()
-            except IndexError:
-                return
-            warn(message)
-
-
-def warn(message: str) -> None:
-    """A FitwatchWarning shown at the user's line that led here (see `user_stacklevel`)."""
-    level = user_stacklevel()
-    try:
-        warnings.warn(message, FitwatchWarning, stacklevel=1 if level is None else level)
-    except Exception:  # warnings turned into errors must not break the training
-        pass
-
-
-def user_stacklevel() -> int | None:
-    """The `stacklevel` for a `warnings.warn` in the caller that shows the first line of
-    the stack outside fitwatch, Keras and the threads that run Keras' hooks: the user's
-    `fit` or `log()` call. None when this thread runs no code of the user's (a Keras worker
-    thread, an exit handler)."""
-    library = _library()
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(library):
-        frame, level = frame.f_back, level + 1
-    return None if frame is None else level
-
-
-def _library() -> tuple[str, ...]:
-    """Where the code between a user's call and our warnings lives: ours, Keras', and the
-    thread pool that runs Keras' async hooks."""
-    places = [os.path.dirname(__file__) + os.sep, threading.__file__]
-    places.append(os.path.dirname(concurrent.futures.__file__) + os.sep)
-    keras = sys.modules.get("keras")
-    if getattr(keras, "__file__", None):
-        places.append(os.path.dirname(keras.__file__) + os.sep)
-    return tuple(places)
-
-
-def describe_error(error: BaseException) -> str:
-    """`Type: message`, or the type alone when the message is empty."""
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    values = {}
-    for key, value in metrics.items():
-        try:
-            values[key] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return values
+        self._notices.show()

@@ -5,7 +5,9 @@ args, changes the training, and returns the ack message (None: the steering ackn
 it later, once it knows what the training did). Raising `Refused` acknowledges
 `failed` with its message; any other exception with its type and message, and the
 training goes on. Taking commands when they are due, acking each once and syncing the
-JAX state live once, in `Steering`, around this table.
+JAX state live once, in `Steering`, around this table; what a handler may use of the
+steering is `Steered`. The table names exactly the commands of the wire contract
+(`wire.COMMAND_TYPES`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,43 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import keras
 
 from .optimizers import Named, current_lr, idle, model_optimizers, schedule_of
-
-if TYPE_CHECKING:
-    from .steering import Steering
+from .wire import COMMAND_TYPES
 
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class Steered(Protocol):
+    """What a handler may use of the training's steering (`steering.Steering`)."""
+
+    model: keras.Model
+    knobs: dict[str, Any]  # settable params by name: keras.Variables
+    actions: dict[str, Callable[[keras.Model, int], Any]]
+
+    @property
+    def checkpoint_dir(self) -> Path: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def stop(self, command: dict[str, Any], step: int) -> None: ...
+
+    def pause(self, timeout: float | None) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def lr_changed(self, step: int) -> None: ...
+
+    def knob_takes_effect(self, name: str) -> bool: ...
+
+    def controls(self) -> dict[str, Any]: ...
+
+    def report_controls(self) -> None: ...
 
 
 class Refused(Exception):
@@ -32,7 +61,7 @@ class Refused(Exception):
 
 @dataclass
 class Context:
-    steering: Steering
+    steering: Steered
     step: int
     command: dict[str, Any]
 
@@ -133,6 +162,8 @@ HANDLERS: dict[str, Callable[[Context, dict[str, Any]], str | None]] = {
     "checkpoint": checkpoint,
     "action": action,
 }
+if set(HANDLERS) != set(COMMAND_TYPES):  # not an assert: it must hold under `python -O` too
+    raise ImportError(f"the handlers {sorted(HANDLERS)} are not the wire's commands {sorted(COMMAND_TYPES)}")
 
 
 def _rate_targets(ctx: Context, which: int | str | None) -> list[Named]:

@@ -5,22 +5,30 @@ again; each id is handed over once. A command with `at` (`{"step": N}` or `{"epo
 is held until the caller's step reaches it; one whose step has passed is acknowledged
 `failed`. A cancel asked for a command still here withdraws it (acknowledged
 `cancelled`); one already handed over stays with the caller, whose ack says what it did.
+The inbox only decides these acks: it returns them (`Answer`) for its owner to send.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 Command = dict[str, Any]
-Ack = Callable[..., None]  # ack(command_id, status, message, step=None)
+WITHDRAWN = "cancelled before the training applied it"
+
+
+class Answer(NamedTuple):
+    """An ack the inbox decided on, for a command the caller never gets."""
+
+    command_id: int
+    status: str  # `cancelled` or `failed`
+    message: str
+    step: int | None = None
 
 
 class Inbox:
-    def __init__(self, ack: Ack) -> None:
-        self.ack = ack
+    def __init__(self) -> None:
         self.new: deque[Command] = deque()  # arrived, not yet looked at by the caller
         self.held: list[Command] = []  # scheduled for a later step
         self.seen: set[int] = set()  # every id ever taken in (or acknowledged before)
@@ -30,8 +38,9 @@ class Inbox:
     def __bool__(self) -> bool:
         return bool(self.new) or bool(self.held)
 
-    def receive(self, commands: list[Command]) -> int:
-        """Take in what a poll or a log answer brought; the number of new commands."""
+    def receive(self, commands: list[Command]) -> tuple[int, list[Answer]]:
+        """Take in what a poll or a log answer brought: the number of new commands, and
+        the acks of those withdrawn."""
         new = 0
         withdrawn = []
         with self._lock:
@@ -42,17 +51,15 @@ class Inbox:
                 if command["id"] not in self.seen:
                     self.seen.add(command["id"])
                     if cancel:
-                        withdrawn.append(command["id"])
+                        withdrawn.append(Answer(command["id"], "cancelled", WITHDRAWN))
                     else:
                         self.new.append(command)
                         new += 1
                 elif cancel and self._drop(command["id"]):
-                    withdrawn.append(command["id"])
-        for command_id in withdrawn:
-            self.ack(command_id, "cancelled", "cancelled before the training applied it")
+                    withdrawn.append(Answer(command["id"], "cancelled", WITHDRAWN))
         if new:
             self.arrived.set()
-        return new
+        return new, withdrawn
 
     def _drop(self, command_id: int) -> bool:
         for waiting in (self.new, self.held):
@@ -62,9 +69,12 @@ class Inbox:
                     return True
         return False
 
-    def take(self, step: int | None = None, epoch: int | None = None, epoch_start: bool = False) -> list[Command]:
+    def take(
+        self, step: int | None = None, epoch: int | None = None, epoch_start: bool = False
+    ) -> tuple[list[Command], list[Answer]]:
         """The commands due at `step` (the first batch of `epoch` when `epoch_start`),
-        oldest first; later ones stay held."""
+        oldest first, and the acks of those that can never be applied where they ask;
+        later ones stay held."""
         due, missed = [], []
         with self._lock:
             waiting = [(c, True) for c in self.held] + [(c, False) for c in self.new]
@@ -77,10 +87,8 @@ class Inbox:
                 elif when == "later":
                     self.held.append(command)
                 else:
-                    missed.append((command["id"], when))
-        for command_id, why in missed:
-            self.ack(command_id, "failed", why, step)
-        return sorted(due, key=lambda c: c["id"])
+                    missed.append(Answer(command["id"], "failed", when, step))
+        return sorted(due, key=lambda c: c["id"]), missed
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` s for a new command; whether one came."""

@@ -3,17 +3,16 @@
 Batch-end hooks only count the step, queue a record and ack a stop once its batch has
 ended, so the callback is marked `async_safe`: Keras then keeps dispatching batch-end
 hooks to its worker threads (on backends that allow it, JAX) and the training loop does
-not wait on a device sync each step. Those hooks may run on
-several threads at once and finish out of order. Everything that touches the model
-(commands, see `steering`; the learning rate; `stop_training`) happens in the batch-begin
-and epoch hooks, which Keras always calls on the training thread.
+not wait on a device sync each step. Those hooks may run on several threads at once and
+finish out of order. Everything that touches the model (commands, see `steering`; the
+learning rate; `stop_training`) happens in the batch-begin and epoch hooks, which Keras
+always calls on the training thread. What the callback says about the fit besides its
+records (the run's config, why it ended) is in `fitinfo`.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +20,10 @@ from typing import Any
 import keras
 
 from .client import MonitorClient
-from .optimizers import current_lr, jsonable, lr_series, model_optimizers, steps_taken
+from .fitinfo import BUILTIN, fit_callbacks, keras_context, outcome, run_config
+from .optimizers import lr_series, model_optimizers, steps_taken
 from .runguard import RunGuard
 from .steering import Steering
-
-# Callbacks Keras adds by itself; they never stop a training.
-_BUILTIN = (keras.callbacks.History, keras.callbacks.ProgbarLogger)
 
 
 class RemoteCallback(keras.callbacks.Callback):
@@ -34,21 +31,7 @@ class RemoteCallback(keras.callbacks.Callback):
 
     Args:
         url: the server, default `FITWATCH_URL` or `http://127.0.0.1:8000`.
-        run_name: shown on the dashboard; default the model's name.
-        project: default `FITWATCH_PROJECT` or `default`.
-        run_id: reuse an id to continue a run; a new uuid4 hex when None.
-        config: hyperparameters to store with the run, beside what the callback records
-            itself (fit parameters, optimizer config, parameter count) and where the run
-            ran (`context`: host, versions, backend, devices, command line, git commit).
-        token: bearer token, default `FITWATCH_TOKEN`.
         batch_frequency: log every n-th train batch (the global step's multiples of n).
-        flush_interval: seconds between deliveries.
-        poll_interval: pause between command polls that bring nothing new; 0 turns
-            long-polling off (commands then ride on the answers to log requests).
-        flush_timeout: seconds the end of `fit` waits for delivery before it leaves the
-            rest in the spool for `fitwatch sync`.
-        spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
-            `~/.cache/fitwatch/spool`.
         knobs: parameters a `set_param` command may set, by name: `keras.Variable`s that
             the model or the loss reads, so a new value takes effect in compiled steps.
             On JAX a knob must be a variable of the model (a layer's `add_weight`).
@@ -56,8 +39,27 @@ class RemoteCallback(keras.callbacks.Callback):
             what they return is the command's message.
         checkpoint_dir: where `checkpoint` commands save (`<name or step-N>.keras`),
             default `./checkpoints/<run_id>/`.
-        system_interval: seconds between samples of the process and machine (CPU,
-            memory, GPUs) in the `system` scope, taken off the training thread; None: off.
+        **client_options: the `MonitorClient` options, by name:
+            run_name: shown on the dashboard; default the model's name.
+            project: default `FITWATCH_PROJECT` or `default`.
+            run_id: reuse an id to continue a run; a new uuid4 hex when None.
+            config: hyperparameters to store with the run, beside what the callback
+                records itself (fit parameters, optimizer config, parameter count) and
+                where the run ran (`context`: host, versions, backend, devices, command
+                line, git commit).
+            token: bearer token, default `FITWATCH_TOKEN`.
+            flush_interval: seconds between deliveries (default 0.5).
+            poll_interval: pause between command polls that bring nothing new (default
+                1.0); 0 turns long-polling off (commands then ride on the answers to log
+                requests).
+            flush_timeout: seconds the end of `fit` waits for delivery before it leaves
+                the rest in the spool for `fitwatch sync` (default 10).
+            spool_dir: folder for undelivered records, default `FITWATCH_SPOOL_DIR` or
+                `~/.cache/fitwatch/spool`.
+            timeout: seconds an HTTP request may take (default 10).
+            system_interval: seconds between samples of the process and machine (CPU,
+                memory, GPUs) in the `system` scope, taken off the training thread
+                (default 10); None: off.
 
     Example:
 
@@ -72,39 +74,18 @@ class RemoteCallback(keras.callbacks.Callback):
     def __init__(
         self,
         url: str | None = None,
-        run_name: str | None = None,
-        project: str | None = None,
-        run_id: str | None = None,
-        config: dict[str, Any] | None = None,
-        token: str | None = None,
+        *,
         batch_frequency: int = 1,
-        flush_interval: float = 0.5,
-        poll_interval: float = 1.0,
-        flush_timeout: float = 10.0,
-        spool_dir: str | os.PathLike | None = None,
         knobs: dict[str, keras.Variable] | None = None,
         actions: dict[str, Callable[[keras.Model, int], Any]] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
-        system_interval: float | None = 10.0,
+        **client_options: Any,
     ) -> None:
         super().__init__()
         if batch_frequency < 1:
             raise ValueError(f"batch_frequency must be >= 1, got {batch_frequency}")
-        self.client = MonitorClient(
-            url=url,
-            run_id=run_id,
-            run_name=run_name,
-            project=project,
-            config=config,
-            token=token,
-            flush_interval=flush_interval,
-            poll_interval=poll_interval,
-            flush_timeout=flush_timeout,
-            spool_dir=spool_dir,
-            system_interval=system_interval,
-        )
+        self.client = MonitorClient(url, **client_options)
         self.batch_frequency = batch_frequency
-        self.flush_timeout = flush_timeout
         self.spool_file = None  # where the last fit left what it could not deliver
         self._next_step = 0  # global step of the next train batch: the number of batches run
         self._step_base = 0
@@ -126,16 +107,16 @@ class RemoteCallback(keras.callbacks.Callback):
     # -- training -------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        self._others = [cb for cb in _calling_callbacks() if cb is not self and not isinstance(cb, _BUILTIN)]
+        self._others = [cb for cb in fit_callbacks() if cb is not self and not isinstance(cb, BUILTIN)]
         self._last_loss = None
         self._epoch_logs = None
         self._trained = True
         if not self.client.run_name:
             self.client.run_name = self.model.name
-        self.client.start(config=self._run_config(), context=_keras_context())
+        self.client.start(config=run_config(self.model, self.params), context=keras_context())
         self.steering.begin(self.model)
         self._record_lr(self._next_step)
-        self._guard = RunGuard(self.client, self.model, self.flush_timeout, before_end=self._ended_early)
+        self._guard = RunGuard(self.client, self.model, self.client.flush_timeout, before_end=self._ended_early)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._log_epoch()
@@ -213,9 +194,10 @@ class RemoteCallback(keras.callbacks.Callback):
         if self._guard is None or not self._guard.settle():
             return  # the run was already ended as failed or interrupted
         self._guard = None
-        status, reason = self._outcome()
+        stopped_by = self.steering.stopped_by
+        status, reason = outcome(self.model, self.params, stopped_by, self._others, self._last_loss, self._epoch)
         self.client.end(status, reason)
-        self.spool_file = self.client.close(self.flush_timeout)
+        self.spool_file = self.client.close()
 
     # -- evaluate() -------------------------------------------------------------------------
 
@@ -223,7 +205,7 @@ class RemoteCallback(keras.callbacks.Callback):
         if self._guard is None:  # a standalone evaluate(), not validation inside fit
             if not self.client.run_name:
                 self.client.run_name = self.model.name
-            self.client.start(config=self._run_config(), resume=False, context=_keras_context())
+            self.client.start(config=run_config(self.model, self.params), resume=False, context=keras_context())
 
     def on_test_end(self, logs=None):
         if self._guard is not None:
@@ -231,7 +213,7 @@ class RemoteCallback(keras.callbacks.Callback):
         self.client.log("eval", self._next_step, logs or {}, self._epoch)
         if not self._trained:
             self.client.end("finished", "evaluate() done")
-        self.spool_file = self.client.close(self.flush_timeout)
+        self.spool_file = self.client.close()
 
     # -- the learning rate --------------------------------------------------------------------
 
@@ -245,77 +227,3 @@ class RemoteCallback(keras.callbacks.Callback):
             self._lr.update(changed)
             self.client.log("batch", step, changed, self._epoch)
             self.steering.report_controls()
-
-    # -- how it ended ---------------------------------------------------------------------
-
-    def _outcome(self) -> tuple[str, str]:
-        if self.steering.stopped_by is not None:
-            command, step = self.steering.stopped_by
-            issuer = command.get("issued_by") or ""
-            by = f" (rule {issuer.removeprefix('rule:')})" if issuer.startswith("rule:") else ""
-            return "stopped", f"stop command {command['id']}{by}: stopped after step {step}"
-        if self.model.stop_training:
-            return self._stopped_by_callback()
-        epochs = self.params.get("epochs")
-        return "finished", f"all {epochs} epochs done" if epochs else "fit done"
-
-    def _stopped_by_callback(self) -> tuple[str, str]:
-        for cb in self._others:
-            if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
-                return "finished", (
-                    f"EarlyStopping stopped training at epoch {cb.stopped_epoch + 1}: "
-                    f"{cb.monitor} did not improve for {cb.patience} epochs"
-                )
-        if self._last_loss is not None and not math.isfinite(self._last_loss[1]):
-            step, loss = self._last_loss
-            for cb in self._others:
-                if isinstance(cb, keras.callbacks.TerminateOnNaN):
-                    return "failed", f"TerminateOnNaN stopped training: loss was {loss} at step {step}"
-        names = sorted({type(cb).__name__ for cb in self._others})
-        suspects = f" (one of: {', '.join(names)})" if names else ""
-        return "finished", f"a callback set model.stop_training at epoch {(self._epoch or 0) + 1}{suspects}"
-
-    def _run_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "fit": jsonable(self.params or {}),
-            "model": self.model.name,
-        }
-        try:
-            config["parameters"] = int(self.model.count_params())
-        except Exception:  # a subclassed model that is not built yet
-            pass
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None:
-            config["optimizer"] = {"class": type(optimizer).__name__, **jsonable(optimizer.get_config())}
-            if isinstance(config["optimizer"].get("learning_rate"), float):
-                config["optimizer"]["learning_rate"] = current_lr(optimizer)
-        found = model_optimizers(self.model)
-        if len(found) > 1:
-            config["optimizers"] = {
-                named.name: {"class": type(named.optimizer).__name__, **jsonable(named.optimizer.get_config())}
-                for named in found
-            }
-        return config
-
-
-def _keras_context() -> dict[str, Any]:
-    """What Keras adds to where a run ran: its backend and the devices it sees."""
-    context: dict[str, Any] = {"backend": keras.backend.backend()}
-    try:
-        context["devices"] = keras.distribution.list_devices()
-    except Exception:  # a backend without the distribution API
-        pass
-    return context
-
-
-def _calling_callbacks() -> list[keras.callbacks.Callback]:
-    """The callbacks of the running fit, from the CallbackList that called this hook."""
-    frame = sys._getframe(1)
-    for _ in range(6):
-        if frame is None:
-            break
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, keras.callbacks.CallbackList):
-            return list(owner.callbacks)
-        frame = frame.f_back
-    return []

@@ -16,12 +16,15 @@ from typing import Any
 
 import httpx
 
-from .transport import JITTER, Rejected, Retry, request
+from .transport import Rejected, Retry, request
+from .wire import JITTER, backoff
 
 # Seconds a poll waits on the server for a command (its limit is 30), less a random part
 # of up to a quarter: trainings started together, as a sweep starts them, would otherwise
 # poll in step, all their polls reaching the server at once every WAIT seconds.
 WAIT = 10.0
+# After failed polls the thread waits twice the interval, doubling up to BACKOFF_CAP, each
+# wait a random 50-100 % of that (`wire.backoff`, as the sender's retries).
 BACKOFF_CAP = 30.0
 
 
@@ -68,7 +71,7 @@ class Poller(threading.Thread):
                     continue
                 except Retry:
                     failures += 1
-                    self.stopped.wait(min(BACKOFF_CAP, self.interval * 2**failures))
+                    self.stopped.wait(backoff(failures, 2 * self.interval, BACKOFF_CAP))
                     continue
                 failures = 0
                 commands = response.json()

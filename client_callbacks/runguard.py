@@ -12,7 +12,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .client import MonitorClient, describe_error
+from .client import MonitorClient
+from .notices import describe_error
 
 
 class RunGuard:

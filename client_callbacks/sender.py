@@ -1,342 +1,119 @@
-"""The sender thread: batches what the training logs and delivers it, come what may.
+"""Sender: everything a client sends, in order, behind a narrow interface.
 
-The training thread only appends to `queue` (a deque: no lock, no wait). Every
-`flush_interval` seconds, or sooner when a batch is full, this thread takes what is there,
-merges consecutive records into log requests of up to `BATCH` records, and sends them in
-order. While the server cannot be reached, everything goes to the run's spool file (so it
-survives a crash of the training too) and is sent from there, oldest first, when the
-server answers again; attempts back off exponentially with jitter. Memory therefore holds
-at most what the training logs during one request timeout.
+The client hands it records (`put_record`, the hot path: an append to a deque, no lock, no
+I/O) and typed operations (`put_op`: `CreateRun`, `Patch`, `Ack`, see `operations`). While
+the client runs, between `start` and `close`, a `SenderThread` delivers them (see
+`sender_thread`). The queue outlives each start: what is queued before `start`, or after a
+`close`, waits for the next start and goes after its run creation.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-from .spool import LockedError, Op, SpoolFile, deliver_file, left_in
-from .transport import JITTER, Rejected, Retry, send
-
-log = logging.getLogger("fitwatch")
-
-BATCH = 1000  # records a request
-MEMORY_LIMIT = 100_000  # records kept in memory while neither the server nor the disk takes them
-DISK_RETRY = 30.0  # seconds before a disk that refused a write is tried again, unless it has more room
-SPOOL_CHUNK = 64  # operations read from the spool at a time
-BACKOFF_BASE = 0.25
-BACKOFF_CAP = 10.0
-FLUSH_BACKOFF_CAP = 1.0
+from .operations import Ack, CreateRun, Operation, Record
+from .sender_thread import SenderThread
+from .spool import SpoolFile
+from .wire import RECORDS_A_POST
 
 
-class Sender(threading.Thread):
+class Unsent(NamedTuple):
+    """What `close` could not deliver: left in the spool file at `path`."""
+
+    records: int
+    others: int  # operations other than records: the run's end, command acks
+    path: Path
+
+
+class Sender:
+    """One client's outgoing queue. `put_record` and `put_op` from any thread; `start`,
+    `flush` and `close` from the client's."""
+
     def __init__(
+        self, run_id: str, on_commands: Callable[[list[dict[str, Any]]], Any], notify: Callable[[str, str], None]
+    ) -> None:
+        self.run_id = run_id
+        self._on_commands = on_commands  # what a log answer brings along
+        self._notify = notify  # notify(kind, message): a problem, for the caller to see
+        self._queue: deque[Record | Operation] = deque()
+        self._thread: SenderThread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Between `start` and `close`."""
+        return self._thread is not None
+
+    @property
+    def queued(self) -> int:
+        """Records and operations waiting in memory."""
+        return len(self._queue)
+
+    @property
+    def created(self) -> threading.Event:
+        """Set once the server has the run of this start: commands may be polled."""
+        thread = self._thread
+        return thread.created if thread is not None else threading.Event()
+
+    # -- what to send -----------------------------------------------------------------------
+
+    def put_record(self, record: Record) -> None:
+        """Queue a record; a full batch wakes the thread to send it now."""
+        self._queue.append(record)
+        thread = self._thread  # read once: close() may clear it from another thread
+        if len(self._queue) >= RECORDS_A_POST and thread is not None:
+            thread.wake.set()
+
+    def put_op(self, op: Operation, urgent: bool = False) -> None:
+        """Queue an operation after everything queued so far; `urgent` wakes the thread to
+        send it now. While the sender runs, an `Ack` is on disk (in the spool file, and
+        sent from there) before this returns, unless the disk refuses it: a crash must not
+        lead a resumed run to apply its command twice."""
+        thread = self._thread
+        if isinstance(op, Ack) and thread is not None and thread.journal(op.as_op()):
+            return
+        self._queue.append(op)
+        if urgent and thread is not None:
+            thread.wake.set()
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(
         self,
+        create: CreateRun,
         connect: Callable[[], httpx.Client],
-        run_id: str,
-        queue: deque,
         spool: SpoolFile,
-        on_commands: Callable[[list[dict[str, Any]]], None],
-        notify: Callable[[str, str], None],
+        backlog: list[Path],
         flush_interval: float,
         prepare: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(name=f"fitwatch-sender-{run_id}", daemon=True)
-        self.connect = connect  # made on this thread: building an httpx client takes ~20 ms
-        self.prepare = prepare  # run on this thread first: what a queued body reads (see `_merge`)
-        self.http: httpx.Client | None = None
-        self.run_id = run_id
-        self.queue = queue
-        self.spool = spool
-        self.on_commands = on_commands
-        self.notify = notify
-        self.flush_interval = flush_interval
-        self.wake = threading.Event()
-        # flush() waits until a pass that began after it finds nothing left to send: a pass
-        # that began before may end before the newest records are even read.
-        self._flushes = 0  # flush() calls so far
-        self._flushed = 0  # the newest of them that such a pass has answered
-        self._flush_done = threading.Condition()
-        self.created = threading.Event()  # the server has the run: commands may be polled
-        self.stopping = False
-        self.abandoned = False
-        self._pending: deque[Op] = deque()
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._retry_at = 0.0
-        self._flushing = False
-        self._spooled = spool.size() > 0  # the spool file holds undelivered operations
-        self._spool_offset = 0  # where in it delivery goes on
-        self._backlog: list[Path] = []
-        self._backlog_offset = 0
-        self._disk_refused: tuple[float, int] | None = None  # (when, free bytes) of the last refusal
-
-    # -- called from other threads --------------------------------------------------------
-
-    def adopt(self, paths: list[Path]) -> None:
-        """Also deliver these spool files of earlier runs, after this run's own data."""
-        self._backlog.extend(paths)
-
-    def journal(self, op: Op) -> bool:
-        """Put `op` on disk now and deliver it from there: an ack, which must survive a
-        crash of the training. False when the disk refuses (then it goes by memory)."""
-        with self._lock:
-            if self.abandoned or not self._disk_has_room():
-                return False
-            try:
-                self.spool.append([op])
-            except Exception as exc:  # a full disk: never an error in the training
-                self._disk_full(exc)
-                return False
-            self._spooled = True
-        self.wake.set()
-        return True
+        """Begin delivering, `create` first: then what was queued, then the `backlog` of
+        spool files earlier runs left for this server. `prepare` runs on the thread before
+        it sends anything (what `create`'s body reads); `connect` makes its HTTP client."""
+        if self._thread is not None:
+            return
+        self._queue.appendleft(create)
+        self._thread = SenderThread(
+            connect, self.run_id, self._queue, spool, self._on_commands, self._notify, flush_interval, backlog, prepare
+        )
+        self._thread.start()
 
     def flush(self, timeout: float) -> bool:
-        """Try to deliver everything now (older spool files too); True when all that was
-        queued before the call is sent."""
-        with self._flush_done:
-            self._flushes += 1
-            asked = self._flushes
-        self._flushing = True  # retry at least once a second while someone waits
-        self._retry_at = 0.0
-        self.wake.set()
-        try:
-            with self._flush_done:
-                return self._flush_done.wait_for(lambda: self._flushed >= asked, timeout)
-        finally:
-            self._flushing = False
+        """Wait up to `timeout` s until everything queued before the call is delivered
+        (older spool files too); True when it is, or when the sender is not running."""
+        thread = self._thread
+        return True if thread is None else thread.flush(timeout)
 
-    def _answer_flushes(self, asked: int) -> None:
-        """A pass that began when `asked` flushes had been made left nothing to send."""
-        with self._flush_done:
-            if asked > self._flushed:
-                self._flushed = asked
-            self._flush_done.notify_all()
-
-    def abandon(self) -> tuple[int, int]:
-        """Stop for good and move whatever is unsent into the spool; (records, other
-        operations) left there."""
-        with self._lock:
-            self.abandoned = True
-            self.stopping = True
-            ops = list(self._pending) + _merge(_drain(self.queue))
-            self._pending.clear()
-            try:
-                self.spool.append(ops)
-            except Exception as exc:  # never an error in the training
-                lost = sum(len(op.get("records", ())) for op in ops)
-                others = len(ops) - sum(op["op"] == "logs" for op in ops)
-                self.notify(
-                    "lost",
-                    f"fitwatch: {lost} records and {others} other operations could not be delivered nor written "
-                    f"to {self.spool.path} ({exc}); they are lost",
-                )
-        self.wake.set()
-        left = left_in(self.spool, self._spool_offset) if self.spool.size() else (0, 0)
-        self.spool.close()
-        return left
-
-    # -- the thread -----------------------------------------------------------------------
-
-    def run(self) -> None:
-        self.prepare()
-        self.http = self.connect()
-        try:
-            self._loop()
-        finally:
-            self.http.close()
-
-    def _loop(self) -> None:
-        while not self.abandoned:
-            self.wake.wait(self._pause())
-            self.wake.clear()
-            with self._flush_done:
-                asked = self._flushes  # before the queue is read: what they queued is in this pass
-            try:
-                self._pass()
-            except Exception as exc:  # a full disk, or a bug: keep the data, report, go on
-                self.notify("error", f"fitwatch: delivery failed unexpectedly ({exc!r}); retrying")
-                self._failed(repr(exc))
-            if self._nothing_left():
-                self._answer_flushes(asked)
-                if self.stopping:
-                    return
-
-    def _pass(self) -> None:
-        with self._lock:
-            if self.abandoned:
-                return
-            self._pending.extend(_merge(_drain(self.queue)))
-            # The server is away: put everything on disk before trying again; without a disk
-            # either, keep it in memory, up to a limit.
-            if self._failures and self._pending and not (self._disk_has_room() and self._spool_pending()):
-                self._shed()
-        if time.monotonic() >= self._retry_at:
-            self._deliver()
-
-    def _spool_pending(self) -> bool:
-        try:
-            self.spool.append(list(self._pending))
-        except OSError as exc:
-            self._disk_full(exc)
-            return False
-        self._pending.clear()
-        self._spooled = True
-        return True
-
-    def _disk_full(self, exc: Exception) -> None:
-        """The disk refused a write: leave it alone until it has more room than now (or for
-        DISK_RETRY s), so that a full disk costs no encoding and no fsync every pass."""
-        self._disk_refused = time.monotonic(), _free_bytes(self.spool.path.parent)
-        self.notify("spool", f"fitwatch: cannot write the spool file {self.spool.path}: {exc}")
-
-    def _disk_has_room(self) -> bool:
-        if self._disk_refused is None:
-            return True
-        when, free = self._disk_refused
-        if time.monotonic() - when < DISK_RETRY and _free_bytes(self.spool.path.parent) <= free:
-            return False
-        self._disk_refused = None
-        return True
-
-    def _shed(self) -> None:
-        """Drop the oldest records beyond MEMORY_LIMIT (never an ack or the run's end)."""
-        held = sum(len(op["records"]) for op in self._pending if op["op"] == "logs")
-        dropped = 0
-        for op in list(self._pending):
-            if held - dropped <= MEMORY_LIMIT:
-                break
-            if op["op"] == "logs":
-                self._pending.remove(op)
-                dropped += len(op["records"])
-        if dropped:
-            self.notify(
-                "shed",
-                f"fitwatch: neither {self.http.base_url} nor the disk takes records; the oldest are dropped "
-                f"to keep at most {MEMORY_LIMIT} in memory",
-            )
-
-    def _pause(self) -> float:
-        if self._failures:
-            return max(0.0, min(self._retry_at - time.monotonic(), self.flush_interval))
-        return self.flush_interval
-
-    def _nothing_left(self) -> bool:
-        return not self.queue and not self._pending and not self._spooled and not self._backlog
-
-    def _deliver(self) -> None:
-        try:
-            self._deliver_spool()
-            while self._pending and not self.abandoned:
-                self._send(self._pending[0])
-                with self._lock:
-                    if self.abandoned:
-                        return
-                    self._pending.popleft()
-        except Retry as exc:
-            self._failed(str(exc))
-            return
-        if self._failures:
-            log.info("fitwatch: %s is answering again; delivery resumed", self.http.base_url)
-            self._failures = 0
-        self._deliver_backlog()
-
-    def _deliver_spool(self) -> None:
-        while self._spooled:
-            with self._lock:
-                # Writers hold the lock: a line read under it is whole and stays (a write the
-                # disk refused is cut back out before they let go).
-                if self.abandoned:
-                    return
-                chunk = self.spool.read(self._spool_offset, SPOOL_CHUNK)
-                if not chunk:  # all is sent
-                    self.spool.remove()
-                    self._spooled = False
-                    self._spool_offset = 0
-                    return
-            for offset, op in chunk:
-                if self.abandoned:
-                    return
-                self._send(op)
-                self._spool_offset = offset
-
-    def _deliver_backlog(self) -> None:
-        """Older spool files, a slice at a time, while this run has nothing to send."""
-        while self._backlog and not self.abandoned and not self._pending and not self._spooled:
-            path = self._backlog[0]
-            try:
-                self._backlog_offset = deliver_file(
-                    self.http, SpoolFile(path), self._backlog_offset, stop=lambda: self.abandoned or bool(self.queue)
-                ).offset
-            except LockedError:
-                self._backlog_offset = 0
-            except Retry as exc:
-                self._failed(str(exc))
-                return
-            except (OSError, ValueError) as exc:
-                self.notify("spool", f"fitwatch: could not read the spool file {path}: {exc}")
-                self._backlog_offset = 0
-            if self._backlog_offset:
-                return  # paused for this run's own records; goes on at the next pass
-            self._backlog.pop(0)
-
-    def _send(self, op: Op) -> None:
-        try:
-            answer = send(self.http, self.run_id, op)
-        except Rejected as exc:
-            self.notify("rejected", f"fitwatch: the server refused the run's {op['op']} request ({exc}); it is dropped")
-            return
-        if op["op"] == "create":
-            self.created.set()
-        if answer is not None and answer["commands"]:
-            self.on_commands(answer["commands"])
-
-    def _failed(self, reason: str) -> None:
-        self._failures += 1
-        delay = min(FLUSH_BACKOFF_CAP if self._flushing else BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
-        self._retry_at = time.monotonic() + delay * JITTER.uniform(0.5, 1.0)
-        if self._failures == 1:
-            self.notify(
-                "unreachable",
-                f"fitwatch: cannot deliver to {self.http.base_url} ({reason}). Training goes on; "
-                f"records are kept in {self.spool.path} and sent when the server answers.",
-            )
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        stat = os.statvfs(folder)
-    except OSError:  # no folder: no room
-        return 0
-    return stat.f_bavail * stat.f_frsize
-
-
-def _drain(queue: deque) -> list[dict[str, Any]]:
-    items = []
-    try:
-        while True:
-            items.append(queue.popleft())
-    except IndexError:
-        return items
-
-
-def _merge(items: list[dict[str, Any]]) -> list[Op]:
-    """Queue items as operations: consecutive records become log requests."""
-    ops: list[Op] = []
-    for item in items:
-        if "op" in item:
-            # A body may come as the function that builds it (see `MonitorClient.start`).
-            ops.append({**item, "body": item["body"]()} if callable(item.get("body")) else item)
-        elif ops and ops[-1]["op"] == "logs" and len(ops[-1]["records"]) < BATCH:
-            ops[-1]["records"].append(item)
-        else:
-            ops.append({"op": "logs", "records": [item]})
-    return ops
+    def close(self, timeout: float) -> Unsent | None:
+        """Deliver for up to `timeout` s, then stop; what is left goes to the spool file.
+        None when all was delivered, or the sender was not running."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return None
+        records, others = thread.close(timeout)
+        return Unsent(records, others, thread.spool.path) if records or others else None

@@ -32,11 +32,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from .transport import Rejected, send
+from .operations import Op
+from .transport import Rejected, normalize_url, send
+from .wire import ENV_SPOOL_DIR
 
 try:
     import fcntl
@@ -47,19 +48,14 @@ log = logging.getLogger("fitwatch")
 
 FORMAT = 1
 SYNCED = ".synced"
-Op = dict[str, Any]
 
 
 def default_dir() -> Path:
     """`FITWATCH_SPOOL_DIR`, else `$XDG_CACHE_HOME/fitwatch/spool` (`~/.cache/...`)."""
-    if os.environ.get("FITWATCH_SPOOL_DIR"):
-        return Path(os.environ["FITWATCH_SPOOL_DIR"])
+    if os.environ.get(ENV_SPOOL_DIR):
+        return Path(os.environ[ENV_SPOOL_DIR])
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "fitwatch" / "spool"
-
-
-def normalize_url(url: str) -> str:
-    return url.rstrip("/")
 
 
 def encode(op: Op) -> bytes:

@@ -19,8 +19,9 @@ from typing import Any
 
 import keras
 
-from .client import MonitorClient, describe_error, warn
+from .client import MonitorClient
 from .handlers import HANDLERS, Context, Refused, sync_state
+from .notices import describe_error, warn
 from .optimizers import current_lr, idle, model_optimizers, schedule_of
 
 LONGEST_WAIT = 3600.0  # seconds one wait for a command may last while paused

@@ -1,5 +1,5 @@
 """`fitwatch sync`: upload spool files that a training left behind, mark them uploaded,
-and clean the uploaded ones away.
+and clean the uploaded ones away (`sync_spool`, the command's whole work).
 
 An uploaded file is kept, renamed `<name>.jsonl.synced`, so that syncing it again says it
 is already uploaded (the way `wandb sync` marks synced runs); `--clean` deletes those.
@@ -8,11 +8,42 @@ is already uploaded (the way `wandb sync` marks synced runs); `--clean` deletes 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spool import SYNCED, LockedError, SpoolFile, deliver_file, normalize_url, synced_path
-from .transport import Retry, http_client
+from .spool import SYNCED, LockedError, SpoolFile, default_dir, deliver_file, synced_path
+from .transport import Retry, http_client, normalize_url, server_token
+
+
+@dataclass
+class SyncOutcome:
+    delivered: bool  # everything in the file is on the server (now or before); False: a failure
+    message: str  # one line for the user
+
+
+def sync_spool(
+    files: Iterable[str | os.PathLike] = (),
+    *,
+    all_pending: bool = False,
+    clean: bool = False,
+    folder: str | os.PathLike | None = None,
+    url: str | None = None,
+    token: str | None = None,
+) -> Iterator[SyncOutcome]:
+    """Upload the spool `files`, and with `all_pending` every file of `folder` not yet
+    uploaded (default `FITWATCH_SPOOL_DIR` or `~/.cache/fitwatch/spool`); with `clean`,
+    then delete the uploaded ones there. One outcome for each file as it is done, and a
+    line for what `all_pending` and `clean` found."""
+    folder = Path(folder) if folder else default_dir()
+    paths = [Path(p) for p in files] + (pending(folder) if all_pending else [])
+    if all_pending and not paths:
+        yield SyncOutcome(True, f"nothing to upload in {folder}")
+    for path in paths:
+        yield sync_file(path, url=url, token=token)
+    if clean:
+        removed = remove_synced(folder)
+        yield SyncOutcome(True, f"removed {len(removed)} uploaded spool file(s) from {folder}")
 
 
 def pending(folder: Path) -> list[Path]:
@@ -22,18 +53,12 @@ def pending(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
 
 
-def clean(folder: Path) -> list[Path]:
+def remove_synced(folder: Path) -> list[Path]:
     """Delete the uploaded files in `folder`; the ones deleted."""
     removed = sorted(folder.glob(f"*.jsonl{SYNCED}")) if folder.is_dir() else []
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
-
-
-@dataclass
-class SyncOutcome:
-    delivered: bool  # everything in the file is on the server (now or before)
-    message: str
 
 
 def sync_file(path: Path, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> SyncOutcome:
@@ -60,7 +85,7 @@ def sync_file(path: Path, url: str | None = None, token: str | None = None, time
         return SyncOutcome(False, f"fitwatch sync: {exc}")
     except OSError as exc:
         return SyncOutcome(False, f"fitwatch sync: {path}: {exc.strerror or exc}")
-    token = token or os.environ.get("FITWATCH_TOKEN") or None
+    token = server_token(token)
     target = normalize_url(url or spool.url)
     try:
         with http_client(target, token, timeout) as http:

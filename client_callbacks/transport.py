@@ -11,17 +11,14 @@ they are sent, and a conflict must never cost one.
 from __future__ import annotations
 
 import json
-import random
+import os
 from typing import Any
 
 import httpx
 
-RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
+from .wire import DEFAULT_URL, ENV_TOKEN, ENV_URL
 
-# The jitter of polls and retries, from the system's generator: the training's global
-# `random` state is never drawn from (a data pipeline seeded by it must see the same
-# numbers with fitwatch as without), and processes forked from one parent differ.
-JITTER = random.SystemRandom()
+RETRY_STATUS = frozenset({401, 403, 408, 425, 429})
 LOG_RETRY_STATUS = RETRY_STATUS | {409}
 
 
@@ -31,6 +28,21 @@ class Retry(Exception):
 
 class Rejected(Exception):
     """The server refused the operation for good (a 4xx other than those retried)."""
+
+
+def server_url(url: str | None = None) -> str:
+    """The server a training talks to: `url`, else `FITWATCH_URL`, else the default; no
+    trailing slash."""
+    return normalize_url(url or os.environ.get(ENV_URL) or DEFAULT_URL)
+
+
+def server_token(token: str | None = None) -> str | None:
+    """The bearer token: `token`, else `FITWATCH_TOKEN`; None for none."""
+    return token or os.environ.get(ENV_TOKEN) or None
+
+
+def normalize_url(url: str) -> str:
+    return url.rstrip("/")
 
 
 def http_client(url: str, token: str | None, timeout: float) -> httpx.Client:
@@ -46,7 +58,8 @@ def http_client(url: str, token: str | None, timeout: float) -> httpx.Client:
     )
 
 
-def describe(response: httpx.Response) -> str:
+def describe_response(response: httpx.Response) -> str:
+    """An error answer in one line: `HTTP 404: run 'x' not found`."""
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
@@ -67,8 +80,8 @@ def request(
     if response.is_success:
         return response
     if response.status_code in retry or response.status_code >= 500:
-        raise Retry(describe(response))
-    raise Rejected(describe(response))
+        raise Retry(describe_response(response))
+    raise Rejected(describe_response(response))
 
 
 def send(http: httpx.Client, run_id: str, op: dict[str, Any]) -> dict[str, Any] | None:

@@ -18,20 +18,23 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.engine import make_url
 
-from . import __version__, errors, stale
-from .access import SECURITY_SCHEMES, AccessLog, Guard, security
-from .api import commands, compat, events, export, health, logs, pages, rules, runs, series, series_across
-from .api.compat import EpochLogs
+from . import __version__
+from .api import errors
+from .api.access import SECURITY_SCHEMES, AccessLog, Guard, security
+from .api.limits import BodyLimit
 from .api.query import given_once
+from .api.routes import commands, compat, events, export, health, logs, pages, rules, runs, series, series_across
+from .api.routes.compat import EpochLogs
 from .config import Settings, get_settings
-from .db import make_engine
-from .events import EventBus
-from .limits import BodyLimit
+from .domain.schemas import MAX_INT64, ErrorBody, LogBatch
+from .infra.bus import EventBus
+from .infra.db import make_engine
+from .infra.shutdown import close_streams_on_stop
+from .infra.webhooks import Webhooks
+from .infra.writer import LogWriter
 from .migrations import upgrade
-from .schemas import MAX_INT64, ErrorBody, LogBatch
-from .shutdown import close_streams_on_stop
-from .webhooks import Webhooks
-from .writer import LogWriter
+from .services import stale
+from .services.ingest import Ingest
 
 # Errors are JSON on every route, event streams included, whatever the route's own answer is.
 ERROR_RESPONSES = {
@@ -86,8 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.webhooks.start(engine)
         app.state.writer = LogWriter(engine, settings)
         app.state.writer.start()
+        app.state.ingest = Ingest(engine, settings, app.state.bus, app.state.webhooks, app.state.writer)
         _out_of_collector_sight()
-        watcher = asyncio.create_task(stale.watch(app))
+        watcher = asyncio.create_task(stale.watch(engine, app.state.bus, settings.stale_after))
         restore_signals = close_streams_on_stop(app.state.bus)
         try:
             yield
@@ -110,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Several server processes share live events through PostgreSQL; one SQLite server
     # keeps them in process.
     if make_url(settings.database_url).get_backend_name() == "postgresql":
-        from .pgbus import PostgresBus  # psycopg comes with the `postgres` extra
+        from .infra.pgbus import PostgresBus  # psycopg comes with the `postgres` extra
 
         app.state.bus = PostgresBus(settings.database_url, settings.stale_after)
     else:

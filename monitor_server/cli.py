@@ -11,7 +11,7 @@ SIGPIPE_STATUS = 141  # 128 + SIGPIPE: how a shell reports a writer whose reader
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .schemas import SCOPES
+    from .domain.schemas import SCOPES
 
     parser = argparse.ArgumentParser(prog="fitwatch", description="Live training monitor for Keras.")
     parser.add_argument("--version", action="version", version=f"fitwatch {_version()}")
@@ -78,7 +78,7 @@ def _version() -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .access import LOOPBACK_HOSTS
+    from .api.access import LOOPBACK_HOSTS
     from .config import Settings
 
     # Flags become the environment, so every worker process reads the same settings.
@@ -126,36 +126,27 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def sync(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from client_callbacks import sync_spool
 
-    from client_callbacks.spool import default_dir
-    from client_callbacks.sync import clean, pending, sync_file
-
-    folder = Path(args.dir) if args.dir else default_dir()
     if not (args.file or args.all or args.clean):
         print("fitwatch sync: name spool files, or use --all or --clean", file=sys.stderr)
         return 2
-    paths = [Path(p) for p in args.file] + (pending(folder) if args.all else [])
-    if args.all and not paths:
-        print(f"nothing to upload in {folder}")
     undelivered = 0
-    for path in paths:
-        outcome = sync_file(path, url=args.url, token=args.token)
+    for outcome in sync_spool(
+        args.file, all_pending=args.all, clean=args.clean, folder=args.dir, url=args.url, token=args.token
+    ):
         print(outcome.message, file=sys.stdout if outcome.delivered else sys.stderr)
         undelivered += not outcome.delivered
-    if args.clean:
-        removed = clean(folder)
-        print(f"removed {len(removed)} uploaded spool file(s) from {folder}")
     return 1 if undelivered else 0
 
 
 def export(args: argparse.Namespace) -> int:
     import httpx
 
-    from client_callbacks.transport import describe
+    from client_callbacks import describe_response, server_token, server_url
 
-    url = (args.url or os.environ.get("FITWATCH_URL") or "http://127.0.0.1:8000").rstrip("/")
-    token = args.token or os.environ.get("FITWATCH_TOKEN")
+    url = server_url(args.url)
+    token = server_token(args.token)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     scope = args.scope or ("epoch" if args.format == "csv" else None)
     params = {"scope": scope} if scope else {}
@@ -164,7 +155,7 @@ def export(args: argparse.Namespace) -> int:
         with httpx.stream("GET", url + path, params=params, headers=headers, timeout=60) as response:
             if not response.is_success:
                 response.read()
-                print(f"fitwatch export: {describe(response)}", file=sys.stderr)
+                print(f"fitwatch export: {describe_response(response)}", file=sys.stderr)
                 return 1
             return _write_out(response.iter_bytes(), args.output)
     except httpx.HTTPError as exc:

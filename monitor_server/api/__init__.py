@@ -1,1 +1,2 @@
-"""HTTP API v1: one router per resource."""
+"""HTTP API v1: the routers (`routes/`), what a handler gets (`deps`), access control,
+body limits and the one error shape."""

@@ -1,4 +1,4 @@
-"""What handlers get from the app (engine, settings, event bus, webhooks, log writer) and
+"""What handlers get from the app (engine, settings, event bus, what storing a post needs) and
 the run ids a request names (a path's, or `?runs=a,b`).
 
 The getters are `async`: FastAPI runs a plain function dependency in its thread pool, a
@@ -14,10 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 
 from ..config import Settings
-from ..events import EventBus
-from ..schemas import MAX_RUNS_A_REQUEST, RUN_ID_PATTERN, run_ids_pattern
-from ..webhooks import Webhooks
-from ..writer import LogWriter
+from ..domain.schemas import MAX_RUNS_A_REQUEST, RUN_ID_PATTERN, run_ids_pattern
+from ..infra.bus import EventBus
+from ..services.ingest import Ingest
 
 
 async def _engine(request: Request) -> Engine:
@@ -32,19 +31,14 @@ async def _bus(request: Request) -> EventBus:
     return request.app.state.bus
 
 
-async def _webhooks(request: Request) -> Webhooks:
-    return request.app.state.webhooks
-
-
-async def _writer(request: Request) -> LogWriter:
-    return request.app.state.writer
+async def _ingest(request: Request) -> Ingest:
+    return request.app.state.ingest
 
 
 EngineDep = Annotated[Engine, Depends(_engine)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 BusDep = Annotated[EventBus, Depends(_bus)]
-WebhooksDep = Annotated[Webhooks, Depends(_webhooks)]
-WriterDep = Annotated[LogWriter, Depends(_writer)]
+IngestDep = Annotated[Ingest, Depends(_ingest)]
 RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="run id, [A-Za-z0-9_.-]{1,64}")]
 
 _RUN_ID = re.compile(RUN_ID_PATTERN.strip("^$"))

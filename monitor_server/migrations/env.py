@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from monitor_server.tables import metadata
+from monitor_server.store.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from ..downsample import group_starts
-from ..tables import chunks, series
+from .downsample import group_starts
 from .sql import Fetch, bulk_insert
+from .tables import chunks, series
 
 MAX = 4096
 GROW = 256

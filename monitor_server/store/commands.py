@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..config import Settings
-from ..errors import Conflict, Invalid, NotFound
-from ..schemas import LIVE, CommandAck, CommandPublic, Skipped, timestamp
-from ..tables import commands, runs
-from ..vocabulary import Command, Targets, lacking_control, stored_args
+from ..domain.commands import Command, Targets, lacking_control, stored_args
+from ..domain.errors import Conflict, Invalid, NotFound
+from ..domain.schemas import LIVE, CommandAck, CommandPublic, Skipped, timestamp
 from .runs import effective_status, get_run_row
+from .tables import commands, runs
 
 UNACKNOWLEDGED = ("pending", "delivered")
 

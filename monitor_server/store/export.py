@@ -1,6 +1,6 @@
-"""Exports of a run's records: CSV in Keras' CSVLogger layout, and JSONL.
+"""A run's records for the exports (`services.export`) and the report.
 
-Both are read in one transaction: the run's points are decoded from their chunks into
+They are read in one transaction: the run's points are decoded from their chunks into
 arrays (about 50 bytes a point) and put in the order they were logged; the transaction ends
 there, and the records are streamed out one at a time (a CSV row a step) from the arrays.
 So a reader that stalls or leaves midway holds no connection and no database snapshot.
@@ -8,20 +8,14 @@ So a reader that stalls or leaves midway holds no connection and no database sna
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-import orjson
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
-from ..db import reading
-from ..schemas import encode_float
-from ..tables import chunks, series
 from .chunks import PACKED, unpack
-from .runs import get_run_row
+from .tables import chunks, series
 
 
 def records(conn: Connection, run_id: str, scope: str | None = None) -> Iterator[dict[str, Any]]:
@@ -101,36 +95,7 @@ def _forget(rows: dict[int, dict[str, Any]], latest: dict[int, int]) -> dict[str
     return row
 
 
-def check_run(engine: Engine, run_id: str) -> None:
-    with reading(engine) as conn:
-        get_run_row(conn, run_id)
-
-
-def jsonl(engine: Engine, run_id: str, scope: str | None = None) -> Iterator[bytes]:
-    with reading(engine) as conn:
-        found = records(conn, run_id, scope)
-    for record in found:
-        record["metrics"] = {k: encode_float(v) for k, v in record["metrics"].items()}
-        yield orjson.dumps(record) + b"\n"
-
-
-def csv_rows(engine: Engine, run_id: str, scope: str) -> Iterator[str]:
-    with reading(engine) as conn:
-        names = list(
-            conn.execute(
-                select(series.c.name).where(series.c.run_id == run_id, series.c.scope == scope).order_by(series.c.name)
-            ).scalars()
-        )
-        found = records(conn, run_id, scope)
-    lead = ["epoch"] if scope == "epoch" else ["step", "epoch"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(lead + names)
-    for record in by_step(found):
-        first = [record["step"]] if scope == "epoch" else [record["step"], record["epoch"]]
-        writer.writerow(first + [record["metrics"].get(name, "") for name in names])
-        if buffer.tell() > 65536:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+def series_names(conn: Connection, run_id: str, scope: str) -> list[str]:
+    """The names of the run's series of `scope`, sorted."""
+    query = select(series.c.name).where(series.c.run_id == run_id, series.c.scope == scope).order_by(series.c.name)
+    return list(conn.execute(query).scalars())

@@ -26,19 +26,19 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, or_, select
 
 from ..config import Settings
-from ..downsample import group_starts
-from ..errors import NotFound
-from ..records import Flat, Record, flatten
-from ..schemas import CommandPublic
-from ..tables import rules
+from ..domain.errors import NotFound
+from ..domain.records import Flat, Record, flatten
+from ..domain.schemas import CommandPublic
 from . import chunks as chunk_store
 from . import commands as command_store
 from . import received as received_store
 from . import rules as rule_store
 from . import series_rows
+from .downsample import group_starts
 from .runs import TOUCH, lock_runs, was_stale
 from .sql import fetching, pipelined
 from .summaries import block_columns, merge_blocks
+from .tables import rules
 
 
 @dataclass

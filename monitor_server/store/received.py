@@ -11,11 +11,14 @@ import functools
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, Select, and_, bindparam, delete, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select
 
-from ..records import Record
-from ..tables import received
+from client_callbacks.wire import SERVER_SEQS
+
+from ..domain.records import Record
+from .runs import get_run_row
 from .sql import Fetch, bulk_insert
+from .tables import received
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 BATCH = 64  # runs a ranges query asks for: 192 bound parameters
@@ -116,3 +119,13 @@ def record(conn: Connection, posts: list[tuple[str, Fresh]]) -> None:
     if drops:
         conn.execute(DROP_RANGES, drops)
     bulk_insert(conn, received, rows)
+
+
+def next_server_seq(conn: Connection, run_id: str) -> int:
+    """The next seq of the server's own writer (0: seqs below SERVER_SEQS), for a record
+    that came without one. Read under the run's lock, which the caller's transaction then
+    holds: concurrent posts each get their own."""
+    get_run_row(conn, run_id, lock=True)
+    own = (received.c.run_id == run_id) & (received.c.first_seq < SERVER_SEQS)
+    last = conn.execute(select(func.max(received.c.last_seq)).where(own)).scalar()
+    return 0 if last is None else last + 1

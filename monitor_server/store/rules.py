@@ -20,13 +20,13 @@ import numpy as np
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, delete, func, select, update
 
-from ..errors import NotFound
-from ..rules import FiringPublic, RuleCreate, RulePublic, describe, judge
-from ..schemas import LIVE, CommandPublic, timestamp
-from ..tables import rule_firings, rule_states, rules
-from ..vocabulary import CommandCreate
+from ..domain.commands import CommandCreate
+from ..domain.errors import NotFound
+from ..domain.rules import FiringPublic, RuleCreate, RulePublic, describe, judge
+from ..domain.schemas import LIVE, CommandPublic, timestamp
 from .commands import get_command, insert_command
 from .sql import dialect_insert, insert_ignore
+from .tables import rule_firings, rule_states, rules
 
 COMMAND = TypeAdapter(CommandCreate)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
-from ..errors import NotFound
-from ..schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
-from ..tables import chunks, commands, received, rule_firings, rule_states, rules, run_tags, runs, series, summaries
+from ..domain.errors import NotFound
+from ..domain.schemas import LIVE, RunCreate, RunPatch, RunPublic, timestamp
 from .sql import Fetch, insert_ignore
+from .tables import chunks, commands, received, rule_firings, rule_states, rules, run_tags, runs, series, summaries
 
 
 def effective_status(row: Any, stale_after: float, now: float) -> str:

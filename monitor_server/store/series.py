@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select
 
-from ..downsample import Points, bucket_count, bucket_extremes, concat, group_starts, ordered_unique
-from ..errors import NotFound
-from ..schemas import SeriesInfo
-from ..tables import series
+from ..domain.errors import NotFound
+from ..domain.schemas import SeriesInfo
 from . import chunks as chunk_store
+from .downsample import Points, bucket_count, bucket_extremes, concat, group_starts, ordered_unique
 from .runs import get_run_row
 from .summaries import LEVELS, extremes, read_blocks
+from .tables import series
 
 
 def list_series(conn: Connection, run_id: str) -> list[SeriesInfo]:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from ..downsample import group_starts
-from ..errors import Invalid
-from ..tables import series
+from ..domain.errors import Invalid
 from .chunks import Decoded
+from .downsample import group_starts
+from .tables import series
 
 # The statements every post runs, built once (building one costs more than running it).
 OF_RUNS = select(series).where(series.c.run_id.in_(bindparam("run_ids", expanding=True)))

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select
 
-from ..downsample import group_starts
-from ..tables import summaries
+from .downsample import group_starts
 from .sql import bulk_params, bulk_rows
+from .tables import summaries
 
 # Level k covers blocks of 4**(k + 2) steps. Level 0 (16 steps) is no longer kept: ranges
 # that fine are read from the chunks (up to 64 steps a bucket decode in a few ms), and it

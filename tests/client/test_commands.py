@@ -10,8 +10,11 @@ import keras
 import pytest
 
 from client_callbacks import RemoteCallback
+from tests.support.api import batch_steps, records
+from tests.support.training import STEPS, AtStep, data, fit, send_and_wait, tiny_model
+from tests.support.waiting import wait_for
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, records, send_and_wait, tiny_model, wait_for
+pytestmark = pytest.mark.slow  # every test runs a real Keras fit
 
 
 def commands(api, run_id: str) -> list[dict]:
@@ -158,6 +161,13 @@ def test_each_command_is_applied_once(server, api, spool_dir, monkeypatch):
         next(r for r in records(api, cb.run_id) if r["metrics"].get("lr") == 0.02 and r["scope"] == "batch")["step"]
         == 2
     )
+
+
+def test_the_training_handles_exactly_the_commands_of_the_wire_contract():
+    from client_callbacks.handlers import HANDLERS
+    from client_callbacks.wire import COMMAND_TYPES
+
+    assert sorted(HANDLERS) == sorted(COMMAND_TYPES)
 
 
 def test_monitor_client_hands_over_each_command_once_and_acks_it(server, api, spool_dir):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import keras
+import pytest
 
 from client_callbacks import RemoteCallback
+from tests.support.training import fit
 
-from .conftest import fit
 
-
+@pytest.mark.slow
 def test_a_recorded_config_is_under_a_hundredth_of_the_limit(server, api, spool_dir):
     # 21 layers and a schedule: nothing the callback records grows with the model.
     keras.utils.set_random_seed(0)

@@ -17,8 +17,9 @@ import pytest
 from client_callbacks import MonitorClient, RemoteCallback
 from client_callbacks.context import redact_argv
 from client_callbacks.sync import sync_file
-
-from .conftest import AtStep, fit, records, wait_for
+from tests.support.api import records
+from tests.support.training import AtStep, fit
+from tests.support.waiting import wait_for
 
 
 def git(repo, *args: str) -> str:
@@ -45,6 +46,7 @@ def context_of(api, run_id: str) -> dict:
     return api.get(f"/api/v1/runs/{run_id}").json()["config"]["context"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dirty", [False, True])
 def test_a_fit_records_the_commit_branch_and_dirty_flag_of_its_code(server, api, spool_dir, repo, dirty):
     if dirty:
@@ -71,6 +73,7 @@ def slow_git(tmp_path, monkeypatch, go) -> Path:
     return ran
 
 
+@pytest.mark.slow
 def test_the_training_does_not_wait_for_git(server, api, spool_dir, repo, tmp_path, monkeypatch):
     # A git that answers only once the training has run two batches: had the context been
     # read on the training thread, git would have timed out and the run had no commit.
@@ -154,6 +157,7 @@ def test_a_url_password_is_hidden_up_to_its_host_and_a_no_flag_takes_no_value():
     ]
 
 
+@pytest.mark.slow
 def test_outside_a_repository_or_without_git_the_run_has_no_git_context(server, api, spool_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not a repository
     outside = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
@@ -173,6 +177,7 @@ def series_of(api, run_id: str) -> dict[str, dict]:
     return {s["name"]: s for s in response.json() if s["scope"] == "system"} if response.status_code == 200 else {}
 
 
+@pytest.mark.slow
 def test_a_fit_samples_its_cpu_and_memory_in_the_system_scope(server, api, spool_dir):
     """The training holds its first batch until three samples have arrived: a count, not a
     time, decides how long it runs."""
@@ -195,12 +200,14 @@ def test_a_fit_samples_its_cpu_and_memory_in_the_system_scope(server, api, spool
     assert all(0 < mb <= total_mb for mb in used)
 
 
+@pytest.mark.slow
 def test_sampling_off_logs_no_system_records(server, api, spool_dir):
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=None)
     fit([cb], epochs=1)
     assert series_of(api, cb.run_id) == {}
 
 
+@pytest.mark.slow
 def test_sampling_ends_with_the_run_and_takes_no_interval_but_a_positive_one(server, api, spool_dir):
 
     cb = RemoteCallback(url=server.url, spool_dir=spool_dir, system_interval=0.05)

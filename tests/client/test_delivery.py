@@ -19,9 +19,11 @@ import pytest
 
 from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
 from monitor_server.config import Settings
-from tests.conftest import free_port, serve
+from tests.support.api import batch_steps, records
+from tests.support.servers import free_port, serve
+from tests.support.training import STEPS, AtStep, data, fit, program, tiny_model
 
-from .conftest import STEPS, AtStep, batch_steps, data, fit, program, records, tiny_model
+pytestmark = pytest.mark.slow  # real Keras fits, in this process and as programs
 
 UNREACHABLE = "fitwatch: cannot deliver to"
 
@@ -53,7 +55,7 @@ def test_server_absent_at_start_then_started_mid_fit(database_url, spool_dir):
         warnings.simplefilter("always")
         try:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr("tests.conftest.free_port", lambda: port)
+                mp.setattr("tests.support.servers.free_port", lambda: port)
                 fit([AtStep({15: start_server}, pause=0.02), cb], epochs=4)
             assert_each_batch_once(url, cb.run_id, 4 * STEPS)
             assert httpx.get(f"{url}/api/v1/runs/{cb.run_id}").json()["status"] == "finished"
@@ -94,7 +96,7 @@ def test_server_never_up_spools_and_sync_uploads_once(database_url, spool_dir, t
     shutil.copy(spool, copy)
     port = int(url.rsplit(":", 1)[1])
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tests.conftest.free_port", lambda: port)
+        mp.setattr("tests.support.servers.free_port", lambda: port)
         with serve(Settings(database_url=database_url)):
             first = fitwatch("sync", str(spool))
             assert first.returncode == 0, first.stderr
@@ -130,7 +132,7 @@ def test_later_fit_sends_what_an_earlier_one_spooled(database_url, spool_dir):
     assert first.spool_file.exists()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tests.conftest.free_port", lambda: port)
+        mp.setattr("tests.support.servers.free_port", lambda: port)
         with serve(Settings(database_url=database_url)):
             second = RemoteCallback(url=url, spool_dir=spool_dir)
             fit([AtStep({}, pause=0.05), second], epochs=1)  # time for the backlog
@@ -154,7 +156,7 @@ def test_sync_all_uploads_every_file_left_in_the_spool_folder(database_url, spoo
             fit([cb], epochs=1)
         left.append(cb)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tests.conftest.free_port", lambda: port)
+        mp.setattr("tests.support.servers.free_port", lambda: port)
         with serve(Settings(database_url=database_url)):
             done = fitwatch("sync", "--all", "--dir", str(spool_dir))
             assert done.returncode == 0, done.stderr
@@ -263,7 +265,7 @@ CRASH_AFTER_APPLY = """
 import os, signal, sys, time
 sys.path.insert(0, {root!r})
 import httpx
-from tests.client.conftest import AtStep, fit, tiny_model
+from tests.support.training import AtStep, fit, tiny_model
 from client_callbacks import RemoteCallback
 
 url, server_pid = {url!r}, {server_pid}
@@ -362,7 +364,7 @@ def test_on_jax_warnings_wait_for_the_training_thread_and_point_at_the_fit_call(
         import json, warnings
         import keras
         from client_callbacks import FitwatchWarning, RemoteCallback
-        from tests.client.conftest import AtStep, data, tiny_model
+        from tests.support.training import AtStep, data, tiny_model
 
         model, (x, y) = tiny_model(), data()
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[keras.metrics.SparseCategoricalAccuracy("m" * 300)])

@@ -15,7 +15,10 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import free_port, wait_for
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # `fitwatch demo`: a server and a real training, as processes
 
 NOISE = ("INFO:", "GET /", "POST /", "oneDNN", "absl::InitializeLog", "cpu_feature_guard", "Traceback")
 

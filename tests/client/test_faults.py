@@ -18,9 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from client_callbacks import RemoteCallback
-from tests.conftest import ServerProcess, free_port, needs_postgres
+from tests.support.api import records
+from tests.support.databases import needs_postgres
+from tests.support.servers import ServerProcess, free_port
+from tests.support.training import STEPS, AtStep, fit
 
-from .conftest import STEPS, AtStep, fit, records
+pytestmark = pytest.mark.slow  # real Keras fits against a server that fails
 
 
 class FaultyProxy:
@@ -89,9 +92,9 @@ def _restart_postgres() -> None:
 
 @needs_postgres
 def test_postgres_restart_mid_run_loses_nothing(pg_database, spool_dir):
-    from tests.conftest import _clean_postgres
+    from tests.support.databases import clean_postgres
 
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     process = ServerProcess(pg_database).start()
     try:
         cb = RemoteCallback(url=process.url, spool_dir=spool_dir, flush_interval=0.05)

@@ -12,8 +12,11 @@ import keras
 import pytest
 
 from client_callbacks import RemoteCallback
+from tests.support.api import batch_steps, records
+from tests.support.training import ROOT, STEPS, AtStep, data, fit, program, send_and_wait, tiny_model
+from tests.support.waiting import wait_for
 
-from .conftest import ROOT, STEPS, AtStep, batch_steps, data, fit, program, records, send_and_wait, tiny_model, wait_for
+pytestmark = pytest.mark.slow  # real Keras fits, in this process and as programs
 
 
 def run_status(api, run_id: str) -> str | None:
@@ -174,7 +177,7 @@ def test_process_dying_in_fit_records_the_exception(server, api, spool_dir, tmp_
     script = program(
         tmp_path,
         f"""
-        from tests.client.conftest import AtStep, fit
+        from tests.support.training import AtStep, fit
         from client_callbacks import RemoteCallback
 
         def from_c(cause):
@@ -207,7 +210,7 @@ def test_a_process_leaving_while_the_watchdog_ends_the_run_waits_for_it(server_p
     script = program(
         tmp_path,
         f"""
-        from tests.client.conftest import AtStep, fit
+        from tests.support.training import AtStep, fit
         from client_callbacks import RemoteCallback
 
         def boom(step):

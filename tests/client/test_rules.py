@@ -8,9 +8,18 @@ import keras
 import pytest
 
 from client_callbacks import RemoteCallback
-from tests.client.conftest import STEPS, AtStep, batch_steps, data, fit, tiny_model
-from tests.conftest import database_url, wait_for  # noqa: F401 (SQLite and PostgreSQL, as the server suite)
-from tests.helpers import add_rule
+from tests.support.api import add_rule, batch_steps
+from tests.support.databases import BACKENDS, backend_database
+from tests.support.training import STEPS, AtStep, data, fit, tiny_model
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # real Keras fits
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """SQLite and PostgreSQL, as the server suite (the client suite's own runs on SQLite only)."""
+    return backend_database(request, tmp_path)
 
 
 def test_a_nan_rule_stops_a_fit_whose_loss_turns_nan(server, api, spool_dir):

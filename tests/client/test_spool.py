@@ -6,7 +6,7 @@ import pytest
 
 from client_callbacks.spool import LockedError, SpoolFile, leftovers
 from client_callbacks.sync import sync_file
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def op(seq: int) -> dict:

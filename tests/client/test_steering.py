@@ -14,8 +14,11 @@ import pytest
 
 from client_callbacks import RemoteCallback
 from client_callbacks.handlers import Context, Refused, action, checkpoint, set_param
+from tests.support.api import batch_steps, records
+from tests.support.training import STEPS, AtStep, fit, send_and_wait, tiny_model
+from tests.support.waiting import wait_for
 
-from .conftest import STEPS, AtStep, batch_steps, fit, records, send_and_wait, tiny_model, wait_for
+pytestmark = pytest.mark.slow  # real Keras fits, in this process and as programs
 
 JSON = {"content-type": "application/json"}
 
@@ -222,7 +225,7 @@ def test_checkpoint_saves_a_model_that_loads_with_the_weights_of_that_step(serve
 
 
 def test_a_checkpoint_name_that_is_a_path_is_refused_by_the_server_and_by_the_client(server, api, spool_dir, tmp_path):
-    from tests.helpers import assert_error, create_run
+    from tests.support.api import assert_error, create_run
 
     create_run(api, "r")
     for name in ("../evil", "a/b", "x" * 65, ""):
@@ -380,7 +383,7 @@ def test_on_jax_set_param_scheduling_and_pause_take_effect(start_server, tmp_pat
         ("12", {"type": "pause"}),
     ]
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "tests.trainer", server.url, "jax-steer", "--epochs", "3", "--steps", "20"]
+    command = [sys.executable, "-m", "tests.support.trainer", server.url, "jax-steer", "--epochs", "3", "--steps", "20"]
     command += [part for step, body in at for part in ("--at", step, json.dumps(body))]
     command += ["--knob", "--report", str(report)]
     env = {**os.environ, "KERAS_BACKEND": "jax", "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")}

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from client_callbacks import FitwatchWarning, MonitorClient, RemoteCallback
-from tests.conftest import free_port
-
-from .conftest import records
+from tests.support.api import records
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).parents[2]
 
@@ -38,7 +37,7 @@ def test_log_from_many_threads_while_problems_are_reported_never_raises(spool_di
     def report_problems() -> None:
         start.wait()
         for kind in range(5_000):
-            client._notify(f"kind-{kind}", f"problem {kind}")  # what the sender thread does
+            client._notices.add(f"kind-{kind}", f"problem {kind}")  # what the sender thread does
 
     threads = [threading.Thread(target=log, args=(w,)) for w in range(8)] + [threading.Thread(target=report_problems)]
     interval = sys.getswitchinterval()
@@ -53,7 +52,7 @@ def test_log_from_many_threads_while_problems_are_reported_never_raises(spool_di
     finally:
         sys.setswitchinterval(interval)
     assert errors == []
-    queued = list(client._queue)
+    queued = list(client._sender._queue)
     assert len(queued) == 8 * 20_000 and len({r["seq"] for r in queued}) == 8 * 20_000
 
 
@@ -65,12 +64,13 @@ def test_the_last_loss_is_the_latest_steps_whatever_order_the_hooks_finish_in(se
     assert step == 7 and math.isnan(loss)
 
 
+@pytest.mark.slow
 def test_jax_fit_streams_every_batch_and_applies_commands_with_batch_end_hooks_on_several_threads(
     server, api, tmp_path
 ):
     report = tmp_path / "report.json"
     at = [("5", {"type": "set_lr", "args": {"value": 0.05}}), ("250", {"type": "stop_training"})]
-    command = [sys.executable, "-m", "tests.trainer", server.url, "jax-run", "--epochs", "50", "--steps", "100"]
+    command = [sys.executable, "-m", "tests.support.trainer", server.url, "jax-run", "--epochs", "50", "--steps", "100"]
     for step, body in at:
         command += ["--at", step, json.dumps(body)]
     command += ["--report", str(report)]

@@ -1,5 +1,5 @@
 """A monitored training does what it would do bare, and the server says only what the model
-did: real programs (tests/programs.py), each backend in its own process against its own
+did: real programs (tests/support/programs.py), each backend in its own process against its own
 server, the training's own account (History, its optimizers, its random states) held
 against what the server stored."""
 
@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from monitor_server.config import Settings
-from tests.conftest import serve
+from tests.support.servers import serve
+
+pytestmark = pytest.mark.slow  # tests/support/programs.py on each backend: minutes
 
 ROOT = Path(__file__).parents[2]
 BACKENDS = ["tensorflow", "jax", "torch"]
@@ -54,7 +56,7 @@ def small_disk(folder: Path) -> Iterator[bool]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def ran(request, tmp_path_factory) -> Iterator[Ran]:
-    """Every program of tests/programs.py, run once on this backend, with the spool on a
+    """Every program of tests/support/programs.py, run once on this backend, with the spool on a
     small disk that `full_disk`, last, fills up."""
     backend = request.param
     folder = tmp_path_factory.mktemp(backend)
@@ -71,7 +73,7 @@ def ran(request, tmp_path_factory) -> Iterator[Ran]:
             [
                 sys.executable,
                 "-m",
-                "tests.programs",
+                "tests.support.programs",
                 server.url,
                 str(report),
                 *programs,

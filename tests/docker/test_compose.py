@@ -12,9 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import wait_for
-
-from .conftest import ROOT, SERVER_URL, STARTUP_S, docker, logs, wait_healthy
+from tests.support.containers import ROOT, SERVER_URL, STARTUP_S, docker, logs, wait_healthy
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1800)  # the first build of the demo image installs TensorFlow
 

@@ -8,12 +8,12 @@ import httpx
 import pytest
 
 from client_callbacks import RemoteCallback
-from tests.client.conftest import STEPS, batch_steps, fit
-from tests.conftest import wait_for
 from tests.server.test_deploy import compose, substitute
+from tests.support.api import batch_steps
+from tests.support.containers import SERVER_URL, answers, docker, inspect, logs, wait_healthy
+from tests.support.training import STEPS, fit
+from tests.support.waiting import wait_for
 from tests.web.test_pages import plot_data
-
-from .conftest import SERVER_URL, answers, docker, inspect, logs, wait_healthy
 
 pytestmark = pytest.mark.timeout(1800)  # a first build of the image installs every dependency
 

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from monitor_server.config import Settings
-from tests.helpers import JSON, TRAINING, assert_error, make_records
+from tests.support.api import JSON, TRAINING, assert_error, make_records
 
 ADMIN, INGEST, READ = "admin-secret", "ingest-secret", "read-secret"
 

@@ -7,15 +7,16 @@ import numpy as np
 from sqlalchemy import insert, select, text
 
 from monitor_server.config import Settings
-from monitor_server.db import make_engine, writing
+from monitor_server.domain.schemas import RunCreate
+from monitor_server.infra.db import make_engine, writing
 from monitor_server.migrations import upgrade
-from monitor_server.schemas import RunCreate
 from monitor_server.store import chunks
 from monitor_server.store.runs import create_run as create_run_row
 from monitor_server.store.sql import fetching
-from monitor_server.tables import series as series_table
-from tests.conftest import fresh_pg_database, needs_postgres, serve
-from tests.helpers import create_run, make_records, post_logs
+from monitor_server.store.tables import series as series_table
+from tests.support.api import create_run, make_records, post_logs
+from tests.support.databases import fresh_pg_database, needs_postgres
+from tests.support.servers import serve
 
 I64 = np.iinfo(np.int64)
 

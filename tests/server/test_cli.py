@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_for
-from tests.helpers import TRAINING, create_run, make_records
+from tests.support.api import TRAINING, create_run, make_records
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> dict:

@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import event
 
 from monitor_server.config import Settings
-from monitor_server.db import writing
-from monitor_server.events import command_topic
-from monitor_server.pgbus import libpq_url
+from monitor_server.infra.bus import command_topic
+from monitor_server.infra.db import writing
+from monitor_server.infra.pgbus import libpq_url
 from monitor_server.store.commands import deliver_many
 from monitor_server.store.runs import get_run_row
-from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
-from tests.helpers import JSON, TRAINING, assert_error, create_run
+from tests.support.api import JSON, TRAINING, assert_error, create_run
+from tests.support.databases import clean_postgres, needs_postgres
+from tests.support.servers import serve
+from tests.support.waiting import wait_for
 
 
 def issue(api, run_id="r", type_="stop_training", args=None):
@@ -94,7 +96,7 @@ def test_a_cancel_waits_for_a_log_post_holding_the_run_and_finds_the_command_han
     """A log post reads the commands to hand over under its run's lock, and marks them
     delivered. A cancel takes the same lock first: it finds the command delivered and asks
     the training to withdraw it (202), instead of cancelling what the training now holds."""
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     with serve(Settings(database_url=pg_database)) as server, server.client() as api:
         create_run(api, "r")
         command = issue(api, "r", "checkpoint").json()
@@ -344,21 +346,27 @@ def test_bad_ack_and_unknown_command(api):
     assert_error(api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 31}, headers=TRAINING), 422)
 
 
+def long_poll(api, wait: float):
+    """A training's long-poll for its pending commands, on a thread of its own; its answer,
+    which must come within 20 s."""
+    got = {}
+    poll = threading.Thread(
+        target=lambda: got.update(
+            r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": wait}, headers=TRAINING)
+        )
+    )
+    poll.start()
+    poll.join(20)
+    assert not poll.is_alive(), "the poll is still waiting"
+    return got["r"]
+
+
 def test_a_long_poll_answers_at_once_for_a_cancel_asked_between_two_polls(api, server):
     create_run(api, "r")
     command = issue(api).json()
     api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)  # the training has it
     api.post(f"/api/v1/runs/r/commands/{command['id']}/cancel", headers=JSON)  # no poll is waiting
-    got = {}
-    poll = threading.Thread(
-        target=lambda: got.update(
-            r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 30}, headers=TRAINING)
-        )
-    )
-    poll.start()
-    poll.join(20)
-    assert not poll.is_alive(), "the poll waited instead of handing over the cancel"
-    [held] = got["r"].json()
+    [held] = long_poll(api, wait=30).json()  # answered at once, not after its 30 s
     assert held["id"] == command["id"] and held["cancel_requested_at"] is not None
 
 
@@ -367,17 +375,10 @@ def test_a_long_poll_does_not_answer_early_for_commands_the_training_holds_alrea
     command = api.post("/api/v1/runs/r/commands", json={"type": "stop_training", "at": {"step": 100}}).json()
     # Delivered, held by the training.
     api.get("/api/v1/runs/r/commands", params={"status": "pending"}, headers=TRAINING)
-    got = {}
-    poll = threading.Thread(
-        target=lambda: got.update(
-            r=api.get("/api/v1/runs/r/commands", params={"status": "pending", "wait": 1}, headers=TRAINING)
-        )
-    )
-    poll.start()
-    poll.join(20)
+    answer = long_poll(api, wait=1)
     # It waited its second out (no busy polling for a held command), then answered with it.
-    assert got["r"].elapsed.total_seconds() >= 0.9
-    assert [c["id"] for c in got["r"].json()] == [command["id"]]
+    assert answer.elapsed.total_seconds() >= 0.9
+    assert [c["id"] for c in answer.json()] == [command["id"]]
 
 
 CONTROLS = {"params": {"learning_rate": 0.01, "kl_weight": 1.0}, "actions": ["sample"], "checkpoint_dir": "/tmp/c"}

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.helpers import assert_error
+from tests.support.api import assert_error
 
 
 def fit_with(callback, epochs: int = 3) -> None:

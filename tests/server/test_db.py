@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from monitor_server.db import make_engine, writing
+from monitor_server.infra.db import make_engine, writing
 from monitor_server.migrations import upgrade
 from monitor_server.store.sql import bulk_insert, fetching, pipelined
-from monitor_server.tables import received
-from tests.conftest import needs_postgres
+from monitor_server.store.tables import received
+from tests.support.databases import needs_postgres
 
 
 def test_sqlite_file_is_in_wal_mode_with_busy_timeout(tmp_path):
@@ -89,7 +89,7 @@ def test_migrations_create_exactly_the_tables_module(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from monitor_server.tables import metadata
+    from monitor_server.store.tables import metadata
 
     engine = make_engine(database_url)
     upgrade(engine)
@@ -142,7 +142,7 @@ def test_fetched_rows_read_as_executed_ones(database_url):
     """`fetching` (one round trip for several reads on PostgreSQL) answers each query with
     the rows `execute` reads: the same values by the same names, JSON as it was stored."""
     from monitor_server.store.runs import RUN
-    from monitor_server.tables import runs
+    from monitor_server.store.tables import runs
 
     engine = make_engine(database_url)
     upgrade(engine)

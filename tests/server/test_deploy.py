@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import ServerProcess, free_port, fresh_pg_database, needs_postgres
-from tests.helpers import TRAINING, create_run, make_records, post_logs
+from tests.support.api import TRAINING, create_run, make_records, post_logs
+from tests.support.databases import fresh_pg_database, needs_postgres
+from tests.support.servers import ServerProcess, free_port
 
 from .test_events import Stream
 

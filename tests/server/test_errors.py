@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import assert_error, create_run, make_records
+from tests.support.api import assert_error, create_run, make_records
 
 LONG = "x" * 5000
 

@@ -12,9 +12,11 @@ import time
 import httpx
 
 from monitor_server.config import Settings
-from monitor_server.events import run_topic
-from tests.conftest import _clean_postgres, needs_postgres, serve, wait_for
-from tests.helpers import JSON, TRAINING, create_run, make_records, post_logs
+from monitor_server.infra.bus import run_topic
+from tests.support.api import JSON, TRAINING, create_run, make_records, post_logs
+from tests.support.databases import clean_postgres, needs_postgres
+from tests.support.servers import serve
+from tests.support.waiting import wait_for
 
 
 class Stream:
@@ -64,11 +66,16 @@ class Stream:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 def test_run_stream_carries_metrics_commands_and_run_changes(api, server):
     create_run(api, "r")
-    stream = Stream(f"{server.url}/api/v1/runs/r/events")
-    try:
+    with Stream(f"{server.url}/api/v1/runs/r/events") as stream:
         first, _ = stream.next("run")
         assert first["id"] == "r" and first["status"] == "running"
         records = make_records(3)
@@ -92,8 +99,6 @@ def test_run_stream_carries_metrics_commands_and_run_changes(api, server):
         assert stream.next("command")[0] | {} == stream_command_expect(command["id"], "applied")
         api.patch("/api/v1/runs/r", json={"status": "stopped", "reason": "stop command"})
         assert stream.next("run")[0]["status"] == "stopped"
-    finally:
-        stream.close()
 
 
 def stream_command_expect(command_id: int, status: str):
@@ -105,8 +110,7 @@ def stream_command_expect(command_id: int, status: str):
 
 
 def test_run_list_stream_announces_new_and_changed_runs(api, server):
-    stream = Stream(f"{server.url}/api/v1/events")
-    try:
+    with Stream(f"{server.url}/api/v1/events") as stream:
         create_run(api, "a", name="first")
         assert stream.next("run")[0]["name"] == "first"
         api.patch("/api/v1/runs/a", json={"status": "failed", "reason": "ValueError: boom"})
@@ -114,8 +118,6 @@ def test_run_list_stream_announces_new_and_changed_runs(api, server):
         assert (changed["id"], changed["status"], changed["reason"]) == ("a", "failed", "ValueError: boom")
         api.delete("/api/v1/runs/a", headers=JSON)
         assert stream.next("deleted")[0] == {"id": "a"}
-    finally:
-        stream.close()
 
 
 def test_stream_of_unknown_run_is_404(api):
@@ -127,23 +129,19 @@ def test_a_run_that_falls_silent_is_announced_interrupted(start_server):
     server = start_server(stale_after=1.0)
     with server.client() as api:
         create_run(api, "quiet")
-        stream = Stream(f"{server.url}/api/v1/events")
-        try:
+        with Stream(f"{server.url}/api/v1/events") as stream:
             run, _ = stream.next("run")
             assert (run["id"], run["status"]) == ("quiet", "interrupted")
             post_logs(api, "quiet", make_records(1))  # it talks again
             run, _ = stream.next("run")
             assert (run["id"], run["status"]) == ("quiet", "running")
-        finally:
-            stream.close()
 
 
 def test_a_run_that_falls_silent_says_for_how_long(start_server):
     server = start_server(stale_after=1.0)
     with server.client() as api:
         create_run(api, "quiet")
-        stream = Stream(f"{server.url}/api/v1/events")
-        try:
+        with Stream(f"{server.url}/api/v1/events") as stream:
             run, _ = stream.next("run")
             silent = re.fullmatch(r"no contact from the training for (\d+) s", run["reason"] or "")
             assert run["status"] == "interrupted" and silent and int(silent[1]) >= 1, run
@@ -152,8 +150,6 @@ def test_a_run_that_falls_silent_says_for_how_long(start_server):
             post_logs(api, "quiet", make_records(1))  # it talks again: running, with no reason
             run, _ = stream.next("run")
             assert (run["status"], run["reason"]) == ("running", None)
-        finally:
-            stream.close()
 
 
 def seqs(data: dict) -> list[int]:
@@ -173,8 +169,7 @@ def test_a_stream_that_reconnects_gets_every_event_it_missed_in_order(api, serve
         post_logs(api, "r", make_records(2, start=start))
     api.post("/api/v1/runs/r/commands", json={"type": "stop_training"})
     api.patch("/api/v1/runs/r", json={"name": "renamed"})
-    again = Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=resume_from)
-    try:
+    with Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=resume_from) as again:
         # What was missed comes first; across processes (PostgreSQL) what was still on its
         # way comes live after the run's state: either way each once, in order, no resync.
         events = [again.take()]
@@ -187,8 +182,6 @@ def test_a_stream_that_reconnects_gets_every_event_it_missed_in_order(api, serve
         # And it goes on live.
         post_logs(api, "r", make_records(1, start=8))
         assert seqs(again.next("metrics")[0]) == [8]
-    finally:
-        again.close()
 
 
 def left_after_one_point(api, server) -> str:
@@ -207,16 +200,13 @@ def test_a_stream_told_to_resync_where_it_cannot_be_given_all_it_missed(api, ser
     # Another process (a restart, another replica) numbers its events its own way.
     other = start_server()
     for url, last_event_id in ((other.url, old_id), (server.url, "garbage"), (server.url, "-")):
-        again = Stream(f"{url}/api/v1/runs/r/events", last_event_id=last_event_id)
-        try:
+        with Stream(f"{url}/api/v1/runs/r/events", last_event_id=last_event_id) as again:
             assert again.take()[0] == "resync", (url, last_event_id)
             assert again.take()[0] == "run"
-        finally:
-            again.close()
 
 
 def test_more_missed_than_a_topic_keeps_is_a_resync(api, server, monkeypatch):
-    from monitor_server import events
+    from monitor_server.infra import bus as events
 
     monkeypatch.setattr(events, "RECENT", 3)
     last = left_after_one_point(api, server)
@@ -228,11 +218,8 @@ def test_more_missed_than_a_topic_keeps_is_a_resync(api, server, monkeypatch):
     again.close()
     for seq in range(3, 8):  # five missed, three kept
         post_logs(api, "r", make_records(1, start=seq))
-    again = Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=last)
-    try:
+    with Stream(f"{server.url}/api/v1/runs/r/events", last_event_id=last) as again:
         assert [again.take()[0] for _ in range(2)] == ["resync", "run"]
-    finally:
-        again.close()
 
 
 def test_the_run_list_stream_starts_ready_and_resumes_too(api, server):
@@ -242,22 +229,18 @@ def test_the_run_list_stream_starts_ready_and_resumes_too(api, server):
     stream.close()
     create_run(api, "a")
     create_run(api, "b")
-    again = Stream(f"{server.url}/api/v1/events", last_event_id=start)
-    try:
+    with Stream(f"{server.url}/api/v1/events", last_event_id=start) as again:
         events = [again.take()]
         while {"a", "b"} - {data.get("id") for name, data in events if name == "run"}:
             events.append(again.take())
         assert [data["id"] for name, data in events if name == "run"] == ["a", "b"]
         assert "resync" not in [name for name, _ in events]
-    finally:
-        again.close()
 
 
 def test_live_streams_are_told_to_resync_when_events_may_have_been_lost(api, server):
     # What the PostgreSQL bus does when its listener connection comes back after a break.
     create_run(api, "r")
-    stream = Stream(f"{server.url}/api/v1/runs/r/events")
-    try:
+    with Stream(f"{server.url}/api/v1/runs/r/events") as stream:
         stream.next("run")
         before = stream.last_id
         server.app.state.bus.lost()
@@ -265,8 +248,6 @@ def test_live_streams_are_told_to_resync_when_events_may_have_been_lost(api, ser
         post_logs(api, "r", make_records(1))
         assert seqs(stream.next("metrics")[0]) == [0]
         assert stream.last_id.split("-")[0] != before.split("-")[0]  # a new epoch: old ids resync
-    finally:
-        stream.close()
 
 
 def opening(stream: Stream) -> list[tuple[str, dict]]:
@@ -280,8 +261,7 @@ def opening(stream: Stream) -> list[tuple[str, dict]]:
 def test_one_stream_follows_several_runs_each_event_naming_its_run(api, server):
     create_run(api, "a", name="first")
     create_run(api, "b", name="second")
-    stream = Stream(f"{server.url}/api/v1/events?runs=a,b,gone,a")
-    try:
+    with Stream(f"{server.url}/api/v1/events?runs=a,b,gone,a") as stream:
         # Each run as it is (with its config), one that is not there as deleted, then ready.
         first = opening(stream)
         assert [(name, data["run_id"]) for name, data in first[:3]] == [("run", "a"), ("run", "b"), ("deleted", "gone")]
@@ -299,14 +279,11 @@ def test_one_stream_follows_several_runs_each_event_naming_its_run(api, server):
         assert (changed["run_id"], changed["id"], changed["name"]) == ("a", "a", "renamed")
         api.delete("/api/v1/runs/b", headers=JSON)
         assert stream.next("deleted")[0] == {"run_id": "b", "id": "b"}
-    finally:
-        stream.close()
 
 
 def test_a_stream_of_runs_carries_the_run_list_with_list_true(api, server):
     create_run(api, "a")
-    stream = Stream(f"{server.url}/api/v1/events?runs=a&list=true")
-    try:
+    with Stream(f"{server.url}/api/v1/events?runs=a&list=true") as stream:
         assert [name for name, _ in opening(stream)] == ["run", "ready"]
         create_run(api, "new", name="new one")
         listed, _ = stream.next("list.run")
@@ -317,8 +294,6 @@ def test_a_stream_of_runs_carries_the_run_list_with_list_true(api, server):
         assert {data["status"] for _, data in events} == {"finished"}
         api.delete("/api/v1/runs/new", headers=JSON)
         assert stream.next("list.deleted")[0] == {"id": "new"}
-    finally:
-        stream.close()
 
 
 def test_a_stream_of_runs_resumes_and_resyncs_only_the_runs_it_cannot_vouch_for(api, server):
@@ -333,8 +308,7 @@ def test_a_stream_of_runs_resumes_and_resyncs_only_the_runs_it_cannot_vouch_for(
     post_logs(api, "a", make_records(2, start=1))
     post_logs(api, "b", make_records(1))  # nobody followed b: its events were not kept
     # A new EventSource cannot send Last-Event-ID: the query says it.
-    again = Stream(f"{server.url}/api/v1/events?runs=a,b&last_event_id={last}")
-    try:
+    with Stream(f"{server.url}/api/v1/events?runs=a,b&last_event_id={last}") as again:
         events = opening(again)
         assert events[0] == ("resync", {"run_id": "b"})
         assert [(d["run_id"], seqs(d)) for n, d in events if n == "metrics"] == [("a", [1, 2])]
@@ -342,15 +316,10 @@ def test_a_stream_of_runs_resumes_and_resyncs_only_the_runs_it_cannot_vouch_for(
         post_logs(api, "b", make_records(1, start=1))
         live, _ = again.next("metrics")
         assert (live["run_id"], seqs(live)) == ("b", [1])
-    finally:
-        again.close()
     # An id another process numbered: everything is read again, said once for all runs.
-    other = Stream(f"{server.url}/api/v1/events?runs=a,b", last_event_id=f"0{last}")
-    try:
+    with Stream(f"{server.url}/api/v1/events?runs=a,b", last_event_id=f"0{last}") as other:
         assert [name for name, _ in opening(other)] == ["resync", "run", "run", "ready"]
         assert other.events.empty()
-    finally:
-        other.close()
 
 
 def test_a_stream_of_runs_refuses_malformed_ids_and_too_many(api, server):
@@ -365,23 +334,19 @@ def test_a_stream_of_runs_refuses_malformed_ids_and_too_many(api, server):
         assert error["loc"] == ["query", "runs"] and error["msg"].startswith(said), error
     # As many as it takes, each of the longest id, pass uvicorn's limits on a request line.
     longest = [f"{i:03d}".ljust(64, "x") for i in range(100)]
-    stream = Stream(f"{server.url}/api/v1/events?runs={','.join(longest)}&list=true")
-    try:
+    with Stream(f"{server.url}/api/v1/events?runs={','.join(longest)}&list=true") as stream:
         events = opening(stream)
         assert [data["run_id"] for _, data in events[:-1]] == longest
-    finally:
-        stream.close()
 
 
 @needs_postgres
 def test_a_stream_of_runs_gets_the_events_of_every_replica(pg_database):
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     settings = Settings(database_url=pg_database)
     with serve(settings) as one, serve(settings) as two, two.client() as api:
         create_run(api, "a")
         create_run(api, "b")
-        stream = Stream(f"{one.url}/api/v1/events?runs=a,b&list=true")
-        try:
+        with Stream(f"{one.url}/api/v1/events?runs=a,b&list=true") as stream:
             opening(stream)
             # The other replica sends metrics once it has heard that this one streams the run.
             heard = two.app.state.bus.has_subscribers
@@ -393,5 +358,3 @@ def test_a_stream_of_runs_gets_the_events_of_every_replica(pg_database):
             assert stream.next("command")[0]["run_id"] == "a"
             create_run(api, "c")
             assert stream.next("list.run")[0]["id"] == "c"
-        finally:
-            stream.close()

@@ -12,9 +12,9 @@ import httpx
 import psycopg
 from sqlalchemy import make_url
 
-from monitor_server.pgbus import libpq_url
-from tests.conftest import wait_for
-from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
+from monitor_server.infra.pgbus import libpq_url
+from tests.support.api import JSON, assert_error, create_run, make_records, post_logs
+from tests.support.waiting import wait_for
 
 
 def test_csv_has_csvlogger_layout(api):

@@ -15,14 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import schemathesis
 
-from tests.helpers import create_run, make_records, post_logs
+from tests.support.api import create_run, make_records, post_logs
 
 SEED = os.environ.get("FITWATCH_FUZZ_SEED", "20261121")
 EXAMPLES = os.environ.get("FITWATCH_FUZZ_EXAMPLES", "25")
 
 
+@pytest.mark.slow
 def test_the_api_is_what_its_schema_says_under_every_schemathesis_check(start_server, tmp_path):
     # Long-polls answer within half a second, so that a generated `wait` cannot hold a case up.
     server = start_server(max_wait=0.5)

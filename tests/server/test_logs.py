@@ -11,8 +11,8 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import wait_for
-from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
+from tests.support.api import JSON, assert_error, create_run, make_records, post_logs
+from tests.support.waiting import wait_for
 
 
 def count(api, run_id="r", scope="batch", name="loss"):

@@ -14,11 +14,11 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from monitor_server.db import make_engine
+from monitor_server.domain.schemas import encode_float
+from monitor_server.infra.db import make_engine
 from monitor_server.migrations import alembic_config
-from monitor_server.schemas import encode_float
-from tests.conftest import BACKENDS, fresh_pg_database
-from tests.helpers import post_logs
+from tests.support.api import post_logs
+from tests.support.databases import BACKENDS, fresh_pg_database
 
 NAN, INF = float("nan"), float("inf")
 W0 = 1_700_000_000.0

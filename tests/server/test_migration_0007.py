@@ -8,9 +8,9 @@ import math
 
 import sqlalchemy as sa
 
-from monitor_server.db import make_engine
-from tests.helpers import JSON, create_run
+from monitor_server.infra.db import make_engine
 from tests.server.test_migration_0006 import assert_same_rows, database_url, migrate, table_rows
+from tests.support.api import JSON, create_run
 
 __all__ = ["database_url"]  # the fixture: a database of its own at no revision
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from monitor_server.db import make_engine
-from tests.helpers import create_run
+from monitor_server.infra.db import make_engine
 from tests.server.test_migration_0006 import database_url, migrate
+from tests.support.api import create_run
 
 __all__ = ["database_url"]  # the fixture: a database of its own at no revision
 

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import sqlalchemy as sa
 
-from monitor_server.db import make_engine
-from monitor_server.schemas import encode_float
-from tests.helpers import JSON, create_run
+from monitor_server.domain.schemas import encode_float
+from monitor_server.infra.db import make_engine
 from tests.server.test_migration_0006 import RUN, database_url, migrate, records
+from tests.support.api import JSON, create_run
 
 __all__ = ["database_url"]  # the fixture: a database of its own at no revision
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from monitor_server.db import make_engine
-from tests.helpers import post_logs
+from monitor_server.infra.db import make_engine
 from tests.server.test_migration_0006 import database_url, migrate
 from tests.server.test_rules import firings, flapping
+from tests.support.api import post_logs
 
 __all__ = ["database_url"]  # the fixture: a database of its own at no revision
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor_server.errors import Invalid
-from monitor_server.records import decode_log_body
-from monitor_server.schemas import LogBatch
+from monitor_server.domain.errors import Invalid
+from monitor_server.domain.records import decode_log_body
+from monitor_server.domain.schemas import LogBatch
 
 STEP = st.one_of(st.integers(0, 2**63 - 1), st.just(252.0))
 VALUE = st.one_of(st.floats(), st.integers(-(2**70), 2**70), st.sampled_from(["NaN", "Infinity", "-Infinity"]))

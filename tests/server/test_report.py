@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from monitor_server import report
-from monitor_server.api.pages import PLOTLY_JS
-from tests.helpers import create_run, post_logs
+from monitor_server.api.routes.pages import PLOTLY_JS
+from monitor_server.services import report
+from tests.support.api import create_run, post_logs
 
 SERIES = 2000
 

@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, needs_postgres, wait_for
-from tests.helpers import JSON, add_rule, assert_error, create_run, post_logs
 from tests.server.test_events import Stream
+from tests.support.api import JSON, add_rule, assert_error, create_run, post_logs
+from tests.support.databases import needs_postgres
+from tests.support.servers import ServerProcess
+from tests.support.waiting import wait_for
 
 NAN_STOP = {"when": {"scope": "batch", "name": "loss", "op": "nan"}, "then": {"type": "stop_training"}}
 
@@ -337,9 +339,9 @@ def test_a_webhook_that_hangs_never_holds_up_ingest(start_server, receiver):
 
 @needs_postgres  # several server processes share one PostgreSQL database
 def test_a_rule_fires_once_across_two_server_processes(pg_database):
-    from tests.conftest import _clean_postgres
+    from tests.support.databases import clean_postgres
 
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     first, second = ServerProcess(pg_database).start(), ServerProcess(pg_database).start()
     try:
         with httpx.Client(base_url=first.url, timeout=30) as a, httpx.Client(base_url=second.url, timeout=30) as b:

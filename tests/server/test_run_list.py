@@ -6,8 +6,8 @@ from __future__ import annotations
 import jsonschema_rs
 import pytest
 
-from tests.helpers import assert_error, create_run, make_records, post_logs
 from tests.server.test_events import Stream
+from tests.support.api import assert_error, create_run, make_records, post_logs
 
 
 def names(response) -> list[str]:

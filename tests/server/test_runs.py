@@ -9,8 +9,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.helpers import JSON, assert_error, create_run, make_records, post_logs
 from tests.server.test_events import Stream
+from tests.support.api import JSON, assert_error, create_run, make_records, post_logs
 
 
 def test_health_names_the_database(api, database_url):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import assert_error, create_run, post_logs
+from tests.support.api import assert_error, create_run, post_logs
 
 
 def as_json(v: float) -> float | str:
@@ -195,7 +195,7 @@ class CountingConnection:
 
 
 def rows_read(server, run_id: str, max_points: int) -> tuple[int, object]:
-    from monitor_server.db import reading
+    from monitor_server.infra.db import reading
     from monitor_server.store.series import read_series
 
     with reading(server.app.state.engine) as conn:

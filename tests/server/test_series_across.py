@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import assert_error, create_run, make_records, post_logs
+from tests.support.api import assert_error, create_run, make_records, post_logs
 
 
 def test_runs_by_id_come_with_their_configs_only_when_asked(api):

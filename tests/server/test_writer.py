@@ -17,15 +17,17 @@ from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from monitor_server import writer as writer_module
 from monitor_server.config import Settings
-from monitor_server.errors import Invalid, NotFound
-from monitor_server.pgbus import libpq_url
-from monitor_server.records import Record
+from monitor_server.domain.errors import Invalid, NotFound
+from monitor_server.domain.records import Record
+from monitor_server.infra import writer as writer_module
+from monitor_server.infra.pgbus import libpq_url
+from monitor_server.infra.writer import LogWriter, slices
 from monitor_server.store.logs import Post
-from monitor_server.writer import LogWriter, slices
-from tests.conftest import ServerProcess, _clean_postgres, needs_postgres, serve, wait_for
-from tests.helpers import create_run, make_records, post_logs
+from tests.support.api import create_run, make_records, post_logs
+from tests.support.databases import clean_postgres, needs_postgres
+from tests.support.servers import ServerProcess, serve
+from tests.support.waiting import wait_for
 
 
 def records(n: int, start: int = 0, metrics=("loss", "accuracy")) -> list[Record]:
@@ -245,7 +247,7 @@ def test_a_retry_whose_first_parts_were_stored_is_still_judged_by_the_series_lim
 def test_a_post_after_the_database_dropped_the_writers_connection_is_stored_at_first_try(pg_database):
     """The writer keeps its connection between batches; when the database drops it (a
     restart, an idle timeout), the next post is stored on a new one, not refused."""
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     with serve(Settings(database_url=pg_database)) as server, server.client() as api:
         create_run(api, "r")
         assert post_logs(api, "r", make_records(5)).json()["accepted"] == 5
@@ -267,7 +269,7 @@ def test_a_batch_on_postgresql_costs_three_round_trips(pg_database, monkeypatch)
     """Every read a batch needs (runs, ledger, series, rules, the chunks it grows, the
     commands to hand over) goes in one pipeline, every write in another, then the commit.
     A round trip waits on the database and then, under load, for the interpreter lock."""
-    _clean_postgres(pg_database)
+    clean_postgres(pg_database)
     with serve(Settings(database_url=pg_database)) as server, server.client() as api:
         for run_id in ("a", "b", "c"):
             create_run(api, run_id)
@@ -338,6 +340,7 @@ def stored_count(url: str) -> int:
     return max((s["count"] for s in listed), default=0)
 
 
+@pytest.mark.slow
 def test_a_post_killed_midway_keeps_whole_parts_and_its_retry_stores_the_rest_once(database_url):
     """SIGKILL while a 10,000-record post is stored: what stays is the parts committed
     before it, whole and in order (a prefix by seq); the retry stores the rest, each record

@@ -7,21 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.pages import watch
+
 
 @pytest.fixture
 def database_url(tmp_path) -> str:
     """Page tests run on SQLite only; the server suite covers PostgreSQL."""
     return f"sqlite:///{tmp_path / 'fitwatch.db'}"
-
-
-def watch(page, errors: list[str], console: bool = True) -> None:
-    """Collect the page's failed scripts and, with `console`, its console errors into
-    `errors`, for the test to fail on."""
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    if console:
-        page.on(
-            "console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
-        )
 
 
 @pytest.fixture

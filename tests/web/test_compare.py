@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.helpers import create_run, post_logs
+from tests.support.api import create_run, post_logs
 from tests.web.test_pages import READY
 
 STEPS_PER_EPOCH = {"a": 10, "b": 25}

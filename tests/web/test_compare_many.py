@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.helpers import create_run, post_logs
+from tests.support.api import create_run, post_logs
 from tests.web.test_pages import READY
 
 FEW = 8  # web/js/charts.js: series a chart names in its own legend and hover
@@ -179,7 +179,9 @@ def test_past_a_few_runs_the_page_names_them_and_every_line_is_drawn(page, api):
     # Each run a line of the SVG, none drawn by WebGL.
     lines = page.locator("#charts .plot .scatterlayer .trace .js-line")
     expect(lines).to_have_count(FEW + 13)
-    assert all(d.startswith("M") and "L" in d for d in lines.evaluate_all("paths => paths.map(p => p.getAttribute('d'))"))
+    assert all(
+        d.startswith("M") and "L" in d for d in lines.evaluate_all("paths => paths.map(p => p.getAttribute('d'))")
+    )
     assert page.locator("#charts .plot .gl-canvas").count() == 0
 
 

@@ -3,7 +3,7 @@ System charts (stored and live), and the compare page's table of differing confi
 
 from __future__ import annotations
 
-from tests.helpers import create_run, make_records, post_logs
+from tests.support.api import create_run, make_records, post_logs
 from tests.web.test_pages import READY, open_run, plot_data
 
 COMMIT = "3f2a1bc9d8e7f60123456789abcdef0123456789"

@@ -12,7 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import wait_for
+import pytest
+
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # each test steers a real training, a process of its own
 
 ROOT = Path(__file__).parents[2]
 READY = "body[data-ready=true]"
@@ -20,9 +24,9 @@ READY = "body[data-ready=true]"
 
 @contextmanager
 def training(url: str, run_id: str, *args: str) -> Iterator[subprocess.Popen]:
-    """`tests.trainer` against `url`, unslowed; killed if the test leaves it running."""
+    """`tests.support.trainer` against `url`, unslowed; killed if the test leaves it running."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.trainer", url, run_id, *args],
+        [sys.executable, "-m", "tests.support.trainer", url, run_id, *args],
         cwd=ROOT,
         env={**os.environ, "KERAS_BACKEND": "tensorflow"},
         stdout=subprocess.DEVNULL,
@@ -238,7 +242,7 @@ def test_a_gan_gets_a_rate_per_optimizer_from_the_page(page, api, server, tmp_pa
     """A model whose train_step uses its own optimizers (keras.io's GAN): the page offers
     each, shows each one's rate, and a rate set for one changes that one only."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.programs", server.url, str(tmp_path / "seen.json"), "gan_until_stopped"],
+        [sys.executable, "-m", "tests.support.programs", server.url, str(tmp_path / "seen.json"), "gan_until_stopped"],
         cwd=ROOT,
         env={**os.environ, "KERAS_BACKEND": "tensorflow", "FITWATCH_SPOOL_DIR": str(tmp_path / "spool")},
         stdout=subprocess.DEVNULL,

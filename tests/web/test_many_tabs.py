@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.helpers import create_run, make_records, post_logs
-from tests.web.conftest import watch
+from tests.support.api import create_run, make_records, post_logs
+from tests.support.pages import watch
+from tests.support.waiting import wait_for
 from tests.web.test_pages import READY
 from tests.web.test_reconnect import wait_drawn
 
@@ -36,6 +36,7 @@ def streams(server) -> int:
     return len({sub for topic in list(bus._topics.values()) for sub in list(topic.subs)})
 
 
+@pytest.mark.slow
 def test_twelve_run_pages_in_twelve_tabs_each_draw_a_live_point(context, api, server):
     for run_id in RUNS:
         create_run(api, run_id, name=f"run {run_id}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import TRAINING, create_run, make_records, post_logs
+from tests.support.api import TRAINING, create_run, make_records, post_logs
 
 READY = "body[data-ready=true]"
 

@@ -10,9 +10,9 @@ from itertools import pairwise
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import wait_for
-from tests.helpers import create_run, make_records, post_logs
-from tests.web.conftest import watch
+from tests.support.api import create_run, make_records, post_logs
+from tests.support.pages import watch
+from tests.support.waiting import wait_for
 from tests.web.test_live_training import READY, has_points, training
 
 PHONE = {"width": 390, "height": 844}
@@ -88,6 +88,7 @@ def command_row(page, text: str):
     return page.locator("#commands tr", has_text=text)
 
 
+@pytest.mark.slow
 def test_a_real_training_is_watched_steered_and_stopped_on_a_phone(page_at, api, server):
     with training(server.url, "pocket") as proc:
         wait_for(lambda: has_points(api, "pocket"), 120, "the training to log")

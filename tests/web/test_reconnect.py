@@ -13,9 +13,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import ServerProcess
-from tests.helpers import create_run, make_records, post_logs
-from tests.web.conftest import watch
+from tests.support.api import create_run, make_records, post_logs
+from tests.support.pages import watch
+from tests.support.servers import ServerProcess
 from tests.web.test_pages import READY
 
 NO_SHARED_WORKER = "delete window.SharedWorker"

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import wait_for
-from tests.helpers import add_rule, create_run, post_logs
 from tests.server.test_rules import FLAP, flapping
+from tests.support.api import add_rule, create_run, post_logs
+from tests.support.waiting import wait_for
 from tests.web.test_live_training import READY, has_points, training
 
 
+@pytest.mark.slow
 def test_a_rule_made_on_the_rules_page_stops_a_full_speed_fit_and_the_run_page_shows_it_live(page, api, server):
     with training(server.url, "ruled") as proc:
         wait_for(lambda: has_points(api, "ruled"), 120, "the training to log")

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import combinations
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import wait_for
-from tests.helpers import assert_error, create_run, post_logs
-from tests.web.conftest import watch
+from tests.support.api import assert_error, create_run, post_logs
+from tests.support.pages import watch
+from tests.support.waiting import wait_for
 from tests.web.test_live_training import READY, ROOT, has_points, last_step, training
 from tests.web.test_phone import PHONE, assert_no_page_overflow
 
@@ -75,6 +76,7 @@ def stop(page, proc: subprocess.Popen) -> None:
     finish(proc)
 
 
+@pytest.mark.slow
 def test_an_error_goes_with_the_next_command_that_succeeds_and_can_be_closed(page, api, server):
     with training(server.url, "err") as proc:
         wait_for(lambda: has_points(api, "err"), 120, "the training to log")
@@ -101,6 +103,7 @@ def test_an_error_goes_with_the_next_command_that_succeeds_and_can_be_closed(pag
         stop(page, proc)
 
 
+@pytest.mark.slow
 def test_epoch_and_step_axes_tick_whole_numbers(page, api, server):
     with training(server.url, "two", "--epochs", "2", "--steps", "20") as proc:
         finish(proc)
@@ -134,6 +137,7 @@ def test_a_chart_of_one_point_ticks_that_point_only(page, api):
     assert low < 1_700_000_001.0 < high and high - low <= 600  # around the sample, not days of it
 
 
+@pytest.mark.slow
 def test_system_charts_are_drawn_by_wall_time_beside_the_training(page, api, server):
     with training(server.url, "sys", "--system-interval", "0.2") as proc:
         wait_for(
@@ -164,6 +168,7 @@ LR_REACH = f"""() => {{
 }}"""
 
 
+@pytest.mark.slow
 def test_the_learning_rate_is_a_step_line_to_the_latest_step(page, api, server):
     with training(server.url, "rate") as proc:
         wait_for(lambda: logged(api, "rate", 50), 120, "the training to log")
@@ -193,6 +198,7 @@ def overlap(a: dict, b: dict) -> bool:
     return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
 
 
+@pytest.mark.slow
 def test_markers_of_close_commands_do_not_overlap_and_show_all_on_hover(page, api, server):
     with training(server.url, "close") as proc:
         wait_for(lambda: logged(api, "close"), 120, "the training to log")
@@ -311,6 +317,7 @@ def test_a_loop_that_reports_no_controls_is_stopped_from_the_page(page, api, ser
             proc.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_commands_are_numbered_within_the_run_and_sent_to_the_second(page, api, server):
     create_run(api, "other")
     for _ in range(5):
@@ -331,6 +338,7 @@ def test_commands_are_numbered_within_the_run_and_sent_to_the_second(page, api, 
         stop(page, proc)
 
 
+@pytest.mark.slow
 def test_a_rate_that_follows_a_schedule_is_shown_and_not_offered(page, api, server):
     with training(server.url, "sched", "--schedule") as proc:
         wait_for(lambda: has_points(api, "sched"), 120, "the training to log")
@@ -345,6 +353,7 @@ def test_a_rate_that_follows_a_schedule_is_shown_and_not_offered(page, api, serv
         stop(page, proc)
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_shows_its_error_in_one_line_and_the_rest_on_demand(page, api, server, tmp_path):
     with training(server.url, "nosave", "--unsaveable", "--checkpoint-dir", str(tmp_path)) as proc:
         wait_for(lambda: has_points(api, "nosave"), 120, "the training to log")
@@ -380,6 +389,7 @@ def phone_page(browser, server) -> Iterator[object]:
     assert not page.errors, page.errors
 
 
+@pytest.mark.slow
 def test_the_run_page_and_the_not_found_page_fit_a_phone(browser, api, server, tmp_path):
     with phone_page(browser, server) as page:
         response = page.goto("/runs/nowhere")

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import create_run, post_logs
+from tests.support.api import create_run, post_logs
 
 READY = "body[data-ready=true]"
 NONE = "\N{EN DASH}"  # a value a run lacks
