@@ -36,6 +36,19 @@ def streams(server) -> int:
     return len({sub for topic in list(bus._topics.values()) for sub in list(topic.subs)})
 
 
+def wait_streams(server, condition, what: str) -> None:
+    """Wait for `condition` of the server's streams; failing, say which it holds, each
+    with the topics it follows."""
+    try:
+        wait_for(condition, 120, what)
+    except AssertionError as exc:
+        held: dict[object, list[str]] = {}
+        for name, topic in list(server.app.state.bus._topics.items()):
+            for sub in list(topic.subs):
+                held.setdefault(sub, []).append(name)
+        raise AssertionError(f"{exc}; the server holds {[sorted(t) for t in held.values()]}") from None
+
+
 @pytest.mark.slow
 def test_twelve_run_pages_in_twelve_tabs_each_draw_a_live_point(context, api, server):
     for run_id in RUNS:
@@ -55,12 +68,12 @@ def test_twelve_run_pages_in_twelve_tabs_each_draw_a_live_point(context, api, se
     for page in pages:
         wait_drawn(page, 6)
     # One stream for all twelve tabs, once the switches to each larger set are done.
-    wait_for(lambda: streams(server) == 1, 30, "one stream")
+    wait_streams(server, lambda: streams(server) == 1, "one stream")
     # A tab that closes is let go of; the others stay live.
     pages.pop(0).close()
     post_logs(api, RUNS[1], make_records(1, start=6))
     wait_drawn(pages[0], 7)
-    wait_for(lambda: not bus_follows(server, RUNS[0]), 30, "the closed tab's run to be let go")
+    wait_streams(server, lambda: not bus_follows(server, RUNS[0]), "the closed tab's run to be let go")
 
 
 def bus_follows(server, run_id: str) -> bool:
@@ -90,7 +103,7 @@ def compare_twelve(context, api, server) -> object:
     )
     traces = page.evaluate("() => document.querySelector('.plot').data.filter(t => t.x.length).map(t => t.x)")
     assert traces == [list(range(11 + i)) for i in range(12)]
-    wait_for(lambda: streams(server) == 1, 30, "one stream")
+    wait_streams(server, lambda: streams(server) == 1, "one stream")
     return page
 
 
