@@ -2,8 +2,7 @@
 
 The public face is what this package exports (`__all__`):
 
-- `RemoteCallback`: the Keras callback (loaded on first use, so importing this package
-  does not import Keras or TensorFlow);
+- `RemoteCallback`: the Keras callback;
 - `MonitorClient`: the framework-free client underneath, for any training loop;
 - `FitwatchWarning`: what every delivery problem is shown as;
 - for the `fitwatch` command: `sync_spool` (with `SyncOutcome`) uploads what a training
@@ -21,16 +20,28 @@ client (`client`, with `inbox`, `notices`, `context`, `system`), which uses the 
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
-from .client import MonitorClient
-from .notices import FitwatchWarning
-from .sync import SyncOutcome, sync_spool
-from .transport import describe_response, server_token, server_url
-
 if TYPE_CHECKING:
+    from .client import MonitorClient
     from .keras import RemoteCallback
+    from .notices import FitwatchWarning
+    from .sync import SyncOutcome, sync_spool
+    from .transport import describe_response, server_token, server_url
 
+# Each name of the face is loaded on first use: importing the package (or `wire`, which the
+# server imports) loads neither the client nor Keras.
+_FACE = {
+    "FitwatchWarning": "notices",
+    "MonitorClient": "client",
+    "RemoteCallback": "keras",
+    "SyncOutcome": "sync",
+    "describe_response": "transport",
+    "server_token": "transport",
+    "server_url": "transport",
+    "sync_spool": "sync",
+}
 __all__ = [
     "FitwatchWarning",
     "MonitorClient",
@@ -44,8 +55,6 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "RemoteCallback":
-        from .keras import RemoteCallback
-
-        return RemoteCallback
+    if name in _FACE:
+        return getattr(importlib.import_module(f".{_FACE[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from ..config import Settings
 from ..domain.records import Record, Value
-from ..domain.schemas import CommandPublic, RunCreate, RunPublic
+from ..domain.schemas import LogResult, RunCreate, RunPublic
 from ..infra.bus import EventBus
 from ..infra.db import reading, writing
 from ..infra.webhooks import Webhooks
@@ -41,23 +41,17 @@ class Ingest:
     writer: LogWriter
 
 
-@dataclass
-class Stored:
-    accepted: int
-    duplicates: int
-    commands: list[CommandPublic]  # the run's commands its training has not acknowledged
-
-
-async def store_posts(app: Ingest, run_id: str, posts: list[Post]) -> Stored:
+async def store_posts(app: Ingest, run_id: str, posts: list[Post]) -> LogResult:
     """Store a request's records, cut into `posts` (see `writer.slices`), through the log
-    writer: each part stored and announced before the next is sent."""
+    writer: each part stored and announced before the next is sent. The answer carries
+    the run's commands its training has not acknowledged."""
     accepted = duplicates = 0
     for post in posts:
         result = await asyncio.wrap_future(app.writer.submit(post))
         await _announce(app, run_id, result)
         accepted += len(result.accepted)
         duplicates += result.duplicates
-    return Stored(accepted, duplicates, result.commands)
+    return LogResult(accepted=accepted, duplicates=duplicates, commands=result.commands)
 
 
 async def store_epoch(app: Ingest, run_id: str, project: str, epoch: int | None, metrics: dict[str, Value]) -> int:
@@ -66,22 +60,18 @@ async def store_epoch(app: Ingest, run_id: str, project: str, epoch: int | None,
     the run's lock in the transaction that stores it, so it is stored here rather than
     gathered by the log writer."""
 
-    def store() -> tuple[IngestResult, RunPublic | None]:
+    def store() -> tuple[IngestResult, bool]:
         now = time.time()
         with writing(app.engine) as conn:
             _, created = create_run(conn, RunCreate(id=run_id, name=run_id, project=project), now)
             seq = next_server_seq(conn, run_id)
             step = seq if epoch is None else epoch
             record = Record(seq=seq, scope="epoch", step=step, epoch=step, wall_time=now, metrics=metrics)
-            result = ingest(conn, run_id, [record], now, app.settings)
-        if not created:
-            return result, None
-        with reading(app.engine) as conn:
-            return result, read_run(conn, run_id, app.settings.stale_after)
+            return ingest(conn, run_id, [record], now, app.settings), created
 
-    result, new_run = await run_in_threadpool(store)
-    if new_run is not None:
-        announce.run(app.bus, new_run)
+    result, created = await run_in_threadpool(store)
+    if created:
+        await _announce_run(app, run_id)
     await _announce(app, run_id, result)
     return len(result.accepted)
 
@@ -94,9 +84,14 @@ async def _announce(app: Ingest, run_id: str, result: IngestResult) -> None:
     for command in result.delivered:
         announce.command(app.bus, command)
     if result.revived:
+        await _announce_run(app, run_id)
 
-        def revived() -> RunPublic:
-            with reading(app.engine) as conn:
-                return read_run(conn, run_id, app.settings.stale_after)
 
-        announce.run(app.bus, await run_in_threadpool(revived))
+async def _announce_run(app: Ingest, run_id: str) -> None:
+    """The run as it is now, to the run list's stream and its own (created, or back from stale)."""
+
+    def read() -> RunPublic:
+        with reading(app.engine) as conn:
+            return read_run(conn, run_id, app.settings.stale_after)
+
+    announce.run(app.bus, await run_in_threadpool(read))

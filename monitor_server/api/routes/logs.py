@@ -17,7 +17,7 @@ from ...infra.writer import slices
 from ...services.ingest import store_posts
 from ...store.logs import Post
 from ..access import Ingester
-from ..deps import IngestDep, RunIdPath, SettingsDep
+from ..deps import IngestDep, RunIdPath
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}", tags=["logs"])
 
@@ -32,19 +32,18 @@ LOG_BODY = {
 
 
 @router.post("/logs", response_model=LogResult, dependencies=[Ingester], openapi_extra=LOG_BODY)
-async def post_logs(run_id: RunIdPath, request: Request, settings: SettingsDep, ingest: IngestDep) -> LogResult:
+async def post_logs(run_id: RunIdPath, request: Request, ingest: IngestDep) -> LogResult:
     """Store a batch of records, each `(run, seq)` once; answer with the commands the
     training has not acknowledged yet."""
     body = await request.body()
 
     def decode() -> list[Post]:
         records = decode_log_body(body)
-        if len(records) > settings.max_records:
-            raise Invalid(f"at most {settings.max_records} records a request, got {len(records)}")
+        if len(records) > ingest.settings.max_records:
+            raise Invalid(f"at most {ingest.settings.max_records} records a request, got {len(records)}")
         return slices(run_id, records)
 
     # A small body decodes faster than a hop to the thread pool and back, which under load
     # waits its turn for the interpreter lock; a large one must not hold up the event loop.
     posts = decode() if len(body) <= INLINE_DECODE_BYTES else await run_in_threadpool(decode)
-    stored = await store_posts(ingest, run_id, posts)
-    return LogResult(accepted=stored.accepted, duplicates=stored.duplicates, commands=stored.commands)
+    return await store_posts(ingest, run_id, posts)
